@@ -1,0 +1,279 @@
+"""Typed access to the catalog. Returns plain records, never live ORM objects."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from kifabrik.catalog import schema as t
+from kifabrik.catalog.db import make_engine, migrate, session_factory
+from kifabrik.errors import KifabrikError, NotFoundError
+
+GENESIS = "0" * 64
+_HEX = re.compile(r"^[0-9a-f]{6,64}$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    id: str
+    kind: str
+    name: str
+    version: int
+    status: str
+    created_at: datetime
+    path: str
+    manifest: dict[str, Any]
+    meta: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True)
+class EdgeRecord:
+    parent_id: str
+    child_id: str
+    relation: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    pipeline_id: str | None
+    recipe: str | None
+    stage: str
+    name: str | None
+    status: str
+    config: dict[str, Any]
+    started_at: datetime
+    ended_at: datetime | None
+    error: str | None
+    outputs: list[str]
+
+
+def _artifact(row: t.Artifact) -> ArtifactRecord:
+    return ArtifactRecord(row.id, row.kind, row.name, row.version, row.status, row.created_at, row.path, row.manifest, row.meta)
+
+
+def _run(row: t.Run) -> RunRecord:
+    return RunRecord(row.id, row.pipeline_id, row.recipe, row.stage, row.name, row.status, row.config,
+                     row.started_at, row.ended_at, row.error, list(row.outputs or []))
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+class Catalog:
+    """The catalog database (SQLite by default, PostgreSQL for shared installations)."""
+
+    def __init__(self, url: str, *, auto_migrate: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        if auto_migrate:
+            migrate(self.engine)
+        self._session = session_factory(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ artifacts
+    def add_artifact(
+        self,
+        *,
+        id: str,
+        kind: str,
+        name: str,
+        path: str,
+        manifest: dict[str, Any],
+        meta: dict[str, Any],
+        parents: list[EdgeRecord] | None = None,
+        status: str = "ok",
+    ) -> ArtifactRecord:
+        """Record a published artifact and its lineage edges in one transaction."""
+        for _ in range(3):  # another process may take the same version number at once
+            try:
+                with self._session.begin() as s:
+                    if (row := s.get(t.Artifact, id)) is not None:
+                        return _artifact(row)
+                    version = (s.scalar(select(func.max(t.Artifact.version)).where(
+                        t.Artifact.kind == kind, t.Artifact.name == name)) or 0) + 1
+                    row = t.Artifact(id=id, kind=kind, name=name, version=version, status=status,
+                                     created_at=utcnow(), path=path, manifest=manifest, meta=meta)
+                    s.add(row)
+                    s.flush()
+                    for edge in parents or []:
+                        if s.get(t.Artifact, edge.parent_id) is None:
+                            raise NotFoundError(f"parent artifact {edge.parent_id} is not in the catalog")
+                        s.add(t.Edge(parent_id=edge.parent_id, child_id=id, relation=edge.relation,
+                                     attributes=edge.attributes))
+                    return _artifact(row)
+            except IntegrityError:
+                continue
+        raise KifabrikError(f"could not record artifact {name!r}: concurrent writers kept taking its version number")
+
+    def get_artifact(self, ref: str, kind: str | None = None) -> ArtifactRecord:
+        """Resolve `ref`: a full id, a unique id prefix (6+ hex digits), `name` (latest) or `name@version`."""
+        with self._session() as s:
+            q = select(t.Artifact)
+            if kind:
+                q = q.where(t.Artifact.kind == kind)
+            name, _, ver = ref.partition("@")
+            if ver.isdigit():
+                rows = list(s.scalars(q.where(t.Artifact.name == name, t.Artifact.version == int(ver))))
+            else:
+                rows = list(s.scalars(q.where(t.Artifact.name == ref).order_by(t.Artifact.version.desc()).limit(1)))
+                if not rows and _HEX.match(ref):
+                    rows = list(s.scalars(q.where(t.Artifact.id.startswith(ref)).limit(2)))
+                    if len(rows) > 1:
+                        raise KifabrikError(f"id prefix {ref!r} is ambiguous", hint="give more digits of the id")
+            if not rows:
+                what = kind or "artifact"
+                raise NotFoundError(f"no {what} {ref!r} in the catalog",
+                                    hint=f"list them with `kifabrik {'models' if kind == 'model' else 'artifacts'} list`")
+            return _artifact(rows[0])
+
+    def list_artifacts(self, kind: str | None = None) -> list[ArtifactRecord]:
+        with self._session() as s:
+            q = select(t.Artifact).order_by(t.Artifact.created_at, t.Artifact.name)
+            if kind:
+                q = q.where(t.Artifact.kind == kind)
+            return [_artifact(r) for r in s.scalars(q)]
+
+    def set_status(self, artifact_id: str, status: Literal["ok", "failed"], meta_update: dict[str, Any] | None = None) -> None:
+        with self._session.begin() as s:
+            row = s.get(t.Artifact, artifact_id)
+            if row is None:
+                raise NotFoundError(f"no artifact {artifact_id}")
+            row.status = status
+            if meta_update:
+                row.meta = {**row.meta, **meta_update}
+
+    def remove_artifact(self, artifact_id: str) -> None:
+        """Delete the record; refused while other artifacts were made from it."""
+        with self._session.begin() as s:
+            children = list(s.scalars(select(t.Edge.child_id).where(t.Edge.parent_id == artifact_id)))
+            if children:
+                raise KifabrikError(
+                    f"artifact {artifact_id[:12]} has descendants: {', '.join(c[:12] for c in children)}",
+                    hint="remove the descendants first (see `kifabrik lineage ID`)",
+                )
+            s.query(t.Edge).filter(t.Edge.child_id == artifact_id).delete()
+            s.query(t.ArtifactPolicy).filter(t.ArtifactPolicy.artifact_id == artifact_id).delete()
+            row = s.get(t.Artifact, artifact_id)
+            if row is not None:
+                s.delete(row)
+
+    # ------------------------------------------------------------------ lineage
+    def edges(self, *, parent: str | None = None, child: str | None = None) -> list[EdgeRecord]:
+        with self._session() as s:
+            q = select(t.Edge).order_by(t.Edge.id)
+            if parent:
+                q = q.where(t.Edge.parent_id == parent)
+            if child:
+                q = q.where(t.Edge.child_id == child)
+            return [EdgeRecord(e.parent_id, e.child_id, e.relation, e.attributes) for e in s.scalars(q)]
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, stage: str, config: dict[str, Any], *, name: str | None = None,
+                  pipeline_id: str | None = None, recipe: str | None = None) -> str:
+        run_id = uuid.uuid4().hex
+        with self._session.begin() as s:
+            s.add(t.Run(id=run_id, pipeline_id=pipeline_id, recipe=recipe, stage=stage, name=name, status="running",
+                        config=json.loads(canonical_json(config)), started_at=utcnow(), outputs=[]))
+        return run_id
+
+    def finish_run(self, run_id: str, status: Literal["succeeded", "failed"], *, error: str | None = None,
+                   outputs: list[str] | None = None) -> None:
+        with self._session.begin() as s:
+            row = s.get(t.Run, run_id)
+            if row is None:
+                raise NotFoundError(f"no run {run_id}")
+            row.status, row.error, row.ended_at = status, error, utcnow()
+            row.outputs = list(outputs or [])
+
+    def get_run(self, ref: str) -> RunRecord:
+        with self._session() as s:
+            rows = list(s.scalars(select(t.Run).where(t.Run.id.startswith(ref)).limit(2))) if ref else []
+            if len(rows) != 1:
+                raise NotFoundError(f"no run {ref!r}" if not rows else f"run id prefix {ref!r} is ambiguous",
+                                    hint="list runs with `kifabrik runs list`")
+            return _run(rows[0])
+
+    def list_runs(self, pipeline_id: str | None = None, limit: int = 50) -> list[RunRecord]:
+        with self._session() as s:
+            q = select(t.Run).order_by(t.Run.started_at.desc()).limit(limit)
+            if pipeline_id:
+                q = q.where(t.Run.pipeline_id == pipeline_id)
+            return [_run(r) for r in s.scalars(q)]
+
+    # ------------------------------------------------------------------ policies
+    def add_policy(self, name: str, document: dict[str, Any]) -> str:
+        policy_id = hashlib.sha256(canonical_json(document)).hexdigest()
+        with self._session.begin() as s:
+            if s.get(t.Policy, policy_id) is None:
+                s.add(t.Policy(id=policy_id, name=name, document=document, created_at=utcnow()))
+        return policy_id
+
+    def attach_policy(self, artifact_id: str, policy_id: str) -> None:
+        with self._session.begin() as s:
+            if s.get(t.ArtifactPolicy, (artifact_id, policy_id)) is None:
+                s.add(t.ArtifactPolicy(artifact_id=artifact_id, policy_id=policy_id))
+
+    def policies_of(self, artifact_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(id, name, document) of the policies attached directly to an artifact."""
+        with self._session() as s:
+            q = select(t.Policy).join(t.ArtifactPolicy, t.ArtifactPolicy.policy_id == t.Policy.id).where(
+                t.ArtifactPolicy.artifact_id == artifact_id)
+            return [(p.id, p.name, p.document) for p in s.scalars(q)]
+
+    # ------------------------------------------------------------------ audit log
+    def audit(self, action: str, *, actor: str = "cli", subject: str | None = None,
+              decision: str | None = None, details: dict[str, Any] | None = None) -> str:
+        """Append one entry to the hash-chained audit log and return its hash."""
+        for _ in range(5):
+            try:
+                with self._session.begin() as s:
+                    last = s.scalars(select(t.AuditEntry).order_by(t.AuditEntry.seq.desc()).limit(1)).first()
+                    prev = last.hash if last else GENESIS
+                    ts = utcnow()
+                    body = {"ts": ts.isoformat(), "actor": actor, "action": action, "subject": subject,
+                            "decision": decision, "details": details or {}}
+                    digest = hashlib.sha256(prev.encode() + canonical_json(body)).hexdigest()
+                    s.add(t.AuditEntry(ts=ts, actor=actor, action=action, subject=subject, decision=decision,
+                                       details=details or {}, prev_hash=prev, hash=digest))
+                    return digest
+            except IntegrityError:  # two writers chained onto the same predecessor; retry
+                continue
+        raise KifabrikError("could not append to the audit log: too many concurrent writers")
+
+    def verify_audit(self) -> list[str]:
+        """Re-compute the hash chain; returns one message per broken entry (empty: intact)."""
+        problems = []
+        prev = GENESIS
+        with self._session() as s:
+            for e in s.scalars(select(t.AuditEntry).order_by(t.AuditEntry.seq)):
+                ts = e.ts.replace(tzinfo=UTC) if e.ts.tzinfo is None else e.ts.astimezone(UTC)
+                body = {"ts": ts.isoformat(), "actor": e.actor, "action": e.action, "subject": e.subject,
+                        "decision": e.decision, "details": e.details}
+                expect = hashlib.sha256(prev.encode() + canonical_json(body)).hexdigest()
+                if e.prev_hash != prev:
+                    problems.append(f"entry {e.seq}: chain broken (an entry before it was removed or reordered)")
+                elif e.hash != expect:
+                    problems.append(f"entry {e.seq}: content changed after it was written")
+                prev = e.hash
+        return problems

@@ -1,0 +1,98 @@
+"""Catalog tables (SQLAlchemy 2). Every change here needs an Alembic migration."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Artifact(Base):
+    """A complete artifact in the store (its `manifest.json` exists)."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("kind", "name", "version", name="uq_artifacts_kind_name_version"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, doc="sha256 of the content manifest")
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="ok", doc="ok | failed (e.g. a failed quality gate)")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    path: Mapped[str] = mapped_column(Text, doc="directory in the store, relative to the store root")
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict, doc="the record shown to users")
+
+
+class Edge(Base):
+    """Lineage: `parent` was used to make `child`."""
+
+    __tablename__ = "lineage"
+    __table_args__ = (UniqueConstraint("parent_id", "child_id", "relation", name="uq_lineage_edge"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    parent_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id", ondelete="RESTRICT"), index=True)
+    child_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), index=True)
+    relation: Mapped[str] = mapped_column(String(32), doc="e.g. base_model, trained_on, merged_from, evaluated")
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, doc="e.g. merge weight")
+
+
+class Run(Base):
+    """One execution of one stage, successful or not."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    pipeline_id: Mapped[str | None] = mapped_column(String(32), index=True, doc="groups the stages of one recipe run")
+    recipe: Mapped[str | None] = mapped_column(String(200))
+    stage: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), doc="running | succeeded | failed")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, doc="the resolved config")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    outputs: Mapped[list[Any]] = mapped_column(JSON, default=list, doc="ids of the artifacts it produced")
+
+
+class Policy(Base):
+    """A usage policy (ODRL 2.2 JSON-LD)."""
+
+    __tablename__ = "policies"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, doc="sha256 of the canonical document")
+    name: Mapped[str] = mapped_column(String(200))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ArtifactPolicy(Base):
+    """Which policies apply to an artifact directly (inherited ones follow lineage)."""
+
+    __tablename__ = "artifact_policies"
+
+    artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+    policy_id: Mapped[str] = mapped_column(ForeignKey("policies.id", ondelete="RESTRICT"), primary_key=True)
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained audit log: `hash = sha256(prev_hash + canonical entry)`."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_subject", "subject"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(200))
+    decision: Mapped[str | None] = mapped_column(String(16))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

