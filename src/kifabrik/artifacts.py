@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import kifabrik
-from kifabrik.errors import KifabrikError
 
 MANIFEST = "manifest.json"
 CHUNK = 1 << 20
@@ -207,8 +206,3 @@ class ArtifactStore:
     def leftovers(self) -> list[Path]:
         """Temporary directories of drafts that never finished (a crash, kill -9)."""
         return sorted(self.root.glob(".tmp-*")) if self.root.exists() else []
-
-
-def ensure_not_exists(path: Path, what: str) -> None:
-    if path.exists():
-        raise KifabrikError(f"{path} already exists", hint=f"choose another path for the {what} or remove it")

@@ -136,14 +136,14 @@ def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> list[An
     return _LineList(items, [n.start_mark.line + 1 for n in node.value], node.start_mark.line + 1)
 
 
-class _LineDict(dict):  # type: ignore[type-arg]
+class _LineDict(dict):
     def __init__(self, data: dict[str, Any], lines: dict[str, int], line: int) -> None:
         super().__init__(data)
         self.lines = lines
         self.line = line
 
 
-class _LineList(list):  # type: ignore[type-arg]
+class _LineList(list):
     def __init__(self, data: list[Any], lines: list[int], line: int) -> None:
         super().__init__(data)
         self.lines = lines

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ class Workspace:
         kind: str,
         name: str,
         *,
-        parents: list[tuple[str, str] | tuple[str, str, dict[str, Any]]] = (),  # type: ignore[assignment]
+        parents: Sequence[tuple[str, str] | tuple[str, str, dict[str, Any]]] = (),
         config: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
         policies: list[str] | None = None,
@@ -74,7 +74,7 @@ class Workspace:
         except BaseException:
             self.store.discard(draft)
             raise
-        edges = [EdgeRecord(p[0], artifact_id, p[1], p[2] if len(p) > 2 else {}) for p in parents]  # type: ignore[misc]
+        edges = [EdgeRecord(p[0], artifact_id, p[1], p[2] if len(p) > 2 else {}) for p in parents]
         try:
             record = self.catalog.add_artifact(id=artifact_id, kind=kind, name=name, path=artifact_id,
                                                manifest=manifest, meta=draft.meta, parents=edges, status=status)
@@ -84,7 +84,7 @@ class Workspace:
             if created:
                 self.store.remove(artifact_id)
             raise
-        draft.record = record  # type: ignore[attr-defined]
+        draft.record = record
 
     def verify(self, ref: str, progress: Callable[[int], None] | None = None) -> Verification:
         record = self.catalog.get_artifact(ref)

@@ -85,11 +85,14 @@ def catalog(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
     if as_json:
         print_json({"embedded": embedded_models(), "european": models})
         return
-    table = Table("model", "hub id", "licence", "params", "languages", "ctx", "remote code", title="European open models")
+    out.print("[bold]Open European models[/bold] (facts from their model cards)\n")
     for m in models:
-        table.add_row(m["name"], m["hub_id"], m["license"], str(m["parameters"]), str(m["languages"]),
-                      str(m["context_length"]), "yes" if m["trust_remote_code"] else "no")
-    out.print(table)
+        base = f" (base: {m['base_hub_id']})" if m.get("base_hub_id") else ""
+        out.print(f"[bold]{m['name']}[/bold]  {m['hub_id']}{base}")
+        out.print(f"  licence {m['license']}, {m['parameters']} parameters, context {m['context_length']}, "
+                  f"{m['architecture']}, remote code: {'yes' if m['trust_remote_code'] else 'no'}")
+        out.print(f"  languages: {m['languages']}")
+        out.print(f"  by {m['made_by']}. {m['notes']}\n")
     out.print("Register one with internet access: kifabrik models add HUB_ID --online "
               "(add --trust-remote-code where the table says so),")
     out.print("or copy a downloaded folder here and: kifabrik models add /path/to/folder")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -41,7 +41,7 @@ class GenerateOptions(StageOptions):
         return GenerationOptions(self.max_new_tokens, self.temperature, self.top_p, self.seed)
 
 
-def load_for_generation(ws: Workspace, record: ArtifactRecord):  # type: ignore[no-untyped-def]
+def load_for_generation(ws: Workspace, record: ArtifactRecord) -> tuple[Any, Any]:
     """(model, tokenizer) for a model record."""
     from kifabrik.models.loading import load_model, load_tokenizer
     from kifabrik.models.sources import model_path
@@ -55,13 +55,13 @@ def load_for_generation(ws: Workspace, record: ArtifactRecord):  # type: ignore[
 
 
 def generate_text(ws: Workspace, ref: str, prompts: list[str], *, system: str | None = None,
-                  options: GenerationOptions = GenerationOptions()) -> list[Generation]:
+                  options: GenerationOptions | None = None) -> list[Generation]:
     """Answer `prompts` with the registered model `ref` (name, name@version or id)."""
     from kifabrik.models.generate import chat
 
     record = ws.catalog.get_artifact(ref, "model")
     model, tokenizer = load_for_generation(ws, record)
-    return [chat(model, tokenizer, p, system=system, options=options) for p in prompts]
+    return [chat(model, tokenizer, p, system=system, options=options or GenerationOptions()) for p in prompts]
 
 
 def _run(ctx: StageContext, opts: GenerateOptions) -> list[ArtifactRecord]:

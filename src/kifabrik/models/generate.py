@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -28,21 +28,22 @@ class Generation:
 
 
 def chat(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, *, system: str | None = None,
-         options: GenerationOptions = GenerationOptions()) -> Generation:
+         options: GenerationOptions | None = None) -> Generation:
     """Generate one answer. Uses the tokenizer's chat template when it has one, else the raw prompt."""
     import torch
 
+    options = options or GenerationOptions()
     templated = bool(getattr(tokenizer, "chat_template", None))
     if templated:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        enc: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     else:
         enc = tokenizer((system + "\n\n" if system else "") + prompt, return_tensors="pt")
     enc = {k: v.to(model.device) for k, v in enc.items()}
     torch.manual_seed(options.seed)
     sample = options.temperature > 0
     with torch.inference_mode():
-        out = model.generate(
+        out = model.generate(  # type: ignore[operator]  # transformers types generate() as a Tensor attribute
             **enc,
             max_new_tokens=options.max_new_tokens,
             do_sample=sample,
@@ -54,7 +55,8 @@ def chat(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str
     new = out[0, enc["input_ids"].shape[1]:]
     eos = tokenizer.eos_token_id
     stopped = eos is not None and len(new) > 0 and int(new[-1]) in ([eos] if isinstance(eos, int) else eos)
-    return Generation(prompt=prompt, text=tokenizer.decode(new, skip_special_tokens=True).strip(),
+    text = str(tokenizer.decode(new, skip_special_tokens=True)).strip()
+    return Generation(prompt=prompt, text=text,
                       prompt_tokens=int(enc["input_ids"].shape[1]), completion_tokens=int(len(new)),
                       finish_reason="stop" if stopped or len(new) < options.max_new_tokens else "length",
                       chat_template=templated)

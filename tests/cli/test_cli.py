@@ -1,0 +1,136 @@
+"""The real CLI on a tiny random model: files, catalog rows, runs, lineage, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from kifabrik.workspace import Workspace
+
+RECIPE = """\
+name: shop
+model:
+  source: {source}
+  name: tiny
+stages:
+  - stage: generate
+    name: ask
+    prompts:
+      - {{text: "Wann ist der nächste Ölwechsel fällig?", lang: de}}
+      - {{text: "When is the next oil change due?", lang: en}}
+    max_new_tokens: 6
+  - stage: generate
+    name: ask-again
+    model: base
+    prompts: ["Ersatzteile?"]
+    max_new_tokens: 3
+"""
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from kifabrik.cli.main import app; import kifabrik.pipeline, kifabrik.generate; "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False False"
+    helped = subprocess.run([sys.executable, "-m", "kifabrik.cli.main", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "models" in helped.stdout
+
+
+def test_models_commands(cli, tiny_model_dir):
+    r = cli("models", "add", str(tiny_model_dir), "--name", "tiny")
+    assert r.code == 0, r.err
+    assert "registered model tiny@1" in r.out and "LlamaForCausalLM" in r.out
+    listed = json.loads(cli("models", "list", "--json").out)
+    assert [m["name"] for m in listed] == ["tiny"] and "chat_template" not in listed[0]
+    shown = json.loads(cli("models", "show", "tiny", "--json").out)
+    assert shown["license"] == "apache-2.0" and shown["weights_sha256"]
+    catalogue = cli("models", "catalog")
+    assert catalogue.code == 0 and "utter-project/EuroLLM-9B-Instruct" in catalogue.out
+    gen = cli("generate", "tiny", "Hallo", "--max-new-tokens", "4", "--temperature", "0.7", "--seed", "3")
+    assert gen.code == 0, gen.err
+    missing = cli("generate", "nope", "Hallo")
+    assert missing.code == 1 and "no model 'nope'" in missing.err and "Traceback" not in missing.err
+    assert cli("models", "rm", "tiny").code == 0
+    assert json.loads(cli("models", "list", "--json").out) == []
+
+
+def test_run_recipe_records_everything(cli, home, tiny_model_dir, tmp_path):
+    recipe = tmp_path / "shop.yaml"
+    recipe.write_text(RECIPE.format(source=tiny_model_dir), encoding="utf-8")
+    checked = cli("run", str(recipe), "--check")
+    assert checked.code == 0 and "is valid" in checked.out
+    with _ws(home) as ws:
+        assert ws.catalog.list_runs() == []  # --check runs nothing
+
+    r = cli("run", str(recipe), "--set", "stages.ask-again.max_new_tokens=2")
+    assert r.code == 0, r.err
+    assert "✓ ask (generate)" in r.out and "✓ ask-again (generate)" in r.out
+    with _ws(home) as ws:
+        runs = ws.catalog.list_runs()
+        assert sorted(x.name for x in runs) == ["ask", "ask-again", "model"]
+        assert {x.status for x in runs} == {"succeeded"} and len({x.pipeline_id for x in runs}) == 1
+        again = next(x for x in runs if x.name == "ask-again")
+        assert again.config["max_new_tokens"] == 2  # the resolved config, override applied
+        gens = ws.catalog.list_artifacts("generations")
+        assert sorted(g.name for g in gens) == ["shop-ask", "shop-ask-again"]
+        ask = next(g for g in gens if g.name == "shop-ask")
+        rows = [json.loads(line) for line in (ws.path(ask) / "answers.jsonl").read_text().splitlines()]
+        assert [row["lang"] for row in rows] == ["de", "en"]
+        assert all(row["completion_tokens"] <= 6 and row["chat_template"] for row in rows)
+        assert ask.id in again.outputs or ask.id in next(x for x in runs if x.name == "ask").outputs
+
+    lineage = json.loads(cli("lineage", "tiny", "--format", "json").out)
+    assert {e["relation"] for e in lineage["descendants"]} == {"generated_by"}
+    assert len(lineage["descendants"]) == 2
+    dot = cli("lineage", "shop-ask", "--format", "dot").out
+    assert dot.startswith("digraph lineage") and "generated_by" in dot
+    text = cli("lineage", "shop-ask").out
+    assert "ancestors:" in text and "model tiny@1" in text
+    assert cli("lineage", "tiny", "--format", "svg").code == 1
+
+
+def test_invalid_recipe_runs_nothing(cli, home, tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("name: x\nmodel:\n  source: embedded:smollm2-135m-instruct\nstages:\n  - stage: train\n")
+    r = cli("run", str(recipe))
+    assert r.code == 1
+    assert "bad.yaml:5: stages[0].stage" in r.err and "not built yet" in r.err
+    with _ws(home) as ws:
+        assert ws.catalog.list_runs() == [] and ws.catalog.list_artifacts() == []
+
+
+def test_failing_stage_leaves_a_failed_run_and_no_output(cli, home, tiny_model_dir, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(source=tiny_model_dir).replace("model: base", "model: no-such-model"))
+    r = cli("run", str(recipe))
+    assert r.code == 1 and "no model 'no-such-model'" in r.err
+    with _ws(home) as ws:
+        failed = [x for x in ws.catalog.list_runs() if x.status == "failed"]
+        assert [x.name for x in failed] == ["ask-again"]
+        assert "no-such-model" in failed[0].error and failed[0].ended_at is not None
+        assert "shop-ask-again" not in {a.name for a in ws.catalog.list_artifacts()}
+    runs = cli("runs", "list", "--json")
+    assert runs.code == 0 and len(json.loads(runs.out)) == 3
+
+
+def test_unknown_model_source_fails_before_any_run(cli, home, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(source=tmp_path / "missing-folder"))
+    r = cli("run", str(recipe))
+    assert r.code == 1 and "missing-folder" in r.err and "no such file" in r.err
+    with _ws(home) as ws:
+        assert ws.catalog.list_runs() == []
+
+
+class _ws:
+    """`with _ws(home) as ws:` — a workspace closed after use."""
+
+    def __init__(self, home):
+        self.ws = Workspace.open(home)
+
+    def __enter__(self):
+        return self.ws
+
+    def __exit__(self, *exc):
+        self.ws.close()

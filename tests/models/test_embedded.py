@@ -1,0 +1,82 @@
+"""The embedded SmolLM2-135M-Instruct: converted once, exact, and the demo runs on it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kifabrik.artifacts import sha256_file
+from kifabrik.errors import KifabrikError
+from kifabrik.workspace import Workspace
+
+pytestmark = pytest.mark.embedded
+SOURCE = "embedded:smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    from kifabrik.models.sources import add_model, embedded_gguf
+
+    try:
+        gguf = embedded_gguf("smollm2-135m-instruct")
+    except KifabrikError as exc:
+        pytest.skip(f"embedded model not installed: {exc.hint}")
+    home = tmp_path_factory.mktemp("embedded-home")
+    ws = Workspace.open(home)
+    record = add_model(ws, SOURCE)
+    yield ws, record, gguf, home
+    ws.close()
+
+
+def test_record_holds_the_facts(embedded):
+    ws, rec, gguf, _ = embedded
+    m = rec.meta
+    assert (m["architecture"], m["parameters"], m["vocab_size"]) == ("LlamaForCausalLM", 134_515_008, 49_152)
+    assert m["context_length"] == 8192 and m["license"] == "Apache-2.0"
+    assert "im_start" in m["chat_template"]
+    assert m["source_sha256"] == sha256_file(gguf)
+    assert m["weights_sha256"] == sha256_file(ws.path(rec) / "weights" / "model.safetensors")
+    assert ws.verify(rec.id).ok
+    from kifabrik.models.sources import add_model
+
+    again = add_model(ws, SOURCE)  # cached: no second conversion, no new version
+    assert (again.id, again.version) == (rec.id, 1)
+
+
+def test_converted_weights_give_the_same_logits_as_the_gguf(embedded):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from kifabrik.models.loading import load_model, load_tokenizer
+    from kifabrik.models.sources import model_path
+
+    ws, rec, gguf, _ = embedded
+    tok = load_tokenizer(model_path(ws, rec))
+    ids = tok("Die Wartung der Maschine erfolgt jährlich.", return_tensors="pt")["input_ids"]
+    converted = load_model(model_path(ws, rec), device="cpu")
+    original = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        a, b = converted(ids).logits, original(ids).logits
+    assert torch.equal(a, b)  # the same dequantised float32 weights, bit for bit
+
+
+def test_greedy_answer_is_sensible(embedded):
+    from kifabrik.generate import generate_text
+    from kifabrik.models.generate import GenerationOptions
+
+    ws, rec, _, _ = embedded
+    gen = generate_text(ws, rec.ref, ["What is the capital of France?"], options=GenerationOptions(max_new_tokens=12))[0]
+    assert "Paris" in gen.text and gen.chat_template
+
+
+def test_demo_command_end_to_end(embedded):
+    _, _, _, home = embedded
+    env = {**os.environ, "KIFABRIK_HOME": str(home), "KIFABRIK_QUIET": "1"}
+    r = subprocess.run([sys.executable, "-m", "kifabrik.cli.main", "demo", "--set", "stages.try-base.max_new_tokens=12"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "Q (de): Wie oft sollte man das Hydrauliköl" in r.stdout and "Q (en):" in r.stdout
+    assert "results are in" in r.stdout
