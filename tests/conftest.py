@@ -81,3 +81,20 @@ def cli(home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory):
+    """(workspace, record, gguf path, home) with the embedded SmolLM2 registered once per session."""
+    from kifabrik.errors import KifabrikError
+    from kifabrik.models.sources import add_model, embedded_gguf
+
+    try:
+        gguf = embedded_gguf("smollm2-135m-instruct")
+    except KifabrikError as exc:
+        pytest.skip(f"embedded model not installed: {exc.hint}")
+    home_dir = tmp_path_factory.mktemp("embedded-home")
+    w = Workspace.open(home_dir)
+    record = add_model(w, "embedded:smollm2-135m-instruct")
+    yield w, record, gguf, home_dir
+    w.close()

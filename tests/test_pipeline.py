@@ -67,10 +67,13 @@ def test_missing_fields(tmp_path):
     assert "model: required field is missing" in msg
 
 
-def test_planned_stage_is_refused_not_skipped(tmp_path):
-    path = _write(tmp_path, GOOD.format(source="x") + "  - stage: release\n    name: r\n")
+def test_planned_stage_is_refused_not_skipped(tmp_path, monkeypatch):
+    from kifabrik import pipeline
+
+    monkeypatch.setitem(pipeline.PLANNED_STAGES, "teleport", "moving models by magic")
+    path = _write(tmp_path, GOOD.format(source="x") + "  - stage: teleport\n    name: r\n")
     msg = _error(path)
-    assert "stage 'release'" in msg and "not built yet" in msg and f"{path}:9: stages[1].stage" in msg
+    assert "stage 'teleport'" in msg and "not built yet" in msg and f"{path}:9: stages[1].stage" in msg
 
 
 def test_unknown_stage_lists_known_ones(tmp_path):

@@ -26,13 +26,13 @@ from kifabrik.workspace import Workspace
 #: Stage name -> module that registers it. Imported on demand (no torch at import time).
 STAGE_MODULES: dict[str, str] = {
     "generate": "kifabrik.generate",
+    "data": "kifabrik.data.stage",
+    "train": "kifabrik.train.stage",
+    "merge": "kifabrik.merge.stage",
 }
 
 #: Stages on the roadmap that this version cannot run yet.
 PLANNED_STAGES: dict[str, str] = {
-    "data": "dataset import, usage policies and PII protection",
-    "train": "LoRA fine-tuning and continued pre-training",
-    "merge": "recombining adapters",
     "evaluate": "evaluation and quality suites",
     "document": "model card and AI Act documents",
     "release": "gated releases",

@@ -92,10 +92,11 @@ def test_run_recipe_records_everything(cli, home, tiny_model_dir, tmp_path):
 
 def test_invalid_recipe_runs_nothing(cli, home, tmp_path):
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text("name: x\nmodel:\n  source: embedded:smollm2-135m-instruct\nstages:\n  - stage: train\n")
+    recipe.write_text("name: x\nmodel:\n  source: embedded:smollm2-135m-instruct\nstages:\n"
+                      "  - stage: generate\n    prompts: []\n    max_new_tokens: lots\n")
     r = cli("run", str(recipe))
     assert r.code == 1
-    assert "bad.yaml:5: stages[0].stage" in r.err and "not built yet" in r.err
+    assert "bad.yaml:6: stages[0].prompts" in r.err and "bad.yaml:7: stages[0].max_new_tokens" in r.err
     with _ws(home) as ws:
         assert ws.catalog.list_runs() == [] and ws.catalog.list_artifacts() == []
 

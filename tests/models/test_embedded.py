@@ -9,26 +9,9 @@ import sys
 import pytest
 
 from kifabrik.artifacts import sha256_file
-from kifabrik.errors import KifabrikError
-from kifabrik.workspace import Workspace
 
 pytestmark = pytest.mark.embedded
 SOURCE = "embedded:smollm2-135m-instruct"
-
-
-@pytest.fixture(scope="module")
-def embedded(tmp_path_factory):
-    from kifabrik.models.sources import add_model, embedded_gguf
-
-    try:
-        gguf = embedded_gguf("smollm2-135m-instruct")
-    except KifabrikError as exc:
-        pytest.skip(f"embedded model not installed: {exc.hint}")
-    home = tmp_path_factory.mktemp("embedded-home")
-    ws = Workspace.open(home)
-    record = add_model(ws, SOURCE)
-    yield ws, record, gguf, home
-    ws.close()
 
 
 def test_record_holds_the_facts(embedded):

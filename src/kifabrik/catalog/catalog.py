@@ -163,6 +163,15 @@ class Catalog:
             if meta_update:
                 row.meta = {**row.meta, **meta_update}
 
+    def update_meta(self, artifact_id: str, meta_update: dict[str, Any]) -> ArtifactRecord:
+        """Add facts to an artifact's record (the manifest, and so the id, stay as they are)."""
+        with self._session.begin() as s:
+            row = s.get(t.Artifact, artifact_id)
+            if row is None:
+                raise NotFoundError(f"no artifact {artifact_id}")
+            row.meta = {**row.meta, **meta_update}
+            return _artifact(row)
+
     def remove_artifact(self, artifact_id: str) -> None:
         """Delete the record; refused while other artifacts were made from it."""
         with self._session.begin() as s:

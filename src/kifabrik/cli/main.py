@@ -10,8 +10,12 @@ from typing import Annotated
 import typer
 
 from kifabrik import __version__
+from kifabrik.cli import data as data_cli
+from kifabrik.cli import merge as merge_cli
 from kifabrik.cli import models as models_cli
+from kifabrik.cli import policy as policy_cli
 from kifabrik.cli import records as records_cli
+from kifabrik.cli import train as train_cli
 from kifabrik.cli.common import err, out, workspace
 from kifabrik.config import set_offline
 from kifabrik.errors import KifabrikError
@@ -26,8 +30,14 @@ app.add_typer(models_cli.app, name="models")
 app.add_typer(records_cli.runs_app, name="runs")
 app.add_typer(records_cli.artifacts_app, name="artifacts")
 app.add_typer(records_cli.audit_app, name="audit")
+app.add_typer(policy_cli.app, name="policy")
+app.add_typer(data_cli.app, name="data")
 app.command("verify")(records_cli.verify)
 app.command("lineage")(records_cli.lineage)
+app.command("train")(train_cli.train)
+app.command("merge")(merge_cli.merge_command)
+app.command("export")(merge_cli.export_command)
+app.add_typer(merge_cli.adapters_app, name="adapters")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: --set a.b=value (repeatable).")]
 OnlineOpt = Annotated[bool, typer.Option("--online", help="Allow network access (hub downloads).")]

@@ -139,3 +139,15 @@ def weights_sha256(file_hashes: dict[str, str]) -> str:
         return next(iter(file_hashes.values()))
     lines = "".join(f"{name}:{digest}\n" for name, digest in sorted(file_hashes.items()))
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def derived_model_facts(folder: Path, base: Any, *, source: str) -> dict[str, Any]:
+    """Record facts of a model folder made from a registered base (training, merging).
+
+    Licence and languages are inherited from the base model's record; `base` is its
+    `ArtifactRecord`.
+    """
+    facts = inspect_folder(folder, trust_remote_code=bool(base.meta.get("trust_remote_code")))
+    facts.update({"license": base.meta.get("license"), "languages": base.meta.get("languages"),
+                  "source": source, "source_kind": source.split(":", 1)[0]})
+    return facts

@@ -101,14 +101,17 @@ def _register(ws: Workspace, name: str, folder: Path, *, source: str, source_kin
         facts["license"] = extra.pop("license", None) or facts["license"] or "unknown (not stated in the model card)"
         facts["languages"] = extra.pop("languages", None) or facts["languages"]
         draft.meta = {"source": source, "source_kind": source_kind, **extra, **facts}
-    record: ArtifactRecord = draft.record
-    # The manifest already holds every file's sha256; derive the weights hash from it.
+    record = record_weights_hash(ws, draft.record)
+    ws.catalog.audit("model.add", subject=record.id, details={"name": name, "source": source})
+    return record
+
+
+def record_weights_hash(ws: Workspace, record: ArtifactRecord) -> ArtifactRecord:
+    """Store `weights_sha256` on a model record, derived from the hashes its manifest already holds."""
     files = record.manifest["external"]["files"] if record.manifest.get("external") else {
         k.removeprefix("weights/"): v for k, v in record.manifest["files"].items() if k.startswith("weights/")}
     digest = weights_sha256({k: v["sha256"] for k, v in files.items() if k.endswith(".safetensors")})
-    ws.catalog.set_status(record.id, "ok", {"weights_sha256": digest})
-    ws.catalog.audit("model.add", subject=record.id, details={"name": name, "source": source})
-    return ws.catalog.get_artifact(record.id)
+    return ws.catalog.update_meta(record.id, {"weights_sha256": digest})
 
 
 def add_model(ws: Workspace, source: str, *, name: str | None = None, online: bool = False,

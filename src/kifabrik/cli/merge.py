@@ -1,0 +1,101 @@
+"""`kifabrik merge`, `kifabrik adapters ...` and `kifabrik export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from kifabrik.cli.common import out, print_json, workspace
+from kifabrik.errors import KifabrikError
+
+adapters_app = typer.Typer(help="Inspect LoRA adapters.", no_args_is_help=True)
+
+
+def parse_weighted(spec: str) -> list[dict[str, object]]:
+    """`A:0.6,B:0.4` -> [{"adapter": "A", "weight": 0.6}, ...]; a missing weight is 1."""
+    items = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        ref, sep, weight = part.rpartition(":")
+        if not sep:
+            ref, weight = part, "1"
+        try:
+            items.append({"adapter": ref, "weight": float(weight)})
+        except ValueError:
+            raise KifabrikError(f"--adapters {part!r}: weight {weight!r} is not a number",
+                                hint="write NAME:WEIGHT pairs, e.g. --adapters service:0.6,parts:0.4") from None
+    if not items:
+        raise KifabrikError("--adapters is empty", hint="e.g. --adapters service:0.6,parts:0.4")
+    return items
+
+
+def merge_command(
+    method: Annotated[str, typer.Option(help="linear, task_arithmetic, ties, dare_linear, dare_ties or svd.")],
+    adapters: Annotated[str, typer.Option(help="NAME:WEIGHT,NAME:WEIGHT (weights may be negative).")],
+    name: Annotated[str, typer.Option(help="Name of the merged artifact.")],
+    density: Annotated[float | None, typer.Option(help="Fraction of delta values kept (ties, dare_*).")] = None,
+    into_base: Annotated[bool, typer.Option("--into-base", help="Write a full merged model instead of an adapter.")] = False,
+    svd_rank: Annotated[int | None, typer.Option(help="Output rank for svd-based methods.")] = None,
+    majority_sign_method: Annotated[str, typer.Option(help="total or frequency (TIES).")] = "total",
+    seed: Annotated[int, typer.Option(help="Random seed (DARE).")] = 0,
+) -> None:
+    """Merge LoRA adapters into a new adapter or (--into-base) a full model."""
+    from pydantic import ValidationError
+
+    from kifabrik.merge.api import MergeOptions, merge
+
+    try:
+        options = MergeOptions.model_validate({
+            "method": method, "adapters": parse_weighted(adapters), "density": density, "into_base": into_base,
+            "svd_rank": svd_rank, "majority_sign_method": majority_sign_method, "seed": seed})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "options"
+        raise KifabrikError(f"--{field.replace('_', '-')}: {first['msg']}", hint="see `kifabrik merge --help`") from None
+    rec = merge(workspace(), options, name)
+    out.print(f"merged {len(options.adapters)} adapter(s) with {method} into {rec.kind} [bold]{rec.ref}[/bold] "
+              f"({rec.id[:12]})")
+    out.print(f"  {workspace().path(rec)}")
+
+
+@adapters_app.command("list")
+def adapters_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List adapters with base model, rank, targets and datasets."""
+    from kifabrik.merge.api import describe
+    from kifabrik.merge.compat import load_info
+
+    ws = workspace()
+    infos = [describe(load_info(ws, r.id)) for r in ws.catalog.list_artifacts("adapter")]
+    if as_json:
+        print_json(infos)
+        return
+    table = Table("adapter", "id", "status", "base", "rank", "targets", "datasets")
+    for i in infos:
+        table.add_row(f"{i['name']}@{i['version']}", i["id"][:12], i["status"], i["base_model"], str(i["rank"]),
+                      ",".join(i["target_modules"]), ",".join(d.get("ref", "?") for d in i["datasets"]) or "-")
+    out.print(table)
+
+
+@adapters_app.command("show")
+def adapters_show(ref: Annotated[str, typer.Argument(help="Adapter name, name@version or id.")]) -> None:
+    """Show one adapter's facts (base weights hash, rank, targets, datasets, policies)."""
+    from kifabrik.merge.api import describe
+    from kifabrik.merge.compat import load_info
+
+    print_json(describe(load_info(workspace(), ref)))
+
+
+def export_command(
+    model: Annotated[str, typer.Argument(help="Model (or merged model) to export.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to create.")],
+    format: Annotated[str, typer.Option("--format", help="hf (transformers/vLLM) or gguf (llama.cpp).")] = "hf",
+) -> None:
+    """Export a model for other runtimes."""
+    from kifabrik.merge.export import export
+
+    path = export(workspace(), model, out_dir, format)
+    out.print(f"exported to {path}")
+
+

@@ -1,0 +1,245 @@
+"""`import_dataset`: files -> validated, PII-checked, deduplicated, split dataset artifact with a card.
+
+Everything is read and checked before anything is written; a bad row, an invalid or
+expired policy or a missing column stops the import with every problem listed, unless
+`skip_invalid` is set. The artifact appears only complete (the store writes its manifest last).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from kifabrik import progress
+from kifabrik.artifacts import sha256_file
+from kifabrik.catalog import ArtifactRecord
+from kifabrik.data import card as cards
+from kifabrik.data.dedup import DedupReport, contamination, dedup, split
+from kifabrik.data.documents import Chunker, document_rows
+from kifabrik.data.names import name_detector
+from kifabrik.data.options import ImportOptions
+from kifabrik.data.pii import PII_TYPES, Scanner
+from kifabrik.data.readers import parse_csv_map, read_csv, read_json_array, read_jsonl
+from kifabrik.data.rows import Problem, Row, map_text, row_text
+from kifabrik.data.stats import languages, token_counts
+from kifabrik.errors import KifabrikError
+from kifabrik.policy import expired, load_policy_file, parse_policy, policy_words, preset
+from kifabrik.workspace import Workspace
+
+KIND = "dataset"
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "csv", ".txt": "text",
+            ".md": "text", ".markdown": "text", ".rst": "text", ".pdf": "pdf"}
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    record: ArtifactRecord
+    card: dict[str, Any]
+
+
+def resolve_path(spec: str) -> Path:
+    """A user path, or `kifabrik:REL` for a file shipped inside the kifabrik package."""
+    if spec.startswith("kifabrik:"):
+        return Path(str(resources.files("kifabrik") / spec.removeprefix("kifabrik:")))
+    return Path(spec).expanduser()
+
+
+def expand(specs: list[str], fmt: str) -> list[Path]:
+    """Files named directly, plus every supported file below named folders (sorted, hidden ones skipped)."""
+    files: list[Path] = []
+    for spec in specs:
+        path = resolve_path(spec)
+        if not path.exists():
+            raise KifabrikError(f"{path}: no such file or folder", hint="check the path")
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                raise KifabrikError(f"{path}: no importable files in the folder",
+                                    hint=f"supported: {', '.join(sorted(SUFFIXES))}")
+            files += found
+        else:
+            if fmt == "auto" and path.suffix.lower() not in SUFFIXES:
+                raise KifabrikError(f"{path}: cannot tell the format from the extension {path.suffix!r}",
+                                    hint="pass --format chat|instruction|text-jsonl|csv|text|pdf")
+            files.append(path)
+    return files
+
+
+def load_policy(opts: ImportOptions, now: datetime) -> tuple[str, dict[str, Any]]:
+    """(name, ODRL document), validated and not expired."""
+    if opts.policy:
+        doc, policy = load_policy_file(resolve_path(opts.policy))
+        name = Path(opts.policy).stem
+    else:
+        assert opts.policy_preset
+        doc, name = preset(opts.policy_preset), opts.policy_preset
+        policy = parse_policy(doc, f"preset {name}")
+    why = expired(policy, now)
+    if why:
+        raise KifabrikError(f"the usage policy {name!r} has expired ({why}): data under it may not be used any more",
+                            hint="ask the data owner for a current policy; nothing was imported")
+    return name, doc
+
+
+def read_file(path: Path, opts: ImportOptions, chunker: Chunker, csv_map: dict[str, str] | None) -> tuple[list[Row], list[Problem]]:
+    if path.stat().st_size == 0:
+        return [], [Problem(str(path), None, "the file is empty")]
+    kind = {"chat": "jsonl", "instruction": "jsonl", "text-jsonl": "jsonl"}.get(opts.format, opts.format)
+    if kind == "auto":
+        kind = SUFFIXES.get(path.suffix.lower(), "text")
+    row_fmt = {"chat": "chat", "instruction": "instruction", "text-jsonl": "text"}.get(opts.format, "auto")
+    if kind == "jsonl":
+        return read_jsonl(path, row_fmt, opts.encoding, opts.max_line_bytes)
+    if kind == "json":
+        return read_json_array(path, row_fmt, opts.encoding)
+    if kind == "csv":
+        return read_csv(path, csv_map, opts.encoding, opts.max_line_bytes)
+    return document_rows(path, "pdf" if kind == "pdf" else "text", chunker, opts.encoding)
+
+
+def make_chunker(ws: Workspace, opts: ImportOptions) -> tuple[Chunker, dict[str, Any] | None]:
+    if not opts.model:
+        return Chunker(opts.chunk_size or 2000, "characters"), None
+    from kifabrik.models.loading import load_tokenizer
+    from kifabrik.models.sources import model_path
+
+    record = ws.catalog.get_artifact(opts.model, "model")
+    tokenizer = load_tokenizer(model_path(ws, record), trust_remote_code=bool(record.meta.get("trust_remote_code")))
+    return Chunker(opts.chunk_size or 512, "tokens", tokenizer), {"id": record.id, "ref": record.ref}
+
+
+def _refuse(problems: list[Problem], opts: ImportOptions) -> KifabrikError:
+    shown = "\n  ".join(str(p) for p in problems[:opts.max_errors])
+    more = f"\n  ... and {len(problems) - opts.max_errors} more" if len(problems) > opts.max_errors else ""
+    return KifabrikError(f"{len(problems)} invalid row{'s' if len(problems) > 1 else ''} or file"
+                         f"{'s' if len(problems) > 1 else ''}; nothing was imported:\n  {shown}{more}",
+                         hint="fix them, or pass --skip-invalid to import the valid rows (the card lists the skipped ones)")
+
+
+def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") -> ImportResult:
+    """Import files as a dataset artifact (see the module docstring)."""
+    now = datetime.now(UTC)
+    policy_name, policy_doc = load_policy(opts, now)
+    csv_map = parse_csv_map(opts.csv_map)
+    train_files, test_files = expand(opts.paths(), opts.format), expand(opts.test_paths(), opts.format)
+    chunker, tokenizer_model = make_chunker(ws, opts)
+    sources, rows, test_rows, problems = [], [], [], []
+    with progress.bar(f"reading {len(train_files) + len(test_files)} file(s)", len(train_files) + len(test_files)) as step:
+        for role, files, into in (("train", train_files, rows), ("test", test_files, test_rows)):
+            for path in files:
+                got, bad = read_file(path, opts, chunker, csv_map)
+                into += got
+                problems += bad
+                sources.append({"path": str(path), "role": role, "sha256": sha256_file(path),
+                                "bytes": path.stat().st_size, "rows_valid": len(got), "rows_invalid": len(bad)})
+                step(1)
+    if problems and not opts.skip_invalid:
+        raise _refuse(problems, opts)
+    if not rows:
+        raise KifabrikError("no valid rows to import" + (f" ({len(problems)} invalid)" if problems else ""),
+                            hint="check the files and --format")
+    kinds = Counter(r.kind for r in rows + test_rows)
+    if len(kinds) > 1:
+        raise KifabrikError(f"the files mix chat rows ({kinds['chat']}) and text rows ({kinds['text']}); "
+                            "a dataset holds one kind", hint="import them as two datasets")
+    fmt = next(iter(kinds))
+    valid_read = len(rows) + len(test_rows)
+
+    names, names_note = name_detector()
+    scanner = Scanner(PII_TYPES, names, region=opts.pii_region)
+    pii_counts: Counter[str] = Counter()
+    pii_rows = dropped = 0
+
+    def protect(group: list[Row]) -> list[Row]:
+        nonlocal pii_rows, dropped
+        out = []
+        for row in group:
+            found: Counter[str] = Counter()
+
+            def scrub(text: str, found: Counter[str] = found) -> str:
+                redacted, counts = scanner.redact(text)
+                found.update(counts)
+                return redacted if opts.pii == "redact" else text
+
+            record = map_text(row.record, scrub)
+            pii_counts.update(found)
+            pii_rows += bool(found)
+            if found and opts.pii == "drop":
+                dropped += 1
+                continue
+            out.append(Row(row.source, row.line, record))
+        return out
+
+    with progress.bar("scanning for personal data", None):
+        rows, test_rows = protect(rows), protect(test_rows)
+    report = DedupReport(threshold=opts.near_duplicate_threshold)
+    if opts.dedup:
+        with progress.bar("removing duplicates", None):
+            # Held-out rows come first so that a duplicate is removed from training, never from the test set.
+            kept, report = dedup(test_rows + rows, threshold=opts.near_duplicate_threshold)
+        held = {id(r) for r in test_rows}
+        test_rows, rows = [r for r in kept if id(r) in held], [r for r in kept if id(r) not in held]
+    if test_files:
+        train, test = rows, test_rows
+        split_info = {"method": "given held-out files", "test_files": [str(p) for p in test_files]}
+    else:
+        train, test = split(rows, opts.test_fraction, opts.seed)
+        split_info = {"method": "seeded random", "seed": opts.seed, "test_fraction": opts.test_fraction}
+    if not train:
+        raise KifabrikError("no training rows are left after PII handling, deduplication and the split",
+                            hint="check --pii drop and --test-fraction")
+    facts = {
+        "name": opts.name, "description": opts.description, "format": fmt, "created_at": now.isoformat(),
+        "collected": opts.collected or f"{now.date().isoformat()} (import date; the collection date was not given)",
+        "sources": sources, "split": split_info,
+        "rows": {"train": len(train), "test": len(test), "valid_read": valid_read, "invalid_skipped": len(problems), "pii_dropped": dropped,
+                 "duplicates_exact": report.exact, "duplicates_near": report.near},
+        "skipped": [{"source": p.source, "line": p.line, "reason": p.reason} for p in problems[:1000]],
+        "size": _size(train, test, chunker, tokenizer_model, fmt),
+        "languages": languages(train + test, seed=opts.seed),
+        "pii": {"mode": opts.pii, "counts": {k: pii_counts.get(k, 0) for k in PII_TYPES}, "rows_with_pii": pii_rows,
+                "names": names_note, "name_detector": names.method if names else None,
+                "checks": "IBAN mod-97, payment cards issuer prefix + Luhn, Steuer-IdNr MOD 11,10, "
+                          "SV-Nummer check digit, phone numbers libphonenumber, IP addresses parsed"},
+        "dedup": {"enabled": opts.dedup, "threshold": report.threshold, "method": report.method,
+                  "exact": report.exact, "near": report.near, "examples": report.examples},
+        "contamination": contamination(train, test, opts.contamination_ngram),
+        "policy": {"name": policy_name, "words": policy_words(parse_policy(policy_doc)), "document": policy_doc},
+    }
+    policy_id = ws.catalog.add_policy(policy_name, policy_doc)
+    facts["policy"]["id"] = policy_id
+    meta = {"format": fmt, "rows": {"train": len(train), "test": len(test)}, "policy_ids": [policy_id],
+            "policy": policy_name, "pii": {k: v for k, v in facts["pii"]["counts"].items() if v},
+            "pii_mode": opts.pii, "languages": facts["languages"]["shares"], "size": facts["size"],
+            "sources": [{"path": s["path"], "sha256": s["sha256"]} for s in sources]}
+    with ws.create(KIND, opts.name, config=opts.model_dump(), meta=meta, policies=[policy_id]) as draft:
+        for split_name, group in (("train", train), ("test", test)):
+            draft.write_text(f"{split_name}.jsonl", "".join(json.dumps(r.record, ensure_ascii=False) + "\n" for r in group))
+        draft.write_json("card.json", facts)
+        draft.write_text("card.md", cards.markdown(facts))
+    record = draft.record
+    ws.catalog.audit("data.import", actor=actor, subject=record.id, decision="ok",
+                     details={"name": record.ref, "rows": meta["rows"], "policy_id": policy_id, "pii": meta["pii"],
+                              "invalid_skipped": len(problems), "sources": meta["sources"]})
+    return ImportResult(record, facts)
+
+
+def _size(train: list[Row], test: list[Row], chunker: Chunker, model: dict[str, Any] | None, fmt: str) -> dict[str, Any]:
+    size: dict[str, Any] = {"characters": {"train": sum(len(row_text(r.record)) for r in train),
+                                           "test": sum(len(row_text(r.record)) for r in test)}}
+    if chunker.tokenizer is not None:
+        size["tokens"] = {"train": token_counts(train, chunker.tokenizer), "test": token_counts(test, chunker.tokenizer),
+                          "tokenizer": model}
+    else:
+        size["tokens"] = {"train": None, "test": None, "tokenizer": None,
+                          "note": "unknown: no base model was given (--model), so characters were counted"}
+    if fmt == "text":
+        size["chunking"] = {"unit": chunker.unit, "size": chunker.size,
+                            "by": f"tokens of {model['ref']}" if model else "characters (no base model given)"}
+    return size

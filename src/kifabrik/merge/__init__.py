@@ -1,0 +1,1 @@
+"""Merge: recombine LoRA adapters into new adapters or full models ("modular models")."""

@@ -1,0 +1,134 @@
+"""The Python API of the train stage: `train()` and `resume()`."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from kifabrik.catalog import ArtifactRecord
+from kifabrik.errors import KifabrikError
+from kifabrik.models.sources import model_path
+from kifabrik.progress import info
+from kifabrik.train import rundir
+from kifabrik.train.options import TrainOptions
+from kifabrik.train.prepare import RunSpec, check_policies, encode, resolve_inputs
+from kifabrik.workspace import Workspace
+
+
+def default_name(base: ArtifactRecord, datasets: list[ArtifactRecord], method: str) -> str:
+    return f"{base.name}-{datasets[0].name}-{method}"[:200]
+
+
+def train(ws: Workspace, base: str, data: list[str], options: TrainOptions | None = None, *,
+          name: str | None = None, run_id: str | None = None, callbacks: list[Any] | None = None) -> ArtifactRecord:
+    """Train an adapter (or a full fine-tune) of model `base` on datasets `data`.
+
+    Args:
+        ws: The workspace.
+        base: Base model: name, name@version or id.
+        data: Dataset artifacts: names, name@version or ids.
+        options: Hyper-parameters (defaults: `TrainOptions()`).
+        name: Name of the output artifact (default `<base>-<dataset>-<method>`).
+        run_id: A run record already started by the caller (the recipe runner), which
+            also finishes it; without one, `train` records its own run.
+        callbacks: Extra transformers `TrainerCallback`s.
+
+    Returns:
+        The adapter record (kind `adapter`; a `model` for method `full`).
+
+    Raises:
+        KifabrikError: bad input, a policy that forbids training (`PolicyDenied`), out of
+            memory, or Ctrl-C (`TrainingInterrupted`; the run can be resumed).
+    """
+    options = options or TrainOptions()
+    base_rec = ws.catalog.get_artifact(base, "model")
+    data_recs = [ws.catalog.get_artifact(d) for d in data]
+    if not data_recs:
+        raise KifabrikError("no dataset given", hint="name at least one dataset: --data DATASET")
+    spec = RunSpec(base_rec.id, [d.id for d in data_recs], options,
+                   name or default_name(base_rec, data_recs, options.method))
+    own = run_id is None
+    if run_id is None:
+        run_id = ws.catalog.start_run("train", spec.to_json(), name=spec.name)
+    return _recorded(ws, run_id, own, lambda: _execute(ws, run_id, spec, resume=False, callbacks=callbacks or []))
+
+
+def resume(ws: Workspace, run_ref: str, *, callbacks: list[Any] | None = None) -> ArtifactRecord:
+    """Continue an interrupted or killed run from its last complete checkpoint.
+
+    With the same data and seed the result matches an uninterrupted run: the Trainer
+    restores weights, optimizer, scheduler, RNG states and the position in the data.
+    The run record is finished by `resume` (also for runs a recipe started).
+    """
+    run = ws.catalog.get_run(run_ref)
+    if run.stage != "train":
+        raise KifabrikError(f"run {run.id[:12]} is a {run.stage} run, not a training run")
+    if run.status == "succeeded":
+        raise KifabrikError(f"run {run.id[:12]} already finished (outputs: {', '.join(o[:12] for o in run.outputs)})",
+                            hint="nothing to resume")
+    folder = rundir.run_dir(ws, run.id)
+    if not (folder / "run.json").exists():
+        raise KifabrikError(f"run {run.id[:12]} has no run folder ({folder}); it stopped before training began",
+                            hint="start a new run with `kifabrik train`")
+    spec = RunSpec.from_json(json.loads((folder / "run.json").read_text(encoding="utf-8")))
+    return _recorded(ws, run.id, True, lambda: _execute(ws, run.id, spec, resume=True, callbacks=callbacks or []))
+
+
+def _recorded(ws: Workspace, run_id: str, own: bool, work: Callable[[], ArtifactRecord]) -> ArtifactRecord:
+    """Finish our own run record: succeeded with the output, or failed with the error."""
+    if not own:
+        return work()
+    try:
+        record = work()
+    except KifabrikError as exc:
+        ws.catalog.finish_run(run_id, "failed", error=str(exc))
+        raise
+    except KeyboardInterrupt:
+        ws.catalog.finish_run(run_id, "failed", error="interrupted (Ctrl-C twice: stopped without a checkpoint)")
+        raise
+    except Exception as exc:
+        ws.catalog.finish_run(run_id, "failed", error="".join(traceback.format_exception_only(exc)).strip())
+        raise
+    ws.catalog.finish_run(run_id, "succeeded", outputs=[record.id])
+    return record
+
+
+def _execute(ws: Workspace, run_id: str, spec: RunSpec, *, resume: bool, callbacks: list[Any]) -> ArtifactRecord:
+    from kifabrik.models.loading import load_tokenizer
+    from kifabrik.train.publish import publish
+    from kifabrik.train.runner import run_session
+
+    folder = rundir.run_dir(ws, run_id)
+    base, datasets = resolve_inputs(ws, spec)
+    # The decision comes before any data is read; the use is counted only once nothing else can refuse the run.
+    check_policies(ws, datasets, count=False)
+    opts = spec.options
+    trust = bool(base.meta.get("trust_remote_code"))
+    path = model_path(ws, base)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust)
+    prepared = encode(ws, tokenizer, base, datasets, opts)
+    with rundir.RunLock(folder):
+        checkpoint = rundir.last_checkpoint(folder) if resume else None
+        expected = None
+        session = 1 + len(list(folder.glob("session-*.json")))
+        if resume:
+            expected = json.loads((folder / "run.json").read_text(encoding="utf-8")).get("fingerprint")
+            if checkpoint is None:
+                info("no complete checkpoint yet: starting the run from the beginning")
+                rundir.truncate_metrics(folder, 0)
+            else:
+                dropped = rundir.truncate_metrics(folder, int(checkpoint.name.removeprefix(rundir.PREFIX)))
+                info(f"resuming run {run_id[:12]} from {checkpoint.name}"
+                     + (f" ({dropped} metric lines after it are replaced)" if dropped else ""))
+
+        def before_first_step(fingerprint: str) -> None:
+            if not resume:
+                check_policies(ws, datasets, count=True)
+                rundir.write_json_atomic(folder / "run.json", {**spec.to_json(), "fingerprint": fingerprint})
+
+        res = run_session(path, folder, prepared, opts, trust=trust, session=session, resume_from=checkpoint,
+                          fingerprint_expected=expected, before_first_step=before_first_step,
+                          extra_callbacks=callbacks)
+        return publish(ws, run_id, folder, spec, prepared, res)

@@ -1,0 +1,147 @@
+"""transformers Trainer callbacks: checkpoint markers, metrics JSONL, accounting, progress, Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from kifabrik import progress
+from kifabrik.train import rundir
+from kifabrik.train.accounting import EnergyMeter, peak_memory_bytes
+
+
+class RunFolder(TrainerCallback):
+    """Marks finished checkpoints COMPLETE, appends metrics, keeps this session's accounting."""
+
+    def __init__(self, folder: Path, session: int, meter: EnergyMeter, fingerprint: str) -> None:
+        self.folder = folder
+        self.device = meter.device
+        self.session = session
+        self.meter = meter
+        self.fingerprint = fingerprint
+        self.t0 = time.monotonic()
+        self.first_step: int | None = None
+        self.tokens0 = 0
+        self.last_tokens = (time.monotonic(), 0)
+        self.last_loss: float | None = None
+        self.last_eval_loss: float | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.first_step = state.global_step
+        self.tokens0 = state.num_input_tokens_seen
+        self.last_tokens = (time.monotonic(), state.num_input_tokens_seen)
+
+    def snapshot(self, state: Any, status: str) -> dict[str, Any]:
+        energy = self.meter.read()
+        peak, _ = peak_memory_bytes(self.device)
+        return {"peak_memory_bytes": peak, "session": self.session, "status": status, "from_step": self.first_step, "to_step": state.global_step,
+                "wall_time_s": round(time.monotonic() - self.t0, 3),
+                "tokens": state.num_input_tokens_seen - self.tokens0, "energy": energy}
+
+    def write_session(self, state: Any, status: str) -> None:
+        rundir.write_json_atomic(self.folder / f"session-{self.session}.json", self.snapshot(state, status))
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        logs = dict(logs or {})
+        now = time.monotonic()
+        t, tok = self.last_tokens
+        row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 6),
+                               "tokens_seen": state.num_input_tokens_seen}
+        if "loss" in logs:
+            self.last_loss = float(logs["loss"])
+            if now > t:
+                row["tokens_per_s"] = round((state.num_input_tokens_seen - tok) / (now - t), 2)
+            self.last_tokens = (now, state.num_input_tokens_seen)
+        if "eval_loss" in logs:
+            self.last_eval_loss = float(logs["eval_loss"])
+        row.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+        rundir.append_jsonl(self.folder / "metrics.jsonl", row)
+        self.write_session(state, "running")
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        ckpt = rundir.checkpoints_dir(self.folder) / f"{rundir.PREFIX}{state.global_step}"
+        if ckpt.is_dir():
+            # The Trainer pickles its arguments here for reference; resume never reads them, so drop the pickle.
+            (ckpt / "training_args.bin").unlink(missing_ok=True)
+            rundir.mark_complete(ckpt, {"step": state.global_step, "fingerprint": self.fingerprint,
+                                        "tokens_seen": state.num_input_tokens_seen})
+        self.write_session(state, "running")
+
+
+class ProgressBar(TrainerCallback):
+    """A rich progress bar: step, loss, eval loss, tokens/s and time remaining."""
+
+    def __init__(self, run: RunFolder, description: str) -> None:
+        self.run = run
+        self.description = description
+        self._cm: Any = None
+        self._progress: Any = None
+        self._task: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if progress._quiet():
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                  console=progress.console, transient=False)
+        self._progress.start()
+        self._task = self._progress.add_task(self.description, total=state.max_steps, completed=state.global_step,
+                                             stats="")
+        self._t0, self._tok0 = time.monotonic(), state.num_input_tokens_seen
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self._progress is None:
+            return
+        dt = time.monotonic() - self._t0
+        tps = (state.num_input_tokens_seen - self._tok0) / dt if dt > 0 else 0.0
+        parts = []
+        if self.run.last_loss is not None:
+            parts.append(f"loss {self.run.last_loss:.4f}")
+        if self.run.last_eval_loss is not None:
+            parts.append(f"eval {self.run.last_eval_loss:.4f}")
+        parts.append(f"{tps:,.0f} tok/s")
+        self._progress.update(self._task, completed=state.global_step, stats=" ".join(parts))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+class StopOnInterrupt(TrainerCallback):
+    """First Ctrl-C: finish the current step, save a checkpoint, stop. Second Ctrl-C: stop now."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        progress.console.print("[yellow]stopping after this step and saving a checkpoint "
+                               "(Ctrl-C again to stop at once, without one)[/yellow]")
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None

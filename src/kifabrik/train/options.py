@@ -1,0 +1,79 @@
+"""The options of one training run: one pydantic model for recipes, the CLI and the Python API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from kifabrik.config import StrictModel
+
+
+class LoraOptions(StrictModel):
+    """Low-rank adaptation (PEFT LoRA) of the base model's linear layers."""
+
+    rank: int = Field(default=16, ge=1, le=1024, description="LoRA rank r: size of the low-rank update.")
+    alpha: float = Field(default=32.0, gt=0, description="LoRA alpha; the update is scaled by alpha / rank.")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input during training.")
+    target_modules: list[str] | None = Field(
+        default=None,
+        description="Names (or name suffixes) of the linear layers to adapt, e.g. [q_proj, v_proj]; `all-linear` "
+        "adapts every linear layer but the output head. Default: per architecture (train/targets.yaml).",
+    )
+
+
+class TrainOptions(StrictModel):
+    """Hyper-parameters and behaviour of a training run. Defaults suit a small model on a CPU."""
+
+    method: Literal["lora", "full"] = Field(
+        default="lora", description="`lora` trains a PEFT LoRA adapter; `full` updates every weight (small models only).")
+    lora: LoraOptions = Field(default_factory=LoraOptions, description="LoRA settings (method `lora`).")
+    epochs: float = Field(default=1.0, gt=0, le=1000, description="Passes over the training split.")
+    max_steps: int | None = Field(
+        default=None, ge=1,
+        description="Stop after this many optimizer steps. Must fit into `epochs` passes over the data "
+        "(kifabrik never repeats data silently); raise `epochs` to repeat it.")
+    batch_size: int = Field(default=4, ge=1, description="Rows per device and micro-batch (packed rows when packing).")
+    grad_accum: int = Field(default=1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1, description="Peak learning rate (AdamW).")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        default="cosine", description="Learning-rate schedule after warm-up.")
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Fraction of the steps spent warming up.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
+    max_seq_length: int | None = Field(
+        default=None, ge=8,
+        description="Longest token sequence (and packed-row length). Default: min(model context, 1024). "
+        "Must not exceed the model's context length.")
+    packing: bool = Field(
+        default=True,
+        description="Pack several sequences into one row (best-fit decreasing) with position ids restarting per "
+        "sequence, so attention never crosses a boundary and no compute is spent on padding. "
+        "`false`: length-grouped batches with padding.")
+    max_truncated_fraction: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Chat rows longer than max_seq_length are truncated (warned and counted); if more than this "
+        "fraction of rows would be cut, the run is refused. Text rows are split into windows instead (no loss).")
+    seed: int = Field(default=42, description="Seed for data order, LoRA init and dropout (same seed, same run).")
+    save_steps: int = Field(default=50, ge=1, description="Write a resumable checkpoint every N optimizer steps.")
+    eval_steps: int | None = Field(
+        default=None, ge=1, description="Held-out loss on the test split every N steps (default: = save_steps).")
+    logging_steps: int = Field(default=1, ge=1, description="Log training loss every N steps.")
+    keep_checkpoints: int = Field(default=2, ge=1, description="How many recent checkpoints to keep in the run folder.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="`auto`: bf16 on GPUs that support it, else fp32 (CPU).")
+    gradient_checkpointing: bool = Field(default=False, description="Trade compute for memory on large models.")
+    mlflow: bool = Field(
+        default=False,
+        description="Also log to MLflow (needs `pip install mlflow`). Uses MLFLOW_TRACKING_URI if you set one, "
+        "else a local store under $KIFABRIK_HOME/mlruns; never a remote server unless you set it.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainOptions:
+        if self.method == "full" and "lora" in self.model_fields_set:
+            raise ValueError("`lora` settings given but method is `full`; remove them or use method: lora")
+        return self
+
+    @property
+    def evaluation_steps(self) -> int:
+        return self.eval_steps or self.save_steps

@@ -1,0 +1,204 @@
+"""One training session on the transformers Trainer: model, rows, arguments, run, errors.
+
+The Trainer brings the optimizer step, gradient accumulation, mixed precision, evaluation,
+checkpoint/resume (optimizer, scheduler, RNG and data position) and multi-GPU through
+accelerate. kifabrik adds packing, the run folder, accounting, its progress bar and Ctrl-C
+handling through callbacks, and counts real tokens in `compute_loss`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kifabrik.errors import KifabrikError
+from kifabrik.train import rundir
+from kifabrik.train.options import TrainOptions
+from kifabrik.train.prepare import Prepared, plan_steps
+
+
+class TrainingInterrupted(KifabrikError):
+    """Ctrl-C stopped the run after saving a checkpoint."""
+
+
+@dataclass
+class SessionResult:
+    model: Any  # the trained (PEFT) model
+    tokenizer: Any
+    trainer: Any
+    run: Any  # callbacks.RunFolder
+    targets: list[str] | str | None
+    trainable: int
+    total: int
+    matmul_params: int
+    device: str
+    precision: str
+    rows: int
+    steps_per_epoch: int
+
+
+def pick_precision(opts: TrainOptions, device: str) -> str:
+    import torch
+
+    if opts.precision != "auto":
+        if opts.precision in ("bf16", "fp16") and not device.startswith("cuda"):
+            raise KifabrikError(f"precision {opts.precision} needs a GPU; this run is on the CPU",
+                                hint="use precision: auto (fp32 on CPUs)")
+        return opts.precision
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def build_model(path: Path, prepared: Prepared, opts: TrainOptions, trust: bool, device: str) -> tuple[Any, Any, int]:
+    """The base model, wrapped with LoRA (or all weights trainable); returns (model, targets, matmul params)."""
+    import torch
+
+    from kifabrik.models.loading import load_model
+    from kifabrik.train.accounting import matmul_parameters
+    from kifabrik.train.targets import resolve_targets
+
+    torch.manual_seed(opts.seed)  # LoRA initialisation is random: same seed, same adapter
+    dtype = "float32" if opts.method == "full" else "auto"
+    model = load_model(path, trust_remote_code=trust, dtype=dtype, device=device)
+    model.config.use_cache = False  # a cache object disables the packed-sequence attention mask
+    n_matmul = matmul_parameters(model)
+    if opts.method == "full":
+        model.train()
+        return model, None, n_matmul
+    from peft import LoraConfig, get_peft_model
+
+    targets = resolve_targets(model, opts.lora.target_modules, prepared.base.meta.get("model_type"))
+    config = LoraConfig(r=opts.lora.rank, lora_alpha=opts.lora.alpha, lora_dropout=opts.lora.dropout,
+                        target_modules=targets, task_type="CAUSAL_LM", bias="none")
+    model = get_peft_model(model, config)
+    if opts.gradient_checkpointing:
+        model.enable_input_require_grads()
+    resolved = sorted(model.peft_config["default"].target_modules) if targets == "all-linear" else targets
+    return model, resolved, n_matmul
+
+
+def training_arguments(folder: Path, opts: TrainOptions, total_steps: int, precision: str, has_eval: bool) -> Any:
+    from transformers import TrainingArguments
+
+    report_to: list[str] | str = "none"
+    if opts.mlflow:
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise KifabrikError("mlflow: true, but MLflow is not installed", hint="pip install mlflow, or set mlflow: false")
+        # Only a tracking server the user named; otherwise a local store next to the catalog.
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (folder.parent.parent / "mlruns").resolve().as_uri())
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "kifabrik")
+        report_to = ["mlflow"]
+    return TrainingArguments(
+        output_dir=str(rundir.checkpoints_dir(folder)),
+        per_device_train_batch_size=opts.batch_size, per_device_eval_batch_size=opts.batch_size,
+        gradient_accumulation_steps=opts.grad_accum, learning_rate=opts.learning_rate,
+        lr_scheduler_type=opts.lr_scheduler, warmup_steps=opts.warmup_ratio, weight_decay=opts.weight_decay,
+        max_grad_norm=opts.max_grad_norm, max_steps=total_steps, seed=opts.seed, data_seed=opts.seed,
+        logging_strategy="steps", logging_steps=opts.logging_steps,
+        eval_strategy="steps" if has_eval else "no", eval_steps=opts.evaluation_steps,
+        save_strategy="steps", save_steps=opts.save_steps, save_total_limit=opts.keep_checkpoints,
+        bf16=precision == "bf16", fp16=precision == "fp16",
+        activation_checkpointing=opts.gradient_checkpointing, dataloader_pin_memory=precision != "fp32",
+        report_to=report_to, disable_tqdm=True, remove_unused_columns=False,
+        include_num_input_tokens_seen="no",  # counted exactly in compute_loss (padding excluded)
+        dataloader_num_workers=0, use_cache=False, prediction_loss_only=True,
+    )
+
+
+def make_trainer_class() -> type:
+    from transformers import Trainer
+
+    from kifabrik.train.packing import N_TOKENS
+
+    class KifabrikTrainer(Trainer):  # type: ignore[misc]
+        """Counts the real (non-padding) tokens of every training micro-batch."""
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            n = inputs.pop(N_TOKENS, None)
+            if n is not None and model.training:
+                import torch
+
+                n = torch.as_tensor(n, device=self.args.device).reshape(1)
+                self.state.num_input_tokens_seen += int(self.accelerator.gather(n).sum().item())
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return KifabrikTrainer
+
+
+def run_session(ws_path: Path, folder: Path, prepared: Prepared, opts: TrainOptions, *, trust: bool,
+                session: int, resume_from: Path | None, fingerprint_expected: str | None,
+                before_first_step: Any, extra_callbacks: list[Any]) -> SessionResult:
+    """Build everything, then train (from scratch or from `resume_from`) until done or interrupted."""
+    import torch
+    from transformers import PrinterCallback
+
+    from kifabrik.models.loading import best_device, load_tokenizer
+    from kifabrik.train.accounting import EnergyMeter
+    from kifabrik.train.callbacks import ProgressBar, RunFolder, StopOnInterrupt
+    from kifabrik.train.packing import Collator, PackedRows, PlainRows, rows_fingerprint
+
+    device = best_device()
+    precision = pick_precision(opts, device)
+    rows_cls: Any = (lambda ex: PackedRows(ex, prepared.max_seq_length)) if opts.packing else PlainRows
+    train_rows, test_rows = rows_cls(prepared.train), rows_cls(prepared.test) if prepared.test else None
+    fingerprint = rows_fingerprint(train_rows.rows)
+    if fingerprint_expected and fingerprint != fingerprint_expected:
+        raise KifabrikError("the training data encode differently than when this run started (a changed tokenizer "
+                            "or kifabrik version?), so the run cannot be resumed exactly",
+                            hint="start a new run instead of resuming this one")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_epoch, total = plan_steps(len(train_rows), opts, world)
+    args = training_arguments(folder, opts, total, precision, test_rows is not None)
+    tokenizer = load_tokenizer(ws_path, trust_remote_code=trust)
+    model, targets, n_matmul = build_model(ws_path, prepared, opts, trust, device)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    meter = EnergyMeter(device).start()
+    run_cb = RunFolder(folder, session, meter, fingerprint)
+    stop_cb = StopOnInterrupt()
+    trainer = make_trainer_class()(
+        model=model, args=args, data_collator=Collator(tokenizer.pad_token_id or 0, opts.packing),
+        train_dataset=train_rows, eval_dataset=test_rows, processing_class=tokenizer,
+        callbacks=[run_cb, ProgressBar(run_cb, f"training {prepared.base.ref}"), stop_cb, *extra_callbacks])
+    trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its prints
+    before_first_step(fingerprint)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except torch.OutOfMemoryError as exc:
+        raise _oom(opts, device, exc) from None
+    except MemoryError as exc:
+        raise _oom(opts, device, exc) from None
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
+            raise _oom(opts, device, exc) from None
+        raise
+    finally:
+        stop_cb.restore()
+    run_cb.write_session(trainer.state, "interrupted" if stop_cb.requested else "finished")
+    if stop_cb.requested:
+        raise TrainingInterrupted(f"training interrupted (Ctrl-C) at step {trainer.state.global_step} of "
+                                  f"{trainer.state.max_steps}; a checkpoint was saved",
+                                  hint=f"continue with `kifabrik train --resume {folder.name}`")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total_params = sum(p.numel() for p in model.parameters())
+    return SessionResult(model, tokenizer, trainer, run_cb, targets, trainable, total_params, n_matmul, device,
+                         precision, len(train_rows), per_epoch)
+
+
+def _oom(opts: TrainOptions, device: str, exc: BaseException) -> KifabrikError:
+    where = "GPU" if device.startswith("cuda") else "main"
+    advice = [f"lower batch_size (now {opts.batch_size}) and raise grad_accum (now {opts.grad_accum}) to keep the "
+              "effective batch", f"lower max_seq_length (now {opts.max_seq_length or 'default'})"]
+    if not opts.gradient_checkpointing:
+        advice.append("set gradient_checkpointing: true")
+    if opts.method == "full":
+        advice.append("use method: lora")
+    return KifabrikError(f"out of {where} memory during training ({type(exc).__name__}); the last complete "
+                         "checkpoint (if any) is kept", hint="; ".join(advice))
