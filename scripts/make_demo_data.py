@@ -210,15 +210,25 @@ def example(rng: random.Random, variant_filter: str) -> tuple[str, dict[str, obj
     return topic, {"messages": messages}
 
 
-def build(n: int, split: str, rng: random.Random, seen: set[str]) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+# The two halves the demo trains separate adapters on (and then merges).
+GROUPS = {"wartung": {"oil", "filter", "coolant", "error", "technician", "manual", "training", "warranty"},
+          "teile": {"part", "order", "invoice"}}
+
+
+def build(n: int, split: str, rng: random.Random, seen: set[str]) -> list[tuple[str, dict[str, object]]]:
+    rows: list[tuple[str, dict[str, object]]] = []
     while len(rows) < n:
-        _, row = example(rng, split)
+        topic, row = example(rng, split)
         key = json.dumps(row, ensure_ascii=False, sort_keys=True)
         if key not in seen:
             seen.add(key)
-            rows.append(row)
+            rows.append((topic, row))
     return rows
+
+
+def write(path: Path, rows: list[dict[str, object]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    print(f"{path}: {len(rows)} chats, {path.stat().st_size:,} bytes")
 
 
 def main() -> None:
@@ -232,9 +242,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", args.train), ("test", args.test)):
         rows = build(n, split, rng, seen)
-        path = args.out / f"schmidt-service-{split}.jsonl"
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        print(f"{path}: {len(rows)} chats, {path.stat().st_size:,} bytes")
+        write(args.out / f"schmidt-service-{split}.jsonl", [r for _, r in rows])
+        for group, group_topics in GROUPS.items():
+            write(args.out / f"schmidt-{group}-{split}.jsonl", [r for t, r in rows if t in group_topics])
 
 
 if __name__ == "__main__":

@@ -29,13 +29,14 @@ STAGE_MODULES: dict[str, str] = {
     "data": "kifabrik.data.stage",
     "train": "kifabrik.train.stage",
     "merge": "kifabrik.merge.stage",
+    "merge-gate": "kifabrik.merge.stage",
+    "document": "kifabrik.document.stage",
+    "release": "kifabrik.release.stage",
 }
 
 #: Stages on the roadmap that this version cannot run yet.
 PLANNED_STAGES: dict[str, str] = {
     "evaluate": "evaluation and quality suites",
-    "document": "model card and AI Act documents",
-    "release": "gated releases",
     "serve": "the OpenAI-compatible server",
 }
 

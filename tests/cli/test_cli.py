@@ -50,7 +50,7 @@ def test_models_commands(cli, tiny_model_dir):
     gen = cli("generate", "tiny", "Hallo", "--max-new-tokens", "4", "--temperature", "0.7", "--seed", "3")
     assert gen.code == 0, gen.err
     missing = cli("generate", "nope", "Hallo")
-    assert missing.code == 1 and "no model 'nope'" in missing.err and "Traceback" not in missing.err
+    assert missing.code == 1 and "no artifact 'nope'" in missing.err and "Traceback" not in missing.err
     assert cli("models", "rm", "tiny").code == 0
     assert json.loads(cli("models", "list", "--json").out) == []
 
@@ -105,7 +105,7 @@ def test_failing_stage_leaves_a_failed_run_and_no_output(cli, home, tiny_model_d
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE.format(source=tiny_model_dir).replace("model: base", "model: no-such-model"))
     r = cli("run", str(recipe))
-    assert r.code == 1 and "no model 'no-such-model'" in r.err
+    assert r.code == 1 and "no artifact 'no-such-model'" in r.err
     with _ws(home) as ws:
         failed = [x for x in ws.catalog.list_runs() if x.status == "failed"]
         assert [x.name for x in failed] == ["ask-again"]
@@ -122,6 +122,23 @@ def test_unknown_model_source_fails_before_any_run(cli, home, tmp_path):
     assert r.code == 1 and "missing-folder" in r.err and "no such file" in r.err
     with _ws(home) as ws:
         assert ws.catalog.list_runs() == []
+
+
+def test_lineage_and_show_carry_inherited_restrictions(cli, ws, tiny_model):
+    from kifabrik.policy import preset
+
+    policy = ws.catalog.add_policy("internal-only", preset("internal-only"))
+    with ws.create("dataset", "kundendienst", policies=[policy]) as data:
+        data.write_text("train.jsonl", "")
+    with ws.create("adapter", "kd-lora", parents=[(tiny_model.id, "base_model"), (data.record.id, "trained_on")]) as ad:
+        ad.write_text("adapter_config.json", "{}")
+    text = cli("lineage", "kd-lora").out
+    assert "usage restrictions (own and inherited along lineage):" in text
+    assert "policy 'internal-only', from dataset kundendienst@1" in text
+    as_json = json.loads(cli("lineage", "kd-lora", "--format", "json").out)
+    assert as_json["restrictions"] and all(r["sources"][0]["ref"] == "kundendienst@1" for r in as_json["restrictions"])
+    shown = cli("models", "show", "tiny")
+    assert "usage restrictions: none recorded" in shown.out and "languages: ['de', 'en']" in shown.out
 
 
 class _ws:

@@ -180,6 +180,6 @@ stages:
 def test_demo_files_are_reproducible(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_demo_data.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True)
-    for name in ("schmidt-service-train.jsonl", "schmidt-service-test.jsonl"):
+    for name in [f"schmidt-{g}-{s}.jsonl" for g in ("service", "wartung", "teile") for s in ("train", "test")]:
         assert (tmp_path / name).read_bytes() == (DEMO / name).read_bytes()
         assert (DEMO / name).stat().st_size < 1_000_000

@@ -9,8 +9,7 @@ import pytest
 from train_builders import FAST, chat_rows, make_dataset
 
 from kifabrik.errors import KifabrikError
-from kifabrik.train import TrainOptions, resume, train
-from kifabrik.train import rundir
+from kifabrik.train import TrainOptions, resume, rundir, train
 
 COUNT_ONCE = {
     "@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "@id": "urn:test:train-once",
@@ -44,7 +43,7 @@ def test_cli_lora_sft_writes_a_peft_adapter_with_record_and_lineage(cli, ws, tin
     assert not list(path.glob("*.bin")) and not list(path.glob("*.pt"))
     meta = rec.meta
     assert meta["base_model_id"] == tiny_model.id and meta["base_weights_sha256"] == tiny_model.meta["weights_sha256"]
-    assert (meta["rank"], meta["alpha"], meta["objective"]) == (4, 8.0, "sft")
+    assert (meta["rank"], meta["alpha"], meta["objective"]) == (4, 8, "sft")
     assert meta["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert meta["datasets"][0]["id"] == chat_ds.id
     acc = meta["accounting"]
@@ -196,3 +195,10 @@ def test_recipe_validation_rejects_bad_train_options():
         validate_recipe({"name": "x", "model": {"source": "tiny"},
                          "stages": [{"stage": "train", "data": ["d"], "lora": {"rank": 0}, "lerning_rate": 1}]})
     assert "stages[0].lora.rank" in str(exc.value) and "stages[0].lerning_rate: unknown key" in str(exc.value)
+
+
+def test_multi_process_launch_is_refused_clearly(ws, tiny_model, chat_ds, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(KifabrikError, match="multi-process launches"):
+        train(ws, "tiny", [chat_ds.id], TrainOptions(**FAST))
+    assert ws.catalog.list_runs() == []

@@ -11,10 +11,12 @@ import typer
 
 from kifabrik import __version__
 from kifabrik.cli import data as data_cli
+from kifabrik.cli import document as document_cli
 from kifabrik.cli import merge as merge_cli
 from kifabrik.cli import models as models_cli
 from kifabrik.cli import policy as policy_cli
 from kifabrik.cli import records as records_cli
+from kifabrik.cli import release as release_cli
 from kifabrik.cli import train as train_cli
 from kifabrik.cli.common import err, out, workspace
 from kifabrik.config import set_offline
@@ -37,7 +39,10 @@ app.command("lineage")(records_cli.lineage)
 app.command("train")(train_cli.train)
 app.command("merge")(merge_cli.merge_command)
 app.command("export")(merge_cli.export_command)
+app.command("merge-gate")(merge_cli.gate_command)
 app.add_typer(merge_cli.adapters_app, name="adapters")
+app.command("document")(document_cli.document_command)
+app.command("release")(release_cli.release_command)
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: --set a.b=value (repeatable).")]
 OnlineOpt = Annotated[bool, typer.Option("--online", help="Allow network access (hub downloads).")]
@@ -57,7 +62,7 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 @app.command()
 def generate(
-    model: Annotated[str, typer.Argument(help="Registered model: name, name@version or id.")],
+    model: Annotated[str, typer.Argument(help="Registered model or adapter: name, name@version or id.")],
     prompt: Annotated[str, typer.Argument(help="The prompt (sent through the model's chat template).")],
     system: Annotated[str | None, typer.Option(help="System message.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Most tokens to generate.")] = 128,

@@ -99,3 +99,22 @@ def export_command(
     out.print(f"exported to {path}")
 
 
+
+
+def gate_command(
+    merged: Annotated[str, typer.Argument(help="The merged adapter or model.")],
+    metric: Annotated[list[str], typer.Option(help="PARENT=METRIC, e.g. service@1=task.service.acc (repeatable).")],
+    min_retention: Annotated[float, typer.Option(help="Required fraction of each parent's score.")] = 0.9,
+) -> None:
+    """Check that a merge keeps a share of each parent's evaluated score (marks it failed if not)."""
+    from kifabrik.merge.gate import check_gate
+
+    pairs = {}
+    for item in metric:
+        parent, sep, key = item.partition("=")
+        if not sep or not parent or not key:
+            raise KifabrikError(f"--metric {item!r}: expected PARENT=METRIC", hint="e.g. --metric service=task.service.acc")
+        pairs[parent] = key
+    for c in check_gate(workspace(), merged, pairs, min_retention):
+        out.print(f"[green]pass[/green] {c.parent} {c.metric}: {c.merged_score:.4g} vs {c.parent_score:.4g} "
+                  f"({c.retention:.1%})")

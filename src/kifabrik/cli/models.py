@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kifabrik.cli.common import human, out, print_json, when, workspace
@@ -55,16 +56,24 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
 def show(ref: Annotated[str, typer.Argument(help="Model name, name@version or id.")],
          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Show a model's record: source, licence, size, architecture, chat template, weights hash."""
-    r = workspace().catalog.get_artifact(ref, "model")
-    data = {"id": r.id, "name": r.name, "version": r.version, "created_at": r.created_at, **r.meta,
-            "path": str(workspace().path(r))}
+    from kifabrik.cli.records import restriction_text
+    from kifabrik.policy import restrictions
+
+    ws = workspace()
+    r = ws.catalog.get_artifact(ref, "model")
+    carried = restrictions(ws, r.id)
+    data = {"id": r.id, "name": r.name, "version": r.version, "status": r.status, "created_at": r.created_at,
+            **r.meta, "path": str(ws.path(r)), "restrictions": carried}
     if as_json:
         print_json(data)
         return
     for key, value in data.items():
+        if key == "restrictions":
+            continue
         if key == "chat_template":
             value = "(none)" if not value else f"{len(value)} characters, starts {value[:60]!r}"
-        out.print(f"[bold]{key}[/bold]: {value}")
+        out.print(f"[bold]{key}[/bold]: {escape(str(value))}")
+    print(restriction_text(carried))
 
 
 @app.command("rm")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -86,6 +87,28 @@ def lineage(ref: Annotated[str, typer.Argument(help="Artifact name, name@version
 
     if format not in ("text", "json", "dot"):
         raise KifabrikError(f"--format {format!r} is not known", hint="use text, json or dot")
-    graph = lin.lineage(workspace().catalog, ref)
-    fmt: Literal["text", "json", "dot"] = format  # type: ignore[assignment]
-    print({"text": lin.as_text, "json": lin.as_json, "dot": lin.as_dot}[fmt](graph))
+    from kifabrik.policy import restrictions
+
+    ws = workspace()
+    graph = lin.lineage(ws.catalog, ref)
+    carried = restrictions(ws, graph.root.id)
+    if format == "json":
+        data = json.loads(lin.as_json(graph))
+        data["restrictions"] = carried
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    elif format == "dot":
+        print(lin.as_dot(graph))
+    else:
+        print(lin.as_text(graph))
+        print(restriction_text(carried))
+
+
+def restriction_text(carried: list[dict[str, Any]]) -> str:
+    """Usage restrictions an artifact carries (own and inherited), one line each."""
+    if not carried:
+        return "usage restrictions: none recorded"
+    lines = ["usage restrictions (own and inherited along lineage):"]
+    for r in carried:
+        where = ", ".join(f"{s['kind']} {s['ref']}" for s in r["sources"])
+        lines.append(f"  - {r['kind']}: {r['text']} (policy {r['policy']!r}, from {where})")
+    return "\n".join(lines)

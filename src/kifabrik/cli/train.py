@@ -4,10 +4,11 @@
     kifabrik train train.yaml --set lora.rank=8         # a train config (or a whole recipe)
     kifabrik train --resume RUN_ID                       # after Ctrl-C, kill -9, a crash
 
-Multi-GPU: the same command under accelerate or torchrun, e.g.
-    accelerate launch --num_processes 4 -m kifabrik.cli.main train train.yaml
-    torchrun --nproc_per_node 4 -m kifabrik.cli.main train train.yaml
-(batch_size is per device; the Trainer shards the data and averages the gradients.)
+One GPU is used automatically (bf16 where supported). Multi-GPU is planned as the same
+command under `accelerate launch --num_processes N -m kifabrik.cli.main train ...` or
+`torchrun --nproc_per_node N -m kifabrik.cli.main train ...` (the Trainer already shards the
+data); it is refused for now, because run records, policy counts and checkpoint markers are
+not yet written by rank 0 only.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def train(
     base: Annotated[str | None, typer.Option("--base", help="Base model: name, name@version or id.")] = None,
     data: Annotated[list[str] | None, typer.Option("--data", help="Dataset artifact (repeatable).")] = None,
     name: Annotated[str | None, typer.Option(help="Name of the adapter (default <base>-<dataset>-<method>).")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="Continue the run RUN_ID from its last checkpoint.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume",
+                                               help="Continue the run RUN_ID from its last checkpoint.")] = None,
     method: Annotated[str | None, typer.Option(help="lora (default) or full (small models).")] = None,
     epochs: Annotated[float | None, typer.Option(help="Passes over the training split.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,

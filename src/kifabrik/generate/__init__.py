@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.config import StrictModel
-from kifabrik.errors import KifabrikError
 from kifabrik.models.generate import Generation, GenerationOptions
 from kifabrik.pipeline import StageContext, StageDef, StageOptions
 from kifabrik.registry import register
@@ -26,7 +25,8 @@ class GenerateOptions(StageOptions):
     """Answer a list of prompts with one model and keep the answers as an artifact."""
 
     stage: Literal["generate"] = Field(description="`generate`.")
-    model: str = Field(default="base", description="`base`, the name of an earlier step, or a registered model.")
+    model: str = Field(default="base", description="`base`, the name of an earlier step, or a registered model "
+                       "or adapter.")
     prompts: list[Prompt | str] = Field(min_length=1, description="Prompts: strings or {text, lang, id}.")
     system: str | None = Field(default=None, description="System message for chat models.")
     max_new_tokens: int = Field(default=128, ge=1, le=8192, description="Most tokens to generate per answer.")
@@ -41,34 +41,24 @@ class GenerateOptions(StageOptions):
         return GenerationOptions(self.max_new_tokens, self.temperature, self.top_p, self.seed)
 
 
-def load_for_generation(ws: Workspace, record: ArtifactRecord) -> tuple[Any, Any]:
-    """(model, tokenizer) for a model record."""
-    from kifabrik.models.loading import load_model, load_tokenizer
-    from kifabrik.models.sources import model_path
-
-    if record.kind != "model":
-        raise KifabrikError(f"{record.ref} is a {record.kind}; generate needs a model",
-                            hint="list models with `kifabrik models list`")
-    path = model_path(ws, record)
-    trust = bool(record.meta.get("trust_remote_code"))
-    return load_model(path, trust_remote_code=trust), load_tokenizer(path, trust_remote_code=trust)
-
-
 def generate_text(ws: Workspace, ref: str, prompts: list[str], *, system: str | None = None,
                   options: GenerationOptions | None = None) -> list[Generation]:
-    """Answer `prompts` with the registered model `ref` (name, name@version or id)."""
+    """Answer `prompts` with the registered model or adapter `ref` (name, name@version or id)."""
     from kifabrik.models.generate import chat
 
-    record = ws.catalog.get_artifact(ref, "model")
-    model, tokenizer = load_for_generation(ws, record)
+    from kifabrik.models.adapters import load_runnable
+
+    model, tokenizer = load_runnable(ws, ws.catalog.get_artifact(ref))
     return [chat(model, tokenizer, p, system=system, options=options or GenerationOptions()) for p in prompts]
 
 
 def _run(ctx: StageContext, opts: GenerateOptions) -> list[ArtifactRecord]:
     from kifabrik.models.generate import chat
 
-    record = ctx.resolve(opts.model, "model")
-    model, tokenizer = load_for_generation(ctx.ws, record)
+    from kifabrik.models.adapters import load_runnable
+
+    record = ctx.resolve(opts.model)
+    model, tokenizer = load_runnable(ctx.ws, record)
     rows = []
     for p in opts.prompt_list():
         g = chat(model, tokenizer, p.text, system=opts.system, options=opts.generation_options())

@@ -9,6 +9,7 @@ from typing import Any
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
+from kifabrik.models.adapters import base_of
 from kifabrik.workspace import Workspace
 
 
@@ -27,16 +28,6 @@ class AdapterInfo:
     def target_modules(self) -> list[str]:
         tm = self.config.get("target_modules") or []
         return sorted(tm) if isinstance(tm, list) else [str(tm)]
-
-
-def base_of(ws: Workspace, adapter: ArtifactRecord) -> ArtifactRecord:
-    """The base model an adapter was trained (or merged) on, from its lineage."""
-    bases = [e.parent_id for e in ws.catalog.edges(child=adapter.id) if e.relation == "base_model"]
-    base_id = bases[0] if bases else adapter.meta.get("base_model_id")
-    if not base_id:
-        raise KifabrikError(f"adapter {adapter.ref} has no recorded base model",
-                            hint="adapters made by `kifabrik train` or `kifabrik merge` record it")
-    return ws.catalog.get_artifact(base_id, "model")
 
 
 def load_info(ws: Workspace, ref: str) -> AdapterInfo:

@@ -69,12 +69,19 @@ def convert_gguf(path: Path, out_dir: Path, *, dtype: str = "float32") -> None:
     quiet_transformers()
 
     folder, name = str(path.parent), path.name
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF reader has its own tqdm bar; kifabrik shows one
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype))
     except Exception as exc:
         raise KifabrikError(f"{path}: transformers cannot load this GGUF ({type(exc).__name__}: {exc})",
                             hint="transformers supports GGUF for llama, mistral, qwen2, gemma3 and a few more architectures") from None
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
     config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config

@@ -8,7 +8,6 @@ power draw, and is marked `"method": "estimate"` with its basis.
 
 from __future__ import annotations
 
-import os
 import platform
 import resource
 import time
@@ -166,6 +165,3 @@ class EnergyMeter:
         return {"joules": wall * watts, "method": "estimate",
                 "basis": f"estimate (no readable RAPL/NVML counter): wall time × {what}"}
 
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,7 @@ def train(ws: Workspace, base: str, data: list[str], options: TrainOptions | Non
         KifabrikError: bad input, a policy that forbids training (`PolicyDenied`), out of
             memory, or Ctrl-C (`TrainingInterrupted`; the run can be resumed).
     """
+    _single_process()
     options = options or TrainOptions()
     base_rec = ws.catalog.get_artifact(base, "model")
     data_recs = [ws.catalog.get_artifact(d) for d in data]
@@ -62,6 +64,7 @@ def resume(ws: Workspace, run_ref: str, *, callbacks: list[Any] | None = None) -
     restores weights, optimizer, scheduler, RNG states and the position in the data.
     The run record is finished by `resume` (also for runs a recipe started).
     """
+    _single_process()
     run = ws.catalog.get_run(run_ref)
     if run.stage != "train":
         raise KifabrikError(f"run {run.id[:12]} is a {run.stage} run, not a training run")
@@ -93,6 +96,15 @@ def _recorded(ws: Workspace, run_id: str, own: bool, work: Callable[[], Artifact
         raise
     ws.catalog.finish_run(run_id, "succeeded", outputs=[record.id])
     return record
+
+
+def _single_process() -> None:
+    """Refuse multi-process launches until run records, policy counts and checkpoints are rank-aware."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise KifabrikError(
+            "kifabrik train does not support multi-process launches (accelerate launch / torchrun) yet: every process "
+            "would record its own run, consume its own policy use and write the same run folder",
+            hint="train on one device for now (one GPU: `kifabrik train ...` uses it automatically, in bf16)")
 
 
 def _execute(ws: Workspace, run_id: str, spec: RunSpec, *, resume: bool, callbacks: list[Any]) -> ArtifactRecord:

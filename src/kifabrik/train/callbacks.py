@@ -39,7 +39,8 @@ class RunFolder(TrainerCallback):
     def snapshot(self, state: Any, status: str) -> dict[str, Any]:
         energy = self.meter.read()
         peak, _ = peak_memory_bytes(self.device)
-        return {"peak_memory_bytes": peak, "session": self.session, "status": status, "from_step": self.first_step, "to_step": state.global_step,
+        return {"session": self.session, "status": status, "from_step": self.first_step, "to_step": state.global_step,
+                "peak_memory_bytes": peak,
                 "wall_time_s": round(time.monotonic() - self.t0, 3),
                 "tokens": state.num_input_tokens_seen - self.tokens0, "energy": energy}
 
@@ -86,7 +87,14 @@ class ProgressBar(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if progress._quiet():
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),

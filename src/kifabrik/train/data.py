@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
@@ -82,7 +82,7 @@ def read_dataset(ws_path: Path, record: ArtifactRecord) -> DatasetRows:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise KifabrikError(f"{path}:{n}: not valid JSON ({exc.msg})",
-                                        hint="the dataset artifact is damaged; check it with `kifabrik verify`") from None
+                                        hint="the dataset artifact is damaged; see `kifabrik verify`") from None
                 key = "messages" if fmt == "chat" else "text"
                 if not isinstance(row, dict) or key not in row:
                     raise KifabrikError(f"{path}:{n}: a {fmt} row needs a `{key}` field",
@@ -96,10 +96,11 @@ def read_dataset(ws_path: Path, record: ArtifactRecord) -> DatasetRows:
 
 
 def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    return cast(str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt))
 
 
-def assistant_spans(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(tokenizer: PreTrainedTokenizerBase,
+                    messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of its assistant turns.
 
     A turn's span runs from the end of the prompt that asks for it (`add_generation_prompt`)
@@ -150,7 +151,7 @@ def encode_rows(tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], 
     """Encode rows into examples of at most `max_len` tokens (see the module docstring)."""
     if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
         raise KifabrikError("the base model has no chat template, so a chat dataset cannot be rendered for it",
-                            hint="train a model that has a chat template, or use a text dataset (continued pre-training)")
+                            hint="train a model with a chat template, or use a text dataset (continued pre-training)")
     stats = EncodeStats()
     out: list[Example] = []
     for row in rows:

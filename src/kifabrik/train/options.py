@@ -13,7 +13,7 @@ class LoraOptions(StrictModel):
     """Low-rank adaptation (PEFT LoRA) of the base model's linear layers."""
 
     rank: int = Field(default=16, ge=1, le=1024, description="LoRA rank r: size of the low-rank update.")
-    alpha: float = Field(default=32.0, gt=0, description="LoRA alpha; the update is scaled by alpha / rank.")
+    alpha: int = Field(default=32, ge=1, description="LoRA alpha; the update is scaled by alpha / rank.")
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input during training.")
     target_modules: list[str] | None = Field(
         default=None,
@@ -26,7 +26,8 @@ class TrainOptions(StrictModel):
     """Hyper-parameters and behaviour of a training run. Defaults suit a small model on a CPU."""
 
     method: Literal["lora", "full"] = Field(
-        default="lora", description="`lora` trains a PEFT LoRA adapter; `full` updates every weight (small models only).")
+        default="lora",
+        description="`lora` trains a PEFT LoRA adapter; `full` updates every weight (small models only).")
     lora: LoraOptions = Field(default_factory=LoraOptions, description="LoRA settings (method `lora`).")
     epochs: float = Field(default=1.0, gt=0, le=1000, description="Passes over the training split.")
     max_steps: int | None = Field(

@@ -36,7 +36,8 @@ class RunSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSpec:
-        return cls(data["base_id"], list(data["dataset_ids"]), TrainOptions.model_validate(data["options"]), data["name"])
+        return cls(data["base_id"], list(data["dataset_ids"]), TrainOptions.model_validate(data["options"]),
+                   data["name"])
 
 
 @dataclass

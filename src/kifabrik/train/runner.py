@@ -74,11 +74,12 @@ def build_model(path: Path, prepared: Prepared, opts: TrainOptions, trust: bool,
     targets = resolve_targets(model, opts.lora.target_modules, prepared.base.meta.get("model_type"))
     config = LoraConfig(r=opts.lora.rank, lora_alpha=opts.lora.alpha, lora_dropout=opts.lora.dropout,
                         target_modules=targets, task_type="CAUSAL_LM", bias="none")
-    model = get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
     if opts.gradient_checkpointing:
-        model.enable_input_require_grads()
-    resolved = sorted(model.peft_config["default"].target_modules) if targets == "all-linear" else targets
-    return model, resolved, n_matmul
+        peft_model.enable_input_require_grads()
+    chosen = getattr(peft_model.peft_config["default"], "target_modules", targets)
+    resolved = sorted(chosen) if targets == "all-linear" else targets
+    return peft_model, resolved, n_matmul
 
 
 def training_arguments(folder: Path, opts: TrainOptions, total_steps: int, precision: str, has_eval: bool) -> Any:
@@ -89,7 +90,8 @@ def training_arguments(folder: Path, opts: TrainOptions, total_steps: int, preci
         import importlib.util
 
         if importlib.util.find_spec("mlflow") is None:
-            raise KifabrikError("mlflow: true, but MLflow is not installed", hint="pip install mlflow, or set mlflow: false")
+            raise KifabrikError("mlflow: true, but MLflow is not installed",
+                                hint="pip install mlflow, or set mlflow: false")
         # Only a tracking server the user named; otherwise a local store next to the catalog.
         os.environ.setdefault("MLFLOW_TRACKING_URI", (folder.parent.parent / "mlruns").resolve().as_uri())
         os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "kifabrik")
@@ -114,23 +116,63 @@ def training_arguments(folder: Path, opts: TrainOptions, total_steps: int, preci
 def make_trainer_class() -> type:
     from transformers import Trainer
 
+    from kifabrik.train.data import IGNORE
     from kifabrik.train.packing import N_TOKENS
 
-    class KifabrikTrainer(Trainer):  # type: ignore[misc]
-        """Counts the real (non-padding) tokens of every training micro-batch."""
+    class KifabrikTrainer(Trainer):
+        """Counts the real (non-padding) tokens of every training micro-batch, and computes the
+        output head and the loss only at positions that have a target.
+
+        In chat fine-tuning most tokens (system, user, role headers) carry no loss, yet a plain
+        causal-LM forward projects every position onto the whole vocabulary and takes a softmax
+        there. Passing `logits_to_keep` (the positions whose next token is a target) skips that
+        work and its memory; the loss is the same sum over targets / number of targets.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["compute_loss_func"] = _target_loss
+            super().__init__(*args, **kwargs)
+            import inspect
+
+            model: Any = self.model
+            forward = inspect.signature(model.get_base_model().forward if hasattr(model, "get_base_model")
+                                        else model.forward)
+            self.sparse_logits = "logits_to_keep" in forward.parameters
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
+            import torch
+
             n = inputs.pop(N_TOKENS, None)
             if n is not None and model.training:
-                import torch
-
                 n = torch.as_tensor(n, device=self.args.device).reshape(1)
                 self.state.num_input_tokens_seen += int(self.accelerator.gather(n).sum().item())
+            labels = inputs["labels"]
+            targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE)  # position t predicts t+1
+            if self.sparse_logits:
+                keep = (targets != IGNORE).any(0).nonzero().flatten()
+                inputs = {**inputs, "labels": targets[:, keep], "logits_to_keep": keep}
+            else:
+                inputs = {**inputs, "labels": targets}
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
 
     return KifabrikTrainer
+
+
+def _target_loss(outputs: Any, targets: Any, num_items_in_batch: Any = None) -> Any:
+    """Cross-entropy over the kept positions: sum over targets / targets in the (accumulated) batch."""
+    import torch
+
+    logits = outputs.logits.float()
+    flat_targets = targets.reshape(-1).to(logits.device)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat_targets, ignore_index=-100,
+                                             reduction="sum")
+    if num_items_in_batch is None:
+        num_items_in_batch = (targets != -100).sum()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(loss.device)
+    return loss / num_items_in_batch
 
 
 def run_session(ws_path: Path, folder: Path, prepared: Prepared, opts: TrainOptions, *, trust: bool,

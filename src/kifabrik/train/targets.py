@@ -30,7 +30,8 @@ def linear_modules(model: nn.Module) -> list[str]:
     """Leaf names of the model's linear layers (and GPT-2 style Conv1D), output head excluded."""
     from torch import nn
 
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
     names = set()
     for full, module in model.named_modules():
         if module is head:

@@ -1,0 +1,262 @@
+"""Collecting the facts of one model or adapter from the catalog: records, lineage, runs, evaluations.
+
+Everything here is read from catalog records and the files of recorded artifacts; nothing
+is computed from the weights and nothing is assumed. Dataset facts are in `datafacts.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kifabrik.catalog import ArtifactRecord
+from kifabrik.catalog.lineage import Lineage, lineage
+from kifabrik.document.facts import Fact, Source, artifact_source, fact, get, meta_fact, not_recorded, run_source
+from kifabrik.errors import KifabrikError, NotFoundError
+from kifabrik.workspace import Workspace
+
+NO_TRAINING = "no training run is recorded in this model's lineage (a registered base model: its provider documents it)"
+HYPER = ("learning_rate", "epochs", "max_steps", "batch_size", "grad_accum", "lr_scheduler", "warmup_ratio",
+         "weight_decay", "max_seq_length", "packing", "seed", "precision")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def when(value: datetime | str | None) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else value.isoformat(timespec="seconds")
+
+
+def target_record(ws: Workspace, ref: str) -> ArtifactRecord:
+    record = ws.catalog.get_artifact(ref)
+    if record.kind not in ("model", "adapter"):
+        raise KifabrikError(f"{record.ref} is a {record.kind}; documents describe a model or an adapter",
+                            hint="list them with `kifabrik models list` or `kifabrik artifacts list --kind adapter`")
+    return record
+
+
+def ancestors_of(lin: Lineage) -> list[ArtifactRecord]:
+    seen: dict[str, ArtifactRecord] = {}
+    for e in lin.ancestors:
+        seen.setdefault(e.parent_id, lin.nodes[e.parent_id])
+    return list(seen.values())
+
+
+def base_of(ws: Workspace, target: ArtifactRecord, lin: Lineage) -> ArtifactRecord | None:
+    """The model the target was made from (its `base_model` edge); None for a registered base model."""
+    for e in lin.ancestors:
+        if e.child_id == target.id and e.relation == "base_model":
+            return lin.nodes[e.parent_id]
+    base_id = target.meta.get("base_model_id")
+    if base_id:
+        try:
+            return ws.catalog.get_artifact(base_id)
+        except NotFoundError:
+            return None
+    return None
+
+
+def software_versions(ws: Workspace, record: ArtifactRecord) -> dict[str, Fact]:
+    """kifabrik (manifest), transformers (config.json) and PEFT (adapter_config.json) versions as recorded."""
+    src = artifact_source(record)
+    out = {"kifabrik": fact(record.manifest.get("kifabrik_version"), src, "manifest.kifabrik_version",
+                            missing="the manifest holds no kifabrik version"),
+           "git": fact(record.manifest.get("git_hash"), src, "manifest.git_hash",
+                       missing="kifabrik did not run from a git checkout")}
+    if record.kind == "model":
+        from kifabrik.models.sources import model_path
+
+        cfg = read_json(model_path(ws, record) / "config.json") or {}
+        out["transformers"] = fact(cfg.get("transformers_version"), src, "config.json:transformers_version",
+                                   missing="config.json records no transformers version")
+    else:
+        cfg = read_json(ws.path(record) / "adapter_config.json") or {}
+        out["peft"] = fact(cfg.get("peft_version"), src, "adapter_config.json:peft_version",
+                           missing="adapter_config.json records no PEFT version")
+    return out
+
+
+def model_facts(ws: Workspace, target: ArtifactRecord, base: ArtifactRecord | None) -> dict[str, Any]:
+    src = artifact_source(target)
+    arch_rec = base if (target.kind == "adapter" and base is not None) else target
+
+    def either(path: str, missing: str) -> Fact:
+        own = meta_fact(target, path, missing=missing)
+        return own if own.recorded or arch_rec is target else meta_fact(arch_rec, path, missing=missing)
+
+    if target.kind == "adapter":
+        params = meta_fact(target, "total_parameters",
+                           missing="the adapter record holds no total parameter count")
+    else:
+        params = meta_fact(target, "parameters", missing="the model record holds no parameter count")
+    return {
+        "name": Fact(target.name, src.at("name")), "ref": Fact(target.ref, src.at("name@version")),
+        "id": Fact(target.id, src.at("id")), "kind": Fact(target.kind, src.at("kind")),
+        "version": Fact(target.version, src.at("version")),
+        "created_at": Fact(when(target.created_at), src.at("created_at")),
+        "status": Fact(target.status, src.at("status")),
+        "architecture": either("architecture", "no architecture is recorded"),
+        "model_type": either("model_type", "no model type is recorded"),
+        "parameters": params,
+        "trainable_parameters": meta_fact(target, "trainable_parameters",
+                                          missing="not an adapter or fine-tune: no trainable-parameter count"),
+        "hidden_size": meta_fact(arch_rec, "hidden_size", missing="config.json gives no hidden size"),
+        "num_layers": meta_fact(arch_rec, "num_layers", missing="config.json gives no layer count"),
+        "vocab_size": meta_fact(arch_rec, "vocab_size", missing="config.json gives no vocabulary size"),
+        "context_length": meta_fact(arch_rec, "context_length", missing="config.json gives no context length"),
+        "dtype": meta_fact(arch_rec, "dtype", missing="config.json gives no dtype"),
+        "chat_template": fact(bool(arch_rec.meta.get("chat_template")) or None, artifact_source(arch_rec),
+                              "meta.chat_template", missing="the tokenizer has no chat template (plain text in, text out)"),
+        "license": either("license", "no licence is recorded for the model or its base"),
+        "languages": either("languages", "the model card of the base states no languages"),
+        "weights_sha256": meta_fact(target, "weights_sha256",
+                                    missing="an adapter has no full weights; see the base model's hash"),
+        "method": meta_fact(target, "method", missing="no training or merge method is recorded (a registered model)"),
+        "objective": meta_fact(target, "objective", missing="no training objective is recorded"),
+        "rank": meta_fact(target, "rank", missing="not a LoRA adapter"),
+        "alpha": meta_fact(target, "alpha", missing="not a LoRA adapter"),
+        "target_modules": meta_fact(target, "target_modules", missing="not a LoRA adapter"),
+        "source": meta_fact(target, "source", missing="no source is recorded (a trained or merged artifact)"),
+        "software": software_versions(ws, target),
+    }
+
+
+def base_facts(base: ArtifactRecord | None) -> dict[str, Any] | None:
+    if base is None:
+        return None
+    src = artifact_source(base)
+    upstream = base.meta.get("hub_id") or base.meta.get("upstream")
+    return {
+        "name": Fact(base.name, src.at("name")), "ref": Fact(base.ref, src.at("name@version")),
+        "id": Fact(base.id, src.at("id")),
+        "upstream": fact(upstream, src, "meta.hub_id", missing="no hub id or upstream name is recorded"),
+        "source": meta_fact(base, "source", missing="no source is recorded"),
+        "license": meta_fact(base, "license", missing="no licence is recorded"),
+        "parameters": meta_fact(base, "parameters", missing="no parameter count is recorded"),
+        "weights_sha256": meta_fact(base, "weights_sha256", missing="no weights hash is recorded"),
+        "summary": not_recorded("the base model's own training-content summary is published by its provider; "
+                                "kifabrik records no link to it"),
+    }
+
+
+def training_facts(ws: Workspace, record: ArtifactRecord) -> dict[str, Any]:
+    src = artifact_source(record)
+    acc = "accounting"
+    out: dict[str, Any] = {
+        "record": Fact(record.ref, src.at("name@version")), "id": Fact(record.id, src.at("id")),
+        "method": meta_fact(record, "method", missing="no method recorded"),
+        "objective": meta_fact(record, "objective", missing="no objective recorded"),
+        "final_train_loss": meta_fact(record, "final_train_loss", missing="no training loss was logged"),
+        "final_eval_loss": meta_fact(record, "final_eval_loss", missing="no held-out loss was logged (empty test split)"),
+        "train_tokens": meta_fact(record, "data.train.tokens", missing="no token count of the training split"),
+        "train_sequences": meta_fact(record, "data.train.sequences", missing="no sequence count"),
+        "test_tokens": meta_fact(record, "data.test.tokens", missing="no token count of the test split"),
+        "truncated": meta_fact(record, "data.train.truncated", missing="no truncation count"),
+        "datasets": [d.get("ref") for d in record.meta.get("datasets", [])],
+    }
+    for key in ("tokens_seen", "steps", "epochs", "flops", "flops_basis", "wall_time_s", "sessions", "device",
+                "precision", "peak_memory_bytes", "peak_memory_basis", "energy_kwh", "energy_joules",
+                "energy_method", "energy_basis"):
+        out[key] = meta_fact(record, f"{acc}.{key}", missing=f"the training record holds no {key.replace('_', ' ')}")
+    train_cfg = get(record.manifest, "config.train") or {}
+    out["hyper"] = {k: fact(train_cfg.get(k), src, f"manifest.config.train.{k}", missing="not set (default)")
+                    for k in HYPER}
+    run_id = record.meta.get("run_id")
+    out["run"] = None
+    if run_id:
+        try:
+            run = ws.catalog.get_run(run_id)
+            rs = run_source(run)
+            out["run"] = {"id": Fact(run.id, rs.at("id")), "status": Fact(run.status, rs.at("status")),
+                          "started_at": Fact(when(run.started_at), rs.at("started_at")),
+                          "ended_at": fact(when(run.ended_at), rs, "ended_at", missing="the run has not ended"),
+                          "recipe": fact(run.recipe, rs, "recipe", missing="run outside a recipe")}
+        except NotFoundError:
+            pass
+    return out
+
+
+def merge_facts(record: ArtifactRecord, lin: Lineage) -> dict[str, Any]:
+    src = artifact_source(record)
+    parents = [(lin.nodes[e.parent_id].ref, e.attributes.get("weight")) for e in lin.ancestors
+               if e.child_id == record.id and e.relation == "merged_from"]
+    return {"record": Fact(record.ref, src.at("name@version")), "id": Fact(record.id, src.at("id")),
+            "method": meta_fact(record, "method", missing="no merge method recorded"),
+            "density": meta_fact(record, "density", missing="the method takes no density"),
+            "parents": Fact(", ".join(f"{ref} (weight {w})" for ref, w in parents), src.at("lineage: merged_from"))}
+
+
+def evaluation_facts(ws: Workspace, record: ArtifactRecord) -> dict[str, Any]:
+    """Facts of one evaluation artifact (its results.json, else the record's meta)."""
+    src = artifact_source(record)
+    results = read_json(ws.path(record) / "results.json") or {}
+    where = "results.json:" if results else "meta."
+    metrics = results.get("metrics") or record.meta.get("metrics") or {}
+    tasks = [{"name": t.get("name"), "type": t.get("type"), "main": t.get("main"), "n": t.get("n"),
+              "metrics": {k: Fact(v, src.at(f"{where}tasks.{t.get('name')}.metrics.{k}"))
+                          for k, v in (t.get("metrics") or {}).items()}}
+             for t in results.get("tasks", [])]
+    suites = [{"name": s.get("name"), "title": s.get("title"), "dimension": s.get("dimension"),
+               "criteria": s.get("criteria") or [], "ai_act": s.get("ai_act"), "measured": s.get("measured", True),
+               "notes": s.get("notes") or [],
+               "metrics": {k: Fact(v, src.at(f"{where}metrics.{k}")) for k, v in (s.get("metrics") or {}).items()}}
+              for s in results.get("suites", [])]
+    base = results.get("baseline") or {}
+    return {
+        "record": Fact(record.ref, src.at("name@version")), "id": Fact(record.id, src.at("id")),
+        "created_at": Fact(when(record.created_at), src.at("created_at")),
+        "source": src, "results": results,
+        "metrics": {k: Fact(v, src.at(f"{where}metrics.{k}")) for k, v in metrics.items()},
+        "tasks": tasks, "suites": suites,
+        "limit": fact(get(results, "options.limit"), src, "results.json:options.limit", missing="no item limit: all items"),
+        "baseline": fact(get(base, "model.ref"), src, "results.json:baseline.model.ref",
+                         missing="evaluated without a baseline"),
+        "baseline_metrics": base.get("metrics") or {},
+        "verdict": results.get("verdict") or {},
+    }
+
+
+def collect_lineage(ws: Workspace, target: ArtifactRecord) -> dict[str, Any]:
+    """The records around the target: base, trainings, merges, datasets, evaluations, releases."""
+    lin = lineage(ws.catalog, target.id)
+    ups = ancestors_of(lin)
+    chain = [target] + ups
+    base = base_of(ws, target, lin)
+    evaluated = [lin.nodes[e.child_id] for e in lin.descendants
+                 if e.parent_id == target.id and e.relation == "evaluated"]
+    evaluations = sorted({r.id: r for r in evaluated if r.kind == "evaluation" and r.status == "ok"}.values(),
+                         key=lambda r: r.created_at)
+    releases = sorted({r.id: r for r in lin.nodes.values() if r.kind == "release"
+                       and any(e.child_id == r.id and e.parent_id == target.id for e in lin.descendants)}.values(),
+                      key=lambda r: r.created_at)
+    return {
+        "lineage": lin, "base": base,
+        "trainings": [r for r in chain if r.meta.get("accounting")],
+        "merges": [r for r in chain if any(e.child_id == r.id and e.relation == "merged_from" for e in lin.ancestors)],
+        "datasets": [r for r in ups if r.kind == "dataset"],
+        "evaluations": evaluations, "releases": releases,
+        "edges": [(lin.nodes[e.parent_id], e.relation, lin.nodes[e.child_id]) for e in lin.ancestors],
+    }
+
+
+def release_facts(record: ArtifactRecord) -> dict[str, Any]:
+    src = artifact_source(record)
+    return {"record": Fact(record.ref, src.at("name@version")), "id": Fact(record.id, src.at("id")),
+            "name": meta_fact(record, "release_name", missing="no release name"),
+            "version": meta_fact(record, "release_version", missing="no version"),
+            "license": meta_fact(record, "license", missing="no licence"),
+            "created_at": Fact(when(record.created_at), src.at("created_at"))}
+
+
+def derived(label: str) -> Source:
+    """A value computed from several records (e.g. a sum); the label names them."""
+    return Source("derived", label)

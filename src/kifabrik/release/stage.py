@@ -1,0 +1,50 @@
+"""Recipe stage `release`: a gated release of a step's model or adapter.
+
+    - stage: release
+      model: specialise          # base | an earlier step | a registered model/adapter
+      release_name: schmidt-service
+      version: 1.0.0
+      license: Apache-2.0
+      gates:
+        - min: {task: werkstatt, metric: acc, value: 0.3}
+      documents: docs             # optional: an earlier document step (default: the newest documents)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kifabrik.catalog import ArtifactRecord
+from kifabrik.pipeline import StageContext, StageDef, StageOptions
+from kifabrik.registry import register
+from kifabrik.release.api import ReleaseOptions, release
+from kifabrik.release.gates import Gate
+
+
+class ReleaseStageOptions(StageOptions):
+    """Release a model or adapter as a bundle, if its data's policies and the quality gates allow it."""
+
+    stage: Literal["release"] = Field(description="`release`.")
+    model: str = Field(default="base", description="`base`, an earlier step's name, or a registered model/adapter.")
+    release_name: str = Field(description="Name of the release (the step's `name` names the step).")
+    version: str = Field(description="Release version, e.g. 1.0.0.")
+    license: str | None = Field(default=None, description="SPDX licence id (default: the documented licence).")
+    gates: list[Gate] = Field(default_factory=list, description="Quality gates on recorded evaluation metrics.")
+    gate_file: str | None = Field(default=None, description="YAML file with more gates.")
+    documents: str | None = Field(default=None, description="An earlier document step or a document artifact.")
+    audience: Literal["public", "internal"] = Field(default="public", description="public (distributed under "
+                                                    "`license`) or internal (deployed inside the organisation only).")
+
+
+def _run(ctx: StageContext, opts: ReleaseStageOptions) -> list[ArtifactRecord]:
+    target = ctx.resolve(opts.model)
+    docs = ctx.resolve(opts.documents, "document").id if opts.documents else None
+    ropts = ReleaseOptions(name=opts.release_name, version=opts.version, license=opts.license, gates=opts.gates,
+                           gate_file=opts.gate_file, documents=docs, audience=opts.audience)
+    return [release(ctx.ws, target.id, ropts, actor=f"pipeline:{ctx.pipeline_id[:12]}", run_id=ctx.run_id)]
+
+
+register("stage", "release")(StageDef("release", ReleaseStageOptions, _run,
+                                      "gated release bundles (policies + quality gates)"))

@@ -1,0 +1,161 @@
+"""Releases: refused by a policy or a failed gate (audited, failed run, nothing written), or bundled and verifiable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from doc_builders import build_facts, make_adapter, make_dataset
+
+from kifabrik.document import DocumentOptions, document
+from kifabrik.release import Gate, ReleaseOptions, ReleaseRefused, release
+
+
+def _audit(ws, action="release"):
+    from sqlalchemy import select
+
+    from kifabrik.catalog import schema as t
+
+    with ws.catalog._session() as s:
+        return [(e.decision, e.details) for e in s.scalars(select(t.AuditEntry).where(t.AuditEntry.action == action))]
+
+
+def _refused_cleanly(ws, run_error: str):
+    assert not ws.catalog.list_artifacts("release") and not ws.store.leftovers()
+    run = next(r for r in ws.catalog.list_runs() if r.stage == "release")
+    assert run.status == "failed" and run_error in run.error
+    decision, details = _audit(ws)[-1]
+    assert decision == "deny"
+    return details
+
+
+def test_internal_only_data_cannot_be_released_under_a_public_licence(cli, ws, tiny_model):
+    ds = make_dataset(ws, "internal-chats", "internal-only")
+    make_adapter(ws, tiny_model, [ds], name="internal-lora")
+    r = cli("release", "internal-lora", "--name", "svc", "--version", "1.0.0", "--license", "MIT")
+    assert r.code == 1
+    assert "refused by usage policy (release)" in r.err and "dataset internal-chats@1" in r.err
+    assert "policy 'internal-only'" in r.err and "forbids distribute" in r.err
+    details = _refused_cleanly(ws, "refused by usage policy")
+    assert details["refused_by"] == "policy" and details["license"] == "MIT"
+    assert {d["dataset_id"] for d in details["denials"]} >= {ds.id}
+
+
+def test_an_expired_dataset_blocks_the_release(ws, tiny_model):
+    ds = make_dataset(ws, "old-chats", "expires-on:2020-01-01")
+    ad = make_adapter(ws, tiny_model, [ds], name="old-lora")
+    document(ws, ad.id)
+    with pytest.raises(ReleaseRefused, match=r"old-chats@1.*requires dateTime lteq 2020-01-01 \(asked: purpose release"):
+        release(ws, ad.id, ReleaseOptions(name="old", version="1"))
+    _refused_cleanly(ws, "refused by usage policy")
+
+
+def test_non_commercial_data_may_be_released_under_a_non_commercial_licence_only(cli, ws, tiny_model):
+    ds = make_dataset(ws, "research-chats", "research-non-commercial")
+    make_adapter(ws, tiny_model, [ds], name="research-lora")
+    r = cli("release", "research-lora", "--name", "research", "--version", "1", "--license", "Apache-2.0")
+    assert r.code == 1 and "(commercialUse)" in r.err and "forbids commercialize" in r.err
+    r = cli("release", "research-lora", "--name", "research", "--version", "1", "--license", "cc-by-nc-4.0")
+    assert r.code == 0, r.err
+    rec = ws.catalog.get_artifact("research", "release")
+    assert rec.meta["license"] == "CC-BY-NC-4.0" and rec.meta["purposes_permitted"] == ["release"]
+    card = (ws.path(rec) / "documents" / "README.md").read_text(encoding="utf-8")
+    assert "license: cc-by-nc-4.0" in card  # documents regenerated for the chosen licence
+
+
+def test_a_failed_gate_refuses_the_release(cli, ws, tiny_model, tmp_path):
+    facts = build_facts(ws, tiny_model, acc=0.625)
+    document(ws, facts["adapter"].id)
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("gates:\n  - min: {task: werkstatt, metric: acc, value: 0.7}\n"
+                     "  - max: {metric: nd.abs_bias_ambig, value: 0.2}\n", encoding="utf-8")
+    r = cli("release", "service-lora", "--name", "svc", "--version", "1", "--gate", str(gates))
+    assert r.code == 1
+    assert "refused by quality gate" in r.err and "task.werkstatt.acc ≥ 0.7" in r.err
+    assert f"evaluation eval-service-lora@1 ({facts['evaluation'].id[:12]})" in r.err and "= 0.625" in r.err
+    assert "nd.abs_bias_ambig" not in r.err  # only failing gates are named
+    details = _refused_cleanly(ws, "refused by quality gate")
+    assert [g["passed"] for g in details["gates"]] == [False, True]
+
+
+def test_a_missing_evaluation_or_metric_fails_the_gate(ws, tiny_model):
+    ds = make_dataset(ws, "chats", "open-with-attribution")
+    ad = make_adapter(ws, tiny_model, [ds])
+    document(ws, ad.id)
+    gate = Gate.model_validate({"min": {"task": "werkstatt", "metric": "acc", "value": 0.5}})
+    with pytest.raises(ReleaseRefused, match="no evaluation of service-lora@1 is recorded"):
+        release(ws, ad.id, ReleaseOptions(name="svc", version="1", gates=[gate]))
+    from doc_builders import make_evaluation
+
+    make_evaluation(ws, ad)
+    gate = Gate.model_validate({"min": {"metric": "cy.leak_rate", "value": 0.5}})
+    with pytest.raises(ReleaseRefused, match=r"has no value for cy.leak_rate \(not measured; it measured: nd"):
+        release(ws, ad.id, ReleaseOptions(name="svc", version="1", gates=[gate]))
+
+
+def test_bad_gate_file_names_file_and_line(cli, ws, tiny_model, tmp_path):
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("- min: {metric: acc, value: 0.5}\n- min: {metric: acc, vaule: 0.5}\n", encoding="utf-8")
+    document(ws, "tiny")
+    r = cli("release", "tiny", "--name", "x", "--version", "1", "--gate", str(gates))
+    assert r.code == 1 and f"{gates}:2" in r.err and "unknown key" in r.err
+
+
+def test_release_bundles_weights_documents_lineage_and_checksums(cli, ws, tiny_model):
+    facts = build_facts(ws, tiny_model)
+    gate = Gate.model_validate({"min": {"task": "werkstatt", "metric": "acc", "value": 0.6}})
+    document(ws, facts["adapter"].id, DocumentOptions())
+    rec = release(ws, "service-lora", ReleaseOptions(name="schmidt-service", version="1.0.0", gates=[gate]))
+    path = ws.path(rec)
+    names = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+    assert {"weights/adapter_model.safetensors", "weights/adapter_config.json", "base_model.json", "lineage.json",
+            "release.json", "SHA256SUMS", "documents/README.md", "documents/annex-xi.md", "documents/ml-bom.cdx.json",
+            "manifest.json"} <= names
+    info = json.loads((path / "release.json").read_text())
+    assert info["license"] == "Apache-2.0" and info["gates"][0]["value"] == 0.625
+    assert json.loads((path / "base_model.json").read_text())["id"] == tiny_model.id
+    assert json.loads((path / "lineage.json").read_text())["root"] == facts["adapter"].id
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=path, check=False).returncode == 0
+    edges = {(e.parent_id, e.relation) for e in ws.catalog.edges(child=rec.id)}
+    assert (facts["adapter"].id, "released") in edges and (facts["evaluation"].id, "gated_by") in edges
+    assert _audit(ws)[-1][0] == "permit"
+    assert cli("verify", rec.id[:12]).code == 0
+    (path / "weights" / "adapter_config.json").write_text("{}")
+    r = cli("verify", rec.id[:12])
+    assert r.code == 1 and "adapter_config.json: content changed" in r.err
+    # the same name and version cannot be released twice
+    with pytest.raises(Exception, match="exists already"):
+        release(ws, "service-lora", ReleaseOptions(name="schmidt-service", version="1.0.0"))
+
+
+def test_a_model_release_carries_its_full_weights_and_documents_say_so(cli, ws, tiny_model):
+    r = cli("release", "tiny", "--name", "tiny-release", "--version", "0.1")
+    assert r.code == 0, r.err
+    assert "generating the documents of tiny@1" in r.out
+    rec = ws.catalog.get_artifact("tiny-release", "release")
+    assert (ws.path(rec) / "weights" / "model.safetensors").exists()
+    assert json.loads((ws.path(rec) / "release.json").read_text())["weights"]["weights_sha256"] == \
+        tiny_model.meta["weights_sha256"]
+    # documents made after the release record its date and licence (Annex XI 1(c))
+    res = document(ws, "tiny")
+    annex = (ws.path(res.record) / "annex-xi.md").read_text(encoding="utf-8")
+    assert "Release tiny-release" in annex and "0.1" in annex and "Apache-2.0" in annex
+
+
+def test_recipe_stages_document_and_release(ws, tiny_model_dir, tmp_path):
+    from kifabrik.pipeline import run_recipe, validate_recipe
+
+    recipe = {"name": "r", "model": {"source": str(tiny_model_dir), "name": "tiny"},
+              "organisation": {"provider": "Schmidt GmbH", "intended_purpose": "Service answers."},
+              "stages": [{"stage": "document", "name": "docs", "model": "base", "out": str(tmp_path / "docs")},
+                         {"stage": "release", "name": "ship", "model": "base", "documents": "docs",
+                          "release_name": "r-base", "version": "1.0", "license": "Apache-2.0"}]}
+    result = run_recipe(ws, validate_recipe(recipe))
+    docs, rel = result.steps[0].outputs[0], result.steps[1].outputs[0]
+    assert docs.kind == "document" and rel.kind == "release" and rel.meta["documents"] == docs.id
+    assert "Schmidt GmbH [" in (tmp_path / "docs" / "README.md").read_text(encoding="utf-8")
+    bad = {**recipe, "stages": [{"stage": "release", "model": "base", "release_name": "x", "version": "1",
+                                 "gates": [{"min": {"metric": "acc", "value": 1}, "max": {"metric": "acc", "value": 1}}]}]}
+    with pytest.raises(Exception, match="exactly one of min, max or dimension"):
+        validate_recipe(bad)
