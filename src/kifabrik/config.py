@@ -75,6 +75,15 @@ def set_offline(online: bool = False) -> None:
     os.environ["DO_NOT_TRACK"] = "1"
 
 
+def resolve_path(spec: str) -> Path:
+    """A user path, or `kifabrik:REL` for a file shipped inside the kifabrik package (demo data, tasks)."""
+    if spec.startswith("kifabrik:"):
+        from importlib import resources
+
+        return Path(str(resources.files("kifabrik") / spec.removeprefix("kifabrik:")))
+    return Path(spec).expanduser()
+
+
 # --------------------------------------------------------------------------- recipes
 class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors, not silently ignored."""

@@ -8,7 +8,6 @@ that is planned but not built yet is refused at validation, never silently skipp
 from __future__ import annotations
 
 import importlib
-import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,13 +29,13 @@ STAGE_MODULES: dict[str, str] = {
     "train": "kifabrik.train.stage",
     "merge": "kifabrik.merge.stage",
     "merge-gate": "kifabrik.merge.stage",
+    "evaluate": "kifabrik.evaluate.stage",
     "document": "kifabrik.document.stage",
     "release": "kifabrik.release.stage",
 }
 
 #: Stages on the roadmap that this version cannot run yet.
 PLANNED_STAGES: dict[str, str] = {
-    "evaluate": "evaluation and quality suites",
     "serve": "the OpenAI-compatible server",
 }
 
@@ -206,16 +205,7 @@ def _recorded(ws: Workspace, pipeline_id: str, recipe: str, stage: str, step: st
               work: Callable[[str], list[ArtifactRecord]], with_id: bool = False) -> Any:
     """Run `work` inside a run record: succeeded with its outputs, or failed with the error."""
     run_id = ws.catalog.start_run(stage, config, name=step, pipeline_id=pipeline_id, recipe=recipe)
-    try:
+    with ws.catalog.recording(run_id) as ids:
         outputs = work(run_id)
-    except KifabrikError as exc:
-        ws.catalog.finish_run(run_id, "failed", error=str(exc))
-        raise
-    except KeyboardInterrupt:
-        ws.catalog.finish_run(run_id, "failed", error="interrupted (Ctrl-C)")
-        raise
-    except Exception as exc:
-        ws.catalog.finish_run(run_id, "failed", error="".join(traceback.format_exception_only(exc)).strip())
-        raise
-    ws.catalog.finish_run(run_id, "succeeded", outputs=[o.id for o in outputs])
+        ids.extend(o.id for o in outputs)
     return (run_id, outputs) if with_id else outputs

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False, highlight=False)
 
 
 def _quiet() -> bool:
@@ -37,5 +37,6 @@ def bar(description: str, total: int | None = None, *, bytes_: bool = False) -> 
 
 
 def info(message: str) -> None:
+    """A line for the user on stderr (printed as is: no markup, no emoji codes)."""
     if not _quiet():
-        console.print(message)
+        console.print(message, markup=False)

@@ -152,3 +152,8 @@ class _ws:
 
     def __exit__(self, *exc):
         self.ws.close()
+
+
+def test_messages_are_printed_literally(cli):
+    r = cli("lineage", "x[bold]y:train:1")
+    assert r.code == 1 and "no artifact 'x[bold]y:train:1'" in r.err

@@ -76,3 +76,13 @@ def test_read_dataset_names_the_bad_line(ws):
     path.write_text(path.read_text() + "{broken\n")
     with pytest.raises(KifabrikError, match=r"train.jsonl:4: not valid JSON"):
         read_dataset(ws.path(ds), ds)
+
+
+def test_eval_rows_limits_the_held_out_loss_to_the_first_rows(ws, tiny_model, chat_ds, tok):
+    from kifabrik.train.options import TrainOptions
+    from kifabrik.train.prepare import encode
+
+    every = encode(ws, tok, tiny_model, [chat_ds], TrainOptions())
+    first = encode(ws, tok, tiny_model, [chat_ds], TrainOptions(eval_rows=2))
+    assert len(every.test) > 2 and first.test == every.test[:2]
+    assert first.train == every.train

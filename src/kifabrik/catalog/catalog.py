@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import traceback
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -72,6 +75,15 @@ def _artifact(row: t.Artifact) -> ArtifactRecord:
 def _run(row: t.Run) -> RunRecord:
     return RunRecord(row.id, row.pipeline_id, row.recipe, row.stage, row.name, row.status, row.config,
                      row.started_at, row.ended_at, row.error, list(row.outputs or []))
+
+
+def error_text(exc: BaseException, interrupted: str = "interrupted (Ctrl-C)") -> str:
+    """What a failed run records: the message of a user error, else the exception's last line."""
+    if isinstance(exc, KifabrikError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return interrupted
+    return "".join(traceback.format_exception_only(exc)).strip()
 
 
 def canonical_json(data: Any) -> bytes:
@@ -214,6 +226,18 @@ class Catalog:
                 raise NotFoundError(f"no run {run_id}")
             row.status, row.error, row.ended_at = status, error, utcnow()
             row.outputs = list(outputs or [])
+
+    @contextmanager
+    def recording(self, run_id: str, *, interrupted: str = "interrupted (Ctrl-C)") -> Iterator[list[str]]:
+        """Finish run `run_id` when the block ends: succeeded with the ids appended to the yielded
+        list, or failed with the error (a user error's message, else the exception's last line)."""
+        outputs: list[str] = []
+        try:
+            yield outputs
+        except BaseException as exc:
+            self.finish_run(run_id, "failed", error=error_text(exc, interrupted))
+            raise
+        self.finish_run(run_id, "succeeded", outputs=outputs)
 
     def get_run(self, ref: str) -> RunRecord:
         with self._session() as s:

@@ -10,8 +10,8 @@ from rich.console import Console
 
 from kifabrik.workspace import Workspace
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 _ws: Workspace | None = None
 

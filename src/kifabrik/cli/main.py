@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from kifabrik import __version__
 from kifabrik.cli import data as data_cli
 from kifabrik.cli import document as document_cli
+from kifabrik.cli import evaluate as evaluate_cli
 from kifabrik.cli import merge as merge_cli
 from kifabrik.cli import models as models_cli
 from kifabrik.cli import policy as policy_cli
@@ -38,6 +40,7 @@ app.command("verify")(records_cli.verify)
 app.command("lineage")(records_cli.lineage)
 app.command("train")(train_cli.train)
 app.command("merge")(merge_cli.merge_command)
+app.command("eval")(evaluate_cli.eval_command)
 app.command("export")(merge_cli.export_command)
 app.command("merge-gate")(merge_cli.gate_command)
 app.add_typer(merge_cli.adapters_app, name="adapters")
@@ -114,6 +117,10 @@ def _run_recipe(path: Path, overrides: list[str], online: bool, check_only: bool
         out.print(f"[green]✓[/green] {step.name} ({step.stage}), run {step.run_id[:12]}")
         for rec in step.outputs:
             out.print(f"    {rec.kind} {rec.ref}  {ws.path(rec)}")
+            if rec.kind == "release":
+                out.print(f"    documents: {ws.path(rec) / 'documents'}")
+            if rec.kind == "evaluation" and (ws.path(rec) / "report.html").exists():
+                out.print(f"    report: {ws.path(rec) / 'report.html'}")
             answers = ws.path(rec) / "answers.jsonl"
             if rec.kind == "generations" and answers.exists():
                 import json
@@ -134,9 +141,9 @@ def main() -> None:
     try:
         app()
     except KifabrikError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
         if exc.hint:
-            err.print(f"[yellow]hint:[/yellow] {exc.hint}")
+            err.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}")
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")

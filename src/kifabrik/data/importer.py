@@ -11,13 +11,13 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from kifabrik import progress
 from kifabrik.artifacts import sha256_file
 from kifabrik.catalog import ArtifactRecord
+from kifabrik.config import resolve_path
 from kifabrik.data import card as cards
 from kifabrik.data.dedup import DedupReport, contamination, dedup, split
 from kifabrik.data.documents import Chunker, document_rows
@@ -40,13 +40,6 @@ SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv
 class ImportResult:
     record: ArtifactRecord
     card: dict[str, Any]
-
-
-def resolve_path(spec: str) -> Path:
-    """A user path, or `kifabrik:REL` for a file shipped inside the kifabrik package."""
-    if spec.startswith("kifabrik:"):
-        return Path(str(resources.files("kifabrik") / spec.removeprefix("kifabrik:")))
-    return Path(spec).expanduser()
 
 
 def expand(specs: list[str], fmt: str) -> list[Path]:

@@ -9,6 +9,7 @@ as safetensors; later loads take seconds.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,12 @@ def convert_gguf(path: Path, out_dir: Path, *, dtype: str = "float32") -> None:
 
     quiet_transformers()
 
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
     folder, name = str(path.parent), path.name
-    before = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF reader has its own tqdm bar; kifabrik shows one
+    # transformers' GGUF reader draws its own tqdm bar under kifabrik's progress display; silence it.
+    own_bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(own_bar, disable=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype))
@@ -78,10 +82,7 @@ def convert_gguf(path: Path, out_dir: Path, *, dtype: str = "float32") -> None:
         raise KifabrikError(f"{path}: transformers cannot load this GGUF ({type(exc).__name__}: {exc})",
                             hint="transformers supports GGUF for llama, mistral, qwen2, gemma3 and a few more architectures") from None
     finally:
-        if before is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = before
+        gguf_utils.tqdm = own_bar
     config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -83,18 +82,9 @@ def _recorded(ws: Workspace, run_id: str, own: bool, work: Callable[[], Artifact
     """Finish our own run record: succeeded with the output, or failed with the error."""
     if not own:
         return work()
-    try:
+    with ws.catalog.recording(run_id, interrupted="interrupted (Ctrl-C twice: stopped without a checkpoint)") as ids:
         record = work()
-    except KifabrikError as exc:
-        ws.catalog.finish_run(run_id, "failed", error=str(exc))
-        raise
-    except KeyboardInterrupt:
-        ws.catalog.finish_run(run_id, "failed", error="interrupted (Ctrl-C twice: stopped without a checkpoint)")
-        raise
-    except Exception as exc:
-        ws.catalog.finish_run(run_id, "failed", error="".join(traceback.format_exception_only(exc)).strip())
-        raise
-    ws.catalog.finish_run(run_id, "succeeded", outputs=[record.id])
+        ids.append(record.id)
     return record
 
 

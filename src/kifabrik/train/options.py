@@ -59,6 +59,9 @@ class TrainOptions(StrictModel):
     save_steps: int = Field(default=50, ge=1, description="Write a resumable checkpoint every N optimizer steps.")
     eval_steps: int | None = Field(
         default=None, ge=1, description="Held-out loss on the test split every N steps (default: = save_steps).")
+    eval_rows: int | None = Field(
+        default=None, ge=1, description="Compute the held-out loss on at most this many test rows (the first N, so "
+        "every evaluation sees the same rows); default: all of them.")
     logging_steps: int = Field(default=1, ge=1, description="Log training loss every N steps.")
     keep_checkpoints: int = Field(default=2, ge=1, description="How many recent checkpoints to keep in the run folder.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(

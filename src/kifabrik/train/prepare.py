@@ -108,6 +108,8 @@ def encode(ws: Workspace, tokenizer: Any, base: ArtifactRecord, datasets: list[A
         ex, st = encode_rows(tokenizer, rows.test, rows.format, max_len)
         test += ex
         _add(test_stats, st)
+    if opts.eval_rows is not None:
+        test = test[: opts.eval_rows]
     names = ", ".join(d.ref for d in datasets)
     warnings = []
     if train_stats.truncated:
@@ -128,7 +130,7 @@ def encode(ws: Workspace, tokenizer: Any, base: ArtifactRecord, datasets: list[A
         warnings.append(f"{train_stats.dropped} chat row(s) had no assistant tokens within {max_len} tokens "
                         "and were left out")
     for w in warnings:
-        info(f"[yellow]warning:[/yellow] {w}")
+        info(f"warning: {w}")
     return Prepared(base, datasets, "sft" if fmt == "chat" else "cpt", max_len, train, test, train_stats,
                     test_stats, warnings)
 

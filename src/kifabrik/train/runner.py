@@ -187,6 +187,8 @@ def run_session(ws_path: Path, folder: Path, prepared: Prepared, opts: TrainOpti
     from kifabrik.train.callbacks import ProgressBar, RunFolder, StopOnInterrupt
     from kifabrik.train.packing import Collator, PackedRows, PlainRows, rows_fingerprint
 
+    # transformers 5 warns about its own internal use of renamed attributes; nothing the user can act on
+    warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
     device = best_device()
     precision = pick_precision(opts, device)
     rows_cls: Any = (lambda ex: PackedRows(ex, prepared.max_seq_length)) if opts.packing else PlainRows
@@ -201,7 +203,6 @@ def run_session(ws_path: Path, folder: Path, prepared: Prepared, opts: TrainOpti
     args = training_arguments(folder, opts, total, precision, test_rows is not None)
     tokenizer = load_tokenizer(ws_path, trust_remote_code=trust)
     model, targets, n_matmul = build_model(ws_path, prepared, opts, trust, device)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     meter = EnergyMeter(device).start()
     run_cb = RunFolder(folder, session, meter, fingerprint)
     stop_cb = StopOnInterrupt()

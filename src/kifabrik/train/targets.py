@@ -59,5 +59,5 @@ def resolve_targets(model: nn.Module, requested: list[str] | None, model_type: s
             f"{what}: {', '.join(repr(u) for u in unknown)} "
             f"{'is not a linear layer' if len(unknown) == 1 else 'are not linear layers'} of this model "
             f"({type(model).__name__}); its linear layers are: {', '.join(available)}",
-            hint=f"pick target modules from that list, or use [{ALL_LINEAR}]")
+            hint=f"pick target modules from that list, or `{ALL_LINEAR}` for every linear layer but the output head")
     return list(names)

@@ -1,0 +1,144 @@
+"""Documents of a really trained tiny model hold the recorded numbers; facts point at records or say why not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from doc_builders import CATALOGUE, build_facts, make_dataset
+
+from kifabrik.document import DocumentOptions, document
+from kifabrik.document.render import fmt
+from kifabrik.errors import KifabrikError
+
+REPO = Path(__file__).resolve().parents[2]
+VCIO = REPO / ".." / "shared" / "data" / "mission-ki" / "VCIO.json"
+FAST = {"max_steps": 4, "epochs": 4, "batch_size": 2, "save_steps": 4, "eval_steps": 4, "learning_rate": 5e-3,
+        "max_seq_length": 64, "lora": {"rank": 4, "alpha": 8}}
+
+
+def test_documents_of_a_trained_model_contain_the_recorded_numbers(cli, ws, tiny_model, tmp_path):
+    from kifabrik.train import TrainOptions, train
+
+    ds = make_dataset(ws, "service-chats", "open-with-attribution:Schmidt GmbH", train=12, test=3)
+    adapter = train(ws, "tiny", [ds.id], TrainOptions(**FAST), name="service-lora")
+    acc = adapter.meta["accounting"]
+    ev = _evaluate(ws, adapter)
+    r = cli("document", "service-lora", "--out", str(tmp_path / "docs"), "--catalogue", str(CATALOGUE),
+            "--data-source", "service-chats=private")
+    assert r.code == 0, r.err
+    assert "valid CycloneDX 1.6" in r.out
+    docs = {p.name: p.read_text(encoding="utf-8") for p in (tmp_path / "docs").iterdir()}
+    annex = docs["annex-xi.md"]
+    for number in (acc["tokens_seen"], acc["steps"], adapter.meta["trainable_parameters"],
+                   adapter.meta["data"]["train"]["tokens"]):
+        assert f"{number:,}" in annex
+    assert fmt(acc["flops"]) in annex and fmt(acc["energy_kwh"]) in annex and acc["energy_basis"] in annex
+    assert fmt(acc["wall_time_s"]) in annex and acc["device"] in annex
+    assert "12 [" in annex and "456 [" in annex  # dataset rows and tokens from its card
+    score = ev.meta["metrics"]["task.werkstatt.acc"]
+    card = docs["README.md"]
+    assert fmt(score) in card and f"value: {round(score, 6)}" in card
+    assert "base_model: tiny" in card and "license: apache-2.0" in card and "- service-chats" in card
+    assert "less than 1 billion tokens" in docs["training-content-summary.md"]
+    assert "2.2 Private" in docs["training-content-summary.md"]
+    # every citation points at a record of the catalog
+    assert f"artifact id `{adapter.id}`" in annex and f"run id `{adapter.meta['run_id']}`" in annex
+    bom = json.loads(docs["ml-bom.cdx.json"])
+    assert bom["specVersion"] == "1.6"
+    refs = {c["bom-ref"] for c in bom["components"]}
+    assert f"kifabrik:dataset:{ds.id}" in refs and f"kifabrik:model:{tiny_model.id}" in refs
+    deps = {d["ref"]: d["dependsOn"] for d in bom["dependencies"]}
+    assert set(deps[f"kifabrik:adapter:{adapter.id}"]) == {f"kifabrik:dataset:{ds.id}", f"kifabrik:model:{tiny_model.id}"}
+    data = next(c for c in bom["components"] if c["type"] == "data")
+    assert data["hashes"] == [{"alg": "SHA-256", "content": "ab" * 32}]
+    energy = bom["metadata"]["component"]["modelCard"]["considerations"]["environmentalConsiderations"]
+    assert energy["energyConsumptions"][0]["activityEnergyCost"]["value"] == acc["energy_kwh"]
+    rec = ws.catalog.get_artifact("service-lora-documents", "document")
+    assert {(e.parent_id, e.relation) for e in ws.catalog.edges(child=rec.id)} == {(adapter.id, "documents"),
+                                                                                  (ev.id, "evidence")}
+    html = (ws.path(rec) / "html" / "annex-xi.html").read_text(encoding="utf-8")
+    assert "<table>" in html and f"{acc['tokens_seen']:,}" in html
+
+
+def _evaluate(ws, adapter):
+    """A real evaluation with the packaged domain task (falls back to nothing: the test then fails loudly)."""
+    from kifabrik.evaluate import EvalOptions, evaluate
+
+    task = REPO / "src" / "kifabrik" / "evaluate" / "data" / "tasks" / "werkstatt.yaml"
+    return evaluate(ws, adapter.id, EvalOptions(tasks=[str(task)], limit=4)).record
+
+
+def test_every_fact_is_recorded_or_says_why(ws, tiny_model):
+    """A registered base model without organisation facts: many facts are unknown, each with its reason."""
+    res = document(ws, "tiny")
+    facts = json.loads((res.record and (ws.path(res.record) / "facts.json")).read_text(encoding="utf-8"))
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "recorded" in node:
+                yield node
+            else:
+                for v in node.values():
+                    yield from walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from walk(v)
+
+    items = list(walk(facts))
+    assert items and all((f["recorded"] and f["source"]) or (not f["recorded"] and f["reason"]) for f in items)
+    assert res.record.meta["not_recorded"] == sum(not f["recorded"] for f in items) > 5
+    card = (ws.path(res.record) / "README.md").read_text(encoding="utf-8")
+    assert "*not recorded — the provider's name is not known to the platform" in card
+    assert "# not recorded: datasets: no training dataset" in card
+    assert "no MISSION KI catalogue was given" in (ws.path(res.record) / "mission-ki.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(not VCIO.exists(), reason="the MISSION KI catalogue is not beside the repository")
+def test_mission_ki_assessment_lists_the_catalogue_with_evidence_and_open_items(ws, tiny_model):
+    facts = build_facts(ws, tiny_model)
+    res = document(ws, facts["adapter"].id, DocumentOptions(catalogue=str(VCIO)))
+    text = (ws.path(res.record) / "mission-ki.md").read_text(encoding="utf-8")
+    data = json.loads(VCIO.read_text(encoding="utf-8"))
+    ids = [i for d in data.values() for c in d["criteria"] for i in c["indicators"]]
+    assert len(ids) == 75 and all(f"| {i} " in text for i in ids)
+    assert "ve.accuracy = 0.625 (higher is better) → level C" in text
+    assert "Indicators: 75 in all, 2 with machine evidence, 0 assessed by people, 73 open." in text
+    assert text.count("- [ ] ") == 73
+
+
+def test_bad_input_writes_nothing(ws, tiny_model, cli):
+    build_facts(ws, tiny_model)
+    before = len(ws.catalog.list_artifacts("document"))
+    with pytest.raises(KifabrikError, match="not in the lineage of service-lora@1: nope"):
+        document(ws, "service-lora", DocumentOptions(data_sources={"nope": "public"}))
+    r = cli("document", "service-lora", "--data-source", "service-chats=stolen")
+    assert r.code == 1 and "categories: public" in r.err
+    r = cli("document", "service-chats")
+    assert r.code == 1 and "documents describe a model or an adapter" in r.err
+    assert len(ws.catalog.list_artifacts("document")) == before
+
+
+def test_pdf_needs_weasyprint(ws, tiny_model):
+    pytest.importorskip("jinja2")
+    try:
+        import weasyprint  # noqa: F401
+    except (ImportError, OSError):
+        with pytest.raises(KifabrikError, match="PDF output needs WeasyPrint") as exc:
+            document(ws, "tiny", DocumentOptions(format="pdf"))
+        assert "kifabrik[pdf]" in (exc.value.hint or "")
+        assert not ws.catalog.list_artifacts("document") and not ws.store.leftovers()
+    else:
+        res = document(ws, "tiny", DocumentOptions(format="pdf"))
+        assert (ws.path(res.record) / "pdf" / "README.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_html_escapes_what_people_typed(ws, tiny_model, tmp_path):
+    org = tmp_path / "org.yaml"
+    org.write_text("organisation:\n  provider: <script>alert(1)</script> GmbH\n", encoding="utf-8")
+    from kifabrik.document.facts import load_organisation
+
+    res = document(ws, "tiny", org=load_organisation(org), org_label="org.yaml")
+    html = (ws.path(res.record) / "html" / "README.html").read_text(encoding="utf-8")
+    assert "<script>" not in html and "&lt;script&gt;" in html
