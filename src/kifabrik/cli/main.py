@@ -11,14 +11,17 @@ import typer
 from rich.markup import escape
 
 from kifabrik import __version__
+from kifabrik.cli import agent as agent_cli
 from kifabrik.cli import data as data_cli
 from kifabrik.cli import document as document_cli
 from kifabrik.cli import evaluate as evaluate_cli
+from kifabrik.cli import keys as keys_cli
 from kifabrik.cli import merge as merge_cli
 from kifabrik.cli import models as models_cli
 from kifabrik.cli import policy as policy_cli
 from kifabrik.cli import records as records_cli
 from kifabrik.cli import release as release_cli
+from kifabrik.cli import serve as serve_cli
 from kifabrik.cli import train as train_cli
 from kifabrik.cli.common import err, out, workspace
 from kifabrik.config import set_offline
@@ -30,23 +33,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(models_cli.app, name="models")
-app.add_typer(records_cli.runs_app, name="runs")
-app.add_typer(records_cli.artifacts_app, name="artifacts")
-app.add_typer(records_cli.audit_app, name="audit")
-app.add_typer(policy_cli.app, name="policy")
-app.add_typer(data_cli.app, name="data")
-app.command("verify")(records_cli.verify)
-app.command("lineage")(records_cli.lineage)
-app.command("train")(train_cli.train)
-app.command("merge")(merge_cli.merge_command)
-app.command("eval")(evaluate_cli.eval_command)
-app.command("export")(merge_cli.export_command)
-app.command("merge-gate")(merge_cli.gate_command)
-app.add_typer(merge_cli.adapters_app, name="adapters")
-app.command("document")(document_cli.document_command)
-app.command("release")(release_cli.release_command)
-
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: --set a.b=value (repeatable).")]
 OnlineOpt = Annotated[bool, typer.Option("--online", help="Allow network access (hub downloads).")]
 
@@ -63,7 +49,6 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
     set_offline(False)  # commands that may go online switch it back on themselves
 
 
-@app.command()
 def generate(
     model: Annotated[str, typer.Argument(help="Registered model or adapter: name, name@version or id.")],
     prompt: Annotated[str, typer.Argument(help="The prompt (sent through the model's chat template).")],
@@ -73,7 +58,7 @@ def generate(
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed for sampling.")] = 0,
 ) -> None:
-    """Answer one prompt with a registered model."""
+    """Answer one prompt with a registered model or adapter."""
     from kifabrik.generate import generate_text
     from kifabrik.models.generate import GenerationOptions
 
@@ -84,7 +69,6 @@ def generate(
         err.print(f"(stopped at --max-new-tokens {max_new_tokens})")
 
 
-@app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
     set_: SetOpt = None,
@@ -95,7 +79,6 @@ def run(
     _run_recipe(recipe, set_ or [], online, check)
 
 
-@app.command()
 def demo(set_: SetOpt = None, online: OnlineOpt = False) -> None:
     """Run the bundled demo recipe on the embedded model."""
     with resources.as_file(resources.files("kifabrik") / "recipes" / "demo.yaml") as path:
@@ -134,6 +117,23 @@ def _run_recipe(path: Path, overrides: list[str], online: bool, check_only: bool
     out.print(f"model {result.model.ref} ({result.model.id[:12]})")
     out.print(f"pipeline {result.pipeline_id} finished; runs: kifabrik runs list --pipeline {result.pipeline_id[:12]}")
     out.print(f"results are in {ws.settings.store_dir} (catalog: {ws.settings.database_url})")
+
+
+# The command table, in pipeline order (typer lists commands first, then the command groups).
+for _name, _command in [
+    ("run", run), ("demo", demo), ("generate", generate), ("train", train_cli.train),
+    ("merge", merge_cli.merge_command), ("merge-gate", merge_cli.gate_command), ("export", merge_cli.export_command),
+    ("eval", evaluate_cli.eval_command), ("document", document_cli.document_command),
+    ("release", release_cli.release_command), ("serve", serve_cli.serve), ("agent", agent_cli.agent),
+    ("verify", records_cli.verify), ("lineage", records_cli.lineage),
+]:
+    app.command(_name)(_command)
+for _group, _name in [
+    (models_cli.app, "models"), (data_cli.app, "data"), (policy_cli.app, "policy"), (merge_cli.adapters_app, "adapters"),
+    (keys_cli.app, "keys"), (records_cli.runs_app, "runs"), (records_cli.artifacts_app, "artifacts"),
+    (records_cli.audit_app, "audit"),
+]:
+    app.add_typer(_group, name=_name)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Serving backends behind one interface (`base.Backend`): transformers, vLLM."""

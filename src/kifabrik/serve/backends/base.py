@@ -1,0 +1,100 @@
+"""The one interface every serving backend implements, and how a backend is chosen.
+
+A backend serves one base model and any number of adapters on it. The HTTP layer renders
+no prompts itself: it asks the backend (which knows the tokenizer and chat template) for
+token ids, checks the context limit, and submits a `GenRequest`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kifabrik.catalog import ArtifactRecord
+from kifabrik.registry import lookup, names
+from kifabrik.serve.engine import GenRequest
+
+# Backends register themselves on import; recipes and the CLI name them, never import paths.
+BACKEND_MODULES = {
+    "transformers": "kifabrik.serve.backends.hf",
+    "vllm": "kifabrik.serve.backends.vllm",
+}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Batching and limits shared by every backend."""
+
+    max_batch: int = 16
+    max_queue: int = 64
+    batch_wait: float = 0.005
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    name: str  # the served model name of the adapter
+    path: Path  # folder with adapter_config.json + adapter_model.safetensors
+    record: ArtifactRecord
+
+
+class Backend(ABC):
+    """One base model (+ adapters) loaded for serving."""
+
+    #: Registry name, e.g. "transformers".
+    kind: str = ""
+
+    def __init__(self, base: ArtifactRecord, path: Path, adapters: list[AdapterSpec], options: EngineOptions,
+                 on_batch: Any = None) -> None:
+        self.base = base
+        self.path = path
+        self.adapters = adapters
+        self.options = options
+
+    @classmethod
+    def check_available(cls) -> None:
+        """Raise a `KifabrikError` naming the extra to install when the backend's package is missing."""
+
+    @property
+    @abstractmethod
+    def context_length(self) -> int:
+        """Most tokens (prompt + completion) one sequence may hold."""
+
+    @property
+    @abstractmethod
+    def chat_template(self) -> str | None:
+        """The chat template text (decides whether tools go to the template natively)."""
+
+    @abstractmethod
+    def chat_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, prefill: str) -> list[int]:
+        """Token ids of a chat prompt: template with generation prompt, then `prefill` text."""
+
+    @abstractmethod
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of a raw prompt (for /v1/completions)."""
+
+    @abstractmethod
+    def submit(self, req: GenRequest) -> None:
+        """Queue `req`; raises `QueueFull` / `ShuttingDown`. Output goes to `req.emit`."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Finish queued and running requests, then free the model."""
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+def backend_class(kind: str) -> type[Backend]:
+    """The backend class registered as `kind` (its module is imported only now)."""
+    if kind in BACKEND_MODULES:
+        importlib.import_module(BACKEND_MODULES[kind])
+    cls: type[Backend] = lookup("serve-backend", kind)
+    return cls
+
+
+def backend_names() -> list[str]:
+    return sorted(set(BACKEND_MODULES) | set(names("serve-backend")))

@@ -1,0 +1,112 @@
+"""Which model names a server answers to, and the backend (loaded on first use) behind each.
+
+Every registered model (kind "model") and every adapter (kind "adapter") is a model name.
+An adapter is served by the backend of its base model (lineage edge `base_model`), so all
+adapters on one base share that base's weights in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kifabrik.catalog import ArtifactRecord
+from kifabrik.errors import KifabrikError
+from kifabrik.serve.backends.base import (
+    AdapterSpec,
+    Backend,
+    EngineOptions,
+    backend_class,
+)
+from kifabrik.serve.errors import model_not_found
+from kifabrik.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Served:
+    """One model name of the API."""
+
+    name: str
+    record: ArtifactRecord  # the model or adapter itself (what policies are checked against)
+    base: ArtifactRecord  # the base model whose weights are loaded
+
+    @property
+    def adapter(self) -> str | None:
+        return self.name if self.record.kind == "adapter" else None
+
+
+def base_of(ws: Workspace, adapter: ArtifactRecord) -> ArtifactRecord:
+    """The base model of an adapter: its `base_model` lineage edge, else `meta.base_model_id`."""
+    edges = [e for e in ws.catalog.edges(child=adapter.id) if e.relation == "base_model"]
+    ref = edges[0].parent_id if edges else adapter.meta.get("base_model_id")
+    if not ref:
+        raise KifabrikError(f"adapter {adapter.ref} records no base model", hint="re-create it with `kifabrik run`")
+    return ws.catalog.get_artifact(ref, "model")
+
+
+def discover(ws: Workspace, only: list[str] | None = None) -> dict[str, Served]:
+    """The latest version of every model and adapter (or of the names in `only`)."""
+    latest: dict[str, ArtifactRecord] = {}
+    for kind in ("model", "adapter"):
+        for rec in ws.catalog.list_artifacts(kind):
+            if rec.status != "ok":
+                continue
+            other = latest.get(rec.name)
+            if other is not None and other.kind != rec.kind:
+                raise KifabrikError(f"the name {rec.name!r} is both a model and an adapter",
+                                    hint="serve one of them with --models, or re-create one under another name")
+            if other is None or rec.version > other.version:
+                latest[rec.name] = rec
+    if only:
+        missing = [n for n in only if n not in latest]
+        if missing:
+            raise KifabrikError(f"--models: no model or adapter named {', '.join(map(repr, missing))}",
+                                hint="list them with `kifabrik models list` and `kifabrik artifacts list --kind adapter`")
+        latest = {n: latest[n] for n in only}
+    served = {}
+    for name, rec in sorted(latest.items()):
+        served[name] = Served(name, rec, base_of(ws, rec) if rec.kind == "adapter" else rec)
+    return served
+
+
+class ModelTable:
+    """Model names -> backends; one backend per base model, loaded once, on first use."""
+
+    def __init__(self, ws: Workspace, served: dict[str, Served], backend: str, options: EngineOptions,
+                 on_batch: Any = None) -> None:
+        self.ws = ws
+        self.served = served
+        self.backend_kind = backend
+        self.cls = backend_class(backend)
+        self.cls.check_available()  # refuse at start, not at the first request
+        self.options = options
+        self.on_batch = on_batch
+        self._backends: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Served:
+        if name not in self.served:
+            raise model_not_found(name)
+        return self.served[name]
+
+    def backend(self, served: Served) -> Backend:
+        """The backend of `served`'s base model (blocking load the first time; call in a thread)."""
+        with self._lock:
+            if served.base.id not in self._backends:
+                from kifabrik.models.sources import model_path
+
+                adapters = [AdapterSpec(s.name, self.ws.path(s.record), s.record) for s in self.served.values()
+                            if s.record.kind == "adapter" and s.base.id == served.base.id]
+                path: Path = model_path(self.ws, served.base)
+                self._backends[served.base.id] = self.cls(served.base, path, adapters, self.options,
+                                                          on_batch=self.on_batch)
+            return self._backends[served.base.id]
+
+    def loaded(self) -> dict[str, Backend]:
+        return dict(self._backends)
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()

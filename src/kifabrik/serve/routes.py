@@ -1,0 +1,284 @@
+"""POST /v1/chat/completions and /v1/completions: check, render, queue, answer (JSON or SSE)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from kifabrik.serve import toolcalls
+from kifabrik.serve.backends.base import Backend
+from kifabrik.serve.engine import Event, GenRequest, async_sink
+from kifabrik.serve.errors import APIError
+from kifabrik.serve.keys import KeyRecord
+from kifabrik.serve.models import Served
+from kifabrik.serve.schemas import ChatRequest, CompletionRequest
+from kifabrik.serve.state import AI_NOTICE, ServerState, actor
+
+router = APIRouter()
+
+
+def state_of(request: Request) -> ServerState:
+    state: ServerState = request.app.state.kf
+    return state
+
+
+def current_key(request: Request) -> KeyRecord | None:
+    """FastAPI runs this sync dependency in a thread: the key lookup reads the catalog."""
+    state = state_of(request)
+    try:
+        return state.authenticate(request.headers.get("authorization"))
+    except APIError as exc:
+        state.metrics.rejected.labels(exc.code or str(exc.status)).inc()
+        state.audit("serve.request", actor="anonymous", subject=None, decision="deny",
+                    details={"endpoint": request.url.path, "status": exc.status, "error": exc.code})
+        raise
+
+
+CurrentKey = Annotated[KeyRecord | None, Depends(current_key)]
+
+
+@dataclass
+class Job:
+    """One accepted request on its way through the backend."""
+
+    endpoint: str
+    served: Served
+    key: KeyRecord | None
+    body: ChatRequest | CompletionRequest
+    req: GenRequest
+    prefill: str = ""
+    tools: bool = False
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+    created: int = field(default_factory=lambda: int(time.time()))
+    start: float = field(default_factory=time.perf_counter)
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatRequest, request: Request, key: CurrentKey) -> Any:
+    """Chat completion (OpenAI format), with tools and SSE streaming."""
+    return await _handle(request, key, body, "chat")
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(body: CompletionRequest, request: Request, key: CurrentKey) -> Any:
+    """Text completion of a raw prompt (no chat template)."""
+    return await _handle(request, key, body, "completion")
+
+
+async def _handle(request: Request, key: KeyRecord | None, body: Any, kind: str) -> Any:
+    state = state_of(request)
+    endpoint = request.url.path
+    try:
+        served = await run_in_threadpool(state.authorize, key, body.model)
+        backend = await run_in_threadpool(state.table.backend, served)
+        job = await run_in_threadpool(_prepare, state, backend, served, key, body, kind, endpoint)
+        queue = async_sink(job.req)
+        backend.submit(job.req)
+    except APIError as exc:
+        state.metrics.rejected.labels(exc.code or str(exc.status)).inc()
+        state.metrics.requests.labels(endpoint, body.model, str(exc.status)).inc()
+        await run_in_threadpool(state.audit, "serve.request", actor=actor(key), subject=None, decision="deny",
+                                details={"endpoint": endpoint, "model": body.model, "status": exc.status,
+                                         "error": exc.code, "message": exc.message[:500]})
+        raise
+    state.metrics.in_flight.inc()
+    if body.stream:
+        return StreamingResponse(_stream(state, job, queue), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    return await _collect(state, request, job, queue)
+
+
+def _prepare(state: ServerState, backend: Backend, served: Served, key: KeyRecord | None, body: Any, kind: str,
+             endpoint: str) -> Job:
+    prefill, tools_on = "", False
+    if kind == "chat":
+        messages = [_message(m.model_dump(exclude_none=True)) for m in body.messages]
+        if state.config.ai_notice:
+            if messages[0]["role"] == "system":
+                messages[0]["content"] = f"{messages[0]['content']}\n\n{AI_NOTICE}".strip()
+            else:
+                messages.insert(0, {"role": "system", "content": AI_NOTICE})
+        tools_on = bool(body.tools) and body.tool_choice != "none"
+        tools = [t.model_dump(exclude_none=True) for t in body.tools] if tools_on else None
+        native = toolcalls.template_handles_tools(backend.chat_template)
+        choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
+        prefill = toolcalls.prefill(choice) if tools_on else ""
+        try:
+            ids = backend.chat_ids(toolcalls.prompt_messages(messages, tools, native), tools if native else None, prefill)
+        except Exception as exc:  # jinja templates raise for conversations they do not accept
+            raise APIError(400, f"the chat template of `{body.model}` rejects these messages: {exc}",
+                           code="invalid_messages", param="messages") from None
+    else:
+        ids = backend.text_ids(body.prompt)
+    limit = backend.context_length
+    if body.max_tokens is not None:
+        if len(ids) + body.max_tokens > limit:
+            raise APIError(400, f"This model's maximum context length is {limit} tokens. However, you requested "
+                                f"{len(ids) + body.max_tokens} tokens ({len(ids)} in the messages, {body.max_tokens} "
+                                "in the completion). Please reduce the length of the messages or completion.",
+                           code="context_length_exceeded", param="messages" if kind == "chat" else "prompt")
+        max_tokens = body.max_tokens
+    else:
+        if len(ids) >= limit:
+            raise APIError(400, f"This model's maximum context length is {limit} tokens. However, your "
+                                f"{'messages' if kind == 'chat' else 'prompt'} resulted in {len(ids)} tokens. "
+                                "Please reduce the length of the messages.",
+                           code="context_length_exceeded", param="messages" if kind == "chat" else "prompt")
+        max_tokens = min(state.config.default_max_tokens, limit - len(ids))
+    req = GenRequest(prompt_ids=ids, max_tokens=max_tokens, adapter=served.adapter, temperature=body.temperature,
+                     top_p=body.top_p, seed=body.seed, stop=body.stop_list())
+    return Job(endpoint, served, key, body, req, prefill=prefill, tools=tools_on)
+
+
+def _message(m: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(m.get("content"), list):
+        m["content"] = "".join(p["text"] for p in m["content"])
+    if m["role"] == "developer":  # OpenAI's newer name for the system role
+        m["role"] = "system"
+    m.pop("refusal", None)
+    return m
+
+
+# ------------------------------------------------------------------ answers
+def _chunk(job: Job, delta: dict[str, Any] | None, finish: str | None, text: str | None = None) -> dict[str, Any]:
+    if job.endpoint.endswith("chat/completions"):
+        choice = {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}
+        obj = "chat.completion.chunk"
+    else:
+        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        obj = "text_completion"
+    return {"id": _rid(job), "object": obj, "created": job.created, "model": job.served.name,
+            "system_fingerprint": None, "choices": [choice], "ai_generated": True}
+
+
+def _rid(job: Job) -> str:
+    return ("chatcmpl-" if job.endpoint.endswith("chat/completions") else "cmpl-") + job.id
+
+
+def _usage(last: Event) -> dict[str, int]:
+    return {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.completion_tokens,
+            "total_tokens": last.prompt_tokens + last.completion_tokens}
+
+
+async def _collect(state: ServerState, request: Request, job: Job, queue: Any) -> JSONResponse:
+    parts: list[str] = [job.prefill]
+    last = Event()
+    try:
+        while True:
+            with anyio.move_on_after(0.5) as scope:
+                ev = await queue.get()
+            if scope.cancelled_caught:
+                if await request.is_disconnected():
+                    job.req.cancelled.set()
+                continue
+            parts.append(ev.text)
+            if ev.finish_reason:
+                last = ev
+                break
+    finally:
+        state.metrics.in_flight.dec()
+    text = "".join(parts)
+    if last.finish_reason == "error":
+        await _finish(state, job, last, text, 500)
+        raise APIError(500, f"generation failed: {last.error}", code="generation_error")
+    finish = last.finish_reason
+    if job.endpoint.endswith("chat/completions"):
+        content, calls = toolcalls.parse(text) if job.tools else (text, [])
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+        if calls:
+            message["tool_calls"] = [c.openai() for c in calls]
+            finish = "tool_calls"
+        choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        obj = "chat.completion"
+    else:
+        body: Any = job.body
+        choice = {"index": 0, "text": (body.prompt if body.echo else "") + text, "logprobs": None,
+                  "finish_reason": finish}
+        obj = "text_completion"
+    await _finish(state, job, last, text, 200)
+    return JSONResponse({"id": _rid(job), "object": obj, "created": job.created, "model": job.served.name,
+                         "system_fingerprint": None, "choices": [choice], "usage": _usage(last), "ai_generated": True})
+
+
+async def _stream(state: ServerState, job: Job, queue: Any) -> AsyncIterator[str]:
+    chat = job.endpoint.endswith("chat/completions")
+    filt = toolcalls.StreamFilter(job.tools)
+    last, text, status, first = Event(), [job.prefill], 200, True
+
+    def sse(data: dict[str, Any]) -> str:
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    try:
+        if chat:
+            yield sse(_chunk(job, {"role": "assistant", "content": ""}, None))
+        body: Any = job.body
+        pre = filt.feed(job.prefill) if chat else (body.prompt if body.echo else "")
+        if pre:
+            yield sse(_chunk(job, {"content": pre}, None, pre))
+        while True:
+            ev = await queue.get()
+            text.append(ev.text)
+            out = filt.feed(ev.text) if chat else ev.text
+            if out:
+                if first:
+                    state.metrics.first_token.labels(job.served.name).observe(time.perf_counter() - job.start)
+                    first = False
+                yield sse(_chunk(job, {"content": out}, None, out))
+            if ev.finish_reason:
+                last = ev
+                break
+        if last.finish_reason == "error":
+            status = 500
+            yield sse(APIError(500, f"generation failed: {last.error}", code="generation_error").body())
+        else:
+            finish = last.finish_reason
+            if chat:
+                rest, calls = filt.finish()
+                if rest:
+                    yield sse(_chunk(job, {"content": rest}, None))
+                if calls:
+                    yield sse(_chunk(job, {"tool_calls": [c.openai(i) for i, c in enumerate(calls)]}, None))
+                    finish = "tool_calls"
+            yield sse(_chunk(job, {}, finish))
+            opts = getattr(job.body, "stream_options", None)
+            if opts is not None and opts.include_usage:
+                yield sse({**_chunk(job, None, None), "choices": [], "usage": _usage(last)})
+        yield "data: [DONE]\n\n"
+    finally:  # also runs when the client went away: stop generating for it
+        if not last.finish_reason:
+            job.req.cancelled.set()
+            status = 499  # nginx's "client closed request"
+            state.metrics.cancelled.labels(job.served.name).inc()
+        state.metrics.in_flight.dec()
+        with anyio.CancelScope(shield=True):
+            await _finish(state, job, last, "".join(text), status)
+
+
+async def _finish(state: ServerState, job: Job, last: Event, text: str, status: int) -> None:
+    name = job.served.name
+    state.metrics.requests.labels(job.endpoint, name, str(status)).inc()
+    state.metrics.latency.labels(job.endpoint, name).observe(time.perf_counter() - job.start)
+    state.metrics.prompt_tokens.labels(name).inc(len(job.req.prompt_ids))
+    state.metrics.completion_tokens.labels(name).inc(last.completion_tokens)
+    details: dict[str, Any] = {
+        "endpoint": job.endpoint, "model": name, "model_id": job.served.record.id, "request_id": _rid(job),
+        "status": status, "stream": bool(job.body.stream), "prompt_tokens": len(job.req.prompt_ids),
+        "completion_tokens": last.completion_tokens, "finish_reason": last.finish_reason or "client_disconnected",
+        "latency_ms": round((time.perf_counter() - job.start) * 1000, 1), "user": job.body.user,
+        "ai_disclosure": True, "ai_notice": state.config.ai_notice and job.endpoint.endswith("chat/completions")}
+    if state.config.log_content:
+        body: Any = job.body
+        details["prompt"] = body.prompt if hasattr(body, "prompt") else [m.model_dump(exclude_none=True)
+                                                                         for m in body.messages]
+        details["output"] = text
+    await run_in_threadpool(state.audit, "serve.request", actor=actor(job.key), subject=job.served.record.id,
+                            decision="permit", details=details)

@@ -1,0 +1,208 @@
+"""Request bodies of the OpenAI-compatible API (pydantic v2, unknown fields are errors).
+
+The fields follow the OpenAI API reference for `/v1/chat/completions` and `/v1/completions`.
+Fields that clients send but kifabrik does not implement (`n > 1`, `logprobs`, penalties)
+are accepted at their neutral value and refused otherwise, so a request never silently
+means something else than it says.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from kifabrik.config import StrictModel
+
+_FN_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class TextPart(StrictModel):
+    """One text part of a message's content (images and audio are not supported)."""
+
+    type: Literal["text"] = Field(description="Only `text` parts are supported.")
+    text: str = Field(description="The text.")
+
+
+class FunctionCall(StrictModel):
+    """A call the assistant made: function name and JSON-encoded arguments."""
+
+    name: str = Field(description="Function name.")
+    arguments: str = Field(default="{}", description="Arguments as a JSON string.")
+
+
+class ToolCall(StrictModel):
+    """One tool call in an assistant message."""
+
+    id: str = Field(description="Call id, echoed by the tool message that answers it.")
+    type: Literal["function"] = Field(default="function", description="Always `function`.")
+    function: FunctionCall = Field(description="The call.")
+
+
+class Message(StrictModel):
+    """A chat message in the OpenAI format."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"] = Field(description="Who speaks.")
+    content: str | list[TextPart] | None = Field(default=None, description="Text, or a list of text parts.")
+    name: str | None = Field(default=None, description="Optional participant name.")
+    tool_calls: list[ToolCall] | None = Field(default=None, description="Calls made by an assistant message.")
+    tool_call_id: str | None = Field(default=None, description="For `tool` messages: the call answered.")
+    refusal: str | None = Field(default=None, description="Accepted and ignored (assistant refusals).")
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content)
+        return self.content or ""
+
+
+class FunctionDef(StrictModel):
+    """A function the model may call; `parameters` is a JSON Schema object."""
+
+    name: str = Field(description="Function name: letters, digits, `_` and `-`, at most 64 characters.")
+    description: str | None = Field(default=None, description="What the function does.")
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}},
+                                       description="JSON Schema of the arguments.")
+    strict: bool | None = Field(default=None, description="Accepted; arguments are not constrained while decoding.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _FN_NAME.match(v):
+            raise ValueError("must be 1-64 characters of letters, digits, '_' or '-'")
+        return v
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from jsonschema import SchemaError
+        from jsonschema.validators import validator_for
+
+        try:
+            validator_for(v).check_schema(v)
+        except SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        if v.get("type", "object") != "object":
+            raise ValueError("must be a JSON Schema of type 'object'")
+        return v
+
+
+class Tool(StrictModel):
+    """A tool in the OpenAI format (only functions)."""
+
+    type: Literal["function"] = Field(description="Always `function`.")
+    function: FunctionDef = Field(description="The function.")
+
+
+class NamedFunction(StrictModel):
+    name: str = Field(description="Name of the function the model must call.")
+
+
+class NamedToolChoice(StrictModel):
+    type: Literal["function"] = Field(description="Always `function`.")
+    function: NamedFunction = Field(description="The function to call.")
+
+
+class StreamOptions(StrictModel):
+    include_usage: bool = Field(default=False, description="Send a last chunk with token usage.")
+
+
+class _Sampling(StrictModel):
+    """Fields shared by both endpoints."""
+
+    model: str = Field(description="A model name from GET /v1/models.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Most tokens to generate (default: server limit).")
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0, description="0 = greedy decoding.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    stop: str | list[str] | None = Field(default=None, description="Up to 4 sequences that end the output.")
+    seed: int | None = Field(default=None, description="Seed for reproducible sampling.")
+    stream: bool = Field(default=False, description="Stream server-sent events.")
+    stream_options: StreamOptions | None = Field(default=None, description="Streaming options.")
+    n: int = Field(default=1, description="Number of choices; only 1 is supported.")
+    user: str | None = Field(default=None, description="End-user id (recorded in the audit log).")
+    frequency_penalty: float = Field(default=0.0, description="Only 0 is supported.")
+    presence_penalty: float = Field(default=0.0, description="Only 0 is supported.")
+    logprobs: bool | int | None = Field(default=None, description="Not supported; must be unset or false.")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> list[str] | None:
+        items = [v] if isinstance(v, str) else list(v or [])
+        if len(items) > 4:
+            raise ValueError("at most 4 stop sequences")
+        if any(not s for s in items):
+            raise ValueError("stop sequences must not be empty")
+        return items or None
+
+    @field_validator("n")
+    @classmethod
+    def _n(cls, v: int) -> int:
+        if v != 1:
+            raise ValueError("only n=1 is supported (send several requests; they are batched)")
+        return v
+
+    @field_validator("frequency_penalty", "presence_penalty")
+    @classmethod
+    def _penalty(cls, v: float) -> float:
+        if v != 0:
+            raise ValueError("only 0 is supported by this server")
+        return v
+
+    @field_validator("logprobs")
+    @classmethod
+    def _logprobs(cls, v: bool | int | None) -> None:
+        if v:
+            raise ValueError("logprobs are not supported by this server")
+
+    def stop_list(self) -> list[str]:
+        return list(self.stop or [])
+
+
+class ChatRequest(_Sampling):
+    """Body of POST /v1/chat/completions."""
+
+    messages: list[Message] = Field(min_length=1, description="The conversation so far.")
+    max_completion_tokens: int | None = Field(default=None, ge=1, description="Alias of max_tokens (newer clients).")
+    tools: list[Tool] | None = Field(default=None, max_length=128, description="Functions the model may call.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        default=None, description="none, auto (default with tools), required, or a named function.")
+    parallel_tool_calls: bool | None = Field(default=None, description="Allow several calls in one turn.")
+    top_logprobs: int | None = Field(default=None, description="Not supported; must be unset.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ChatRequest:
+        if self.max_completion_tokens is not None and self.max_tokens is None:
+            self.max_tokens = self.max_completion_tokens
+        if self.top_logprobs:
+            raise ValueError("top_logprobs is not supported by this server")
+        if isinstance(self.tool_choice, NamedToolChoice):
+            names = {t.function.name for t in self.tools or []}
+            if self.tool_choice.function.name not in names:
+                raise ValueError(f"tool_choice names {self.tool_choice.function.name!r}, which is not in tools")
+        elif self.tool_choice == "required" and not self.tools:
+            raise ValueError("tool_choice 'required' needs tools")
+        return self
+
+
+class CompletionRequest(_Sampling):
+    """Body of POST /v1/completions (plain text continuation, no chat template)."""
+
+    prompt: str | list[str] = Field(description="The prompt (a list must hold exactly one string).")
+    echo: bool = Field(default=False, description="Prepend the prompt to the output.")
+    suffix: str | None = Field(default=None, description="Not supported; must be unset.")
+    best_of: int | None = Field(default=None, ge=1, le=1, description="Only 1 is supported.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str | list[str]) -> str:
+        if isinstance(v, list):
+            if len(v) != 1:
+                raise ValueError("a list prompt must hold exactly one string (batch prompts are not supported)")
+            return v[0]
+        return v
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, v: str | None) -> None:
+        if v:
+            raise ValueError("suffix (fill-in-the-middle) is not supported")
