@@ -56,10 +56,20 @@ def test_greedy_answer_is_sensible(embedded):
 
 
 def test_demo_command_end_to_end(embedded):
+    """The bundled demo recipe, shrunk with --set so it runs in a few minutes: every stage, in order."""
     _, _, _, home = embedded
     env = {**os.environ, "KIFABRIK_HOME": str(home), "KIFABRIK_QUIET": "1"}
-    r = subprocess.run([sys.executable, "-m", "kifabrik.cli.main", "demo", "--set", "stages.try-base.max_new_tokens=12"],
-                       capture_output=True, text=True, env=env, timeout=600)
+    shrink = ["stages.wartung-lora.max_steps=1", "stages.teile-lora.max_steps=1", "stages.wartung-lora.eval_rows=2",
+              "stages.teile-lora.eval_rows=2", "stages.base-answers.max_new_tokens=8",
+              "stages.fach-llm-answers.max_new_tokens=8", "stages.pruefung.limit=1", "stages.pruefung.suites=[tr]",
+              "stages.ship.gates=[]"]
+    args = [a for item in shrink for a in ("--set", item)]
+    r = subprocess.run([sys.executable, "-m", "kifabrik.cli.main", "demo", *args],
+                       capture_output=True, text=True, env=env, timeout=1200)
     assert r.returncode == 0, r.stderr
-    assert "Q (de): Wie oft sollte man das Hydrauliköl" in r.stdout and "Q (en):" in r.stdout
-    assert "results are in" in r.stdout
+    for step in ("import (data)", "wartung-lora (train)", "teile-lora (train)", "fach-llm (merge)",
+                 "base-answers (generate)", "fach-llm-answers (generate)", "pruefung (evaluate)", "docs (document)",
+                 "ship (release)"):
+        assert f"✓ {step}" in r.stdout
+    assert "Q (de): Guten Tag, welches Kühlmittel ist für die DM 320 freigegeben?" in r.stdout
+    assert "documents: " in r.stdout and "results are in" in r.stdout

@@ -53,8 +53,15 @@ def front_matter(ctx: dict[str, Any]) -> str:
     else:
         missing.append("datasets: no training dataset is recorded in the lineage")
     langs = m["languages"]
+    found: list[str] = []
     if langs.recorded:
-        data["language"] = list(langs.value) if isinstance(langs.value, list | tuple) else [langs.value]
+        found = list(langs.value) if isinstance(langs.value, list | tuple) else [langs.value]
+    # A specialised model also speaks the languages of the data it was trained on.
+    for d in ctx["datasets"]:
+        shares = d["languages"].value if d["languages"].recorded else None
+        found += [lang for lang in (shares or {}) if lang not in found]
+    if found:
+        data["language"] = found
     else:
         missing.append(f"language: {langs.reason}")
     data["library_name"] = "peft" if m["kind"].value == "adapter" else "transformers"
