@@ -58,15 +58,19 @@ class Backend(ABC):
     def check_available(cls) -> None:
         """Raise a `KifabrikError` naming the extra to install when the backend's package is missing."""
 
-    @property
-    @abstractmethod
-    def context_length(self) -> int:
-        """Most tokens (prompt + completion) one sequence may hold."""
+    #: Set by each backend when it loads: the tokenizer and the context length it serves with.
+    tokenizer: Any = None
+    _context: int = 0
 
     @property
-    @abstractmethod
+    def context_length(self) -> int:
+        """Most tokens (prompt + completion) one sequence may hold."""
+        return self._context
+
+    @property
     def chat_template(self) -> str | None:
         """The chat template text (decides whether tools go to the template natively)."""
+        return getattr(self.tokenizer, "chat_template", None)
 
     @abstractmethod
     def chat_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, prefill: str) -> list[int]:

@@ -54,14 +54,6 @@ class TransformersBackend(Backend):
                                 hint="check the adapter with `kifabrik verify ADAPTER`") from None
         return peft_model.eval()
 
-    @property
-    def context_length(self) -> int:
-        return self._context
-
-    @property
-    def chat_template(self) -> str | None:
-        return getattr(self.tokenizer, "chat_template", None)
-
     def chat_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, prefill: str) -> list[int]:
         if not self.chat_template:  # a base model without template: plain "role: text" lines
             text = "".join(f"{m['role']}: {m.get('content') or ''}\n" for m in messages) + "assistant:"

@@ -60,14 +60,6 @@ class VllmBackend(Backend):
         self._thread = threading.Thread(target=self._loop, name=f"kifabrik-vllm-{base.name}", daemon=True)
         self._thread.start()
 
-    @property
-    def context_length(self) -> int:
-        return self._context
-
-    @property
-    def chat_template(self) -> str | None:
-        return getattr(self.tokenizer, "chat_template", None)
-
     def chat_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, prefill: str) -> list[int]:
         kwargs: dict[str, Any] = {"tools": tools} if tools else {}
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
