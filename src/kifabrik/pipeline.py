@@ -10,17 +10,25 @@ from __future__ import annotations
 import importlib
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from kifabrik import registry
 from kifabrik.catalog import ArtifactRecord
-from kifabrik.config import Recipe, StrictModel, apply_overrides, load_yaml, validation_messages
+from kifabrik.config import (
+    Recipe,
+    apply_overrides,
+    load_yaml,
+    validation_messages,
+)
 from kifabrik.errors import KifabrikError
+from kifabrik.stages import StageContext, StageDef, StageOptions
 from kifabrik.workspace import Workspace
+
+__all__ = ["StageContext", "StageDef", "StageOptions", "load_recipe", "run_recipe", "validate_recipe"]
 
 #: Stage name -> module that registers it. Imported on demand (no torch at import time).
 STAGE_MODULES: dict[str, str] = {
@@ -38,48 +46,6 @@ STAGE_MODULES: dict[str, str] = {
 PLANNED_STAGES: dict[str, str] = {
     "serve": "the OpenAI-compatible server",
 }
-
-
-class StageOptions(StrictModel):
-    """Options every stage has."""
-
-    stage: str = Field(description="Which stage to run (a registered stage name).")
-    name: str | None = Field(default=None, description="Name of this step; later steps refer to its outputs by it.")
-
-
-@dataclass
-class StageContext:
-    """What a running stage may use."""
-
-    ws: Workspace
-    recipe: Recipe
-    pipeline_id: str
-    run_id: str
-    base_model: ArtifactRecord
-    outputs: dict[str, list[ArtifactRecord]] = field(default_factory=dict)
-    online: bool = False
-
-    def resolve(self, ref: str, kind: str | None = None) -> ArtifactRecord:
-        """`base` -> the recipe's model; an earlier step's name -> its (last) output; else a catalog ref."""
-        if ref == "base":
-            return self.base_model
-        if ref in self.outputs and self.outputs[ref]:
-            return self.outputs[ref][-1]
-        return self.ws.catalog.get_artifact(ref, kind)
-
-    def artifact_name(self, step: str) -> str:
-        return f"{self.recipe.name}-{step}"
-
-
-@dataclass(frozen=True)
-class StageDef:
-    """A stage: its options model, what it does, and optional static checks."""
-
-    name: str
-    options: type[StageOptions]
-    run: Callable[[StageContext, Any], list[ArtifactRecord]]
-    summary: str
-    check: Callable[[Any, list[str]], list[str]] | None = None  # (options, earlier step names) -> problems
 
 
 @dataclass(frozen=True)

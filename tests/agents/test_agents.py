@@ -63,7 +63,7 @@ def test_agent_looks_up_an_order_and_answers(db):
     assert second[-2]["tool_calls"][0]["function"]["name"] == "schmidt_order_status"
     assert second[-1]["role"] == "tool" and '"A-1007"' in second[-1]["content"]
     # the offered tools reach the prompt in Hermes text
-    from kifabrik.serve.toolcalls import prompt_messages
+    from kifabrik.models.toolcalls import prompt_messages
 
     rendered = prompt_messages(second, [t.openai() for t in resolve(SCHMIDT)], native=False)
     assert "schmidt_find_spare_parts" in rendered[0]["content"] and "<tool_response>" in rendered[-1]["content"]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # serve_scripted.py
+
+from helpers import Server, start_server  # noqa: F401  (re-exported for the serve tests)
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.workspace import Workspace
@@ -33,44 +31,6 @@ def make_adapter(ws: Workspace, base: ArtifactRecord, model_dir: Path, name: str
                    meta={"base_model": base.ref, "base_model_id": base.id, "method": "lora"}) as draft:
         peft_model.save_pretrained(draft.dir, safe_serialization=True)
     return draft.record
-
-
-@dataclass
-class Server:
-    url: str
-    ws: Workspace
-    uvicorn: Any
-    thread: threading.Thread
-    keys: dict[str, str] = field(default_factory=dict)
-
-    def client(self, key: str | None = None, **kw: Any) -> Any:
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.url + "/v1", api_key=key or self.keys["all"], max_retries=0, timeout=60, **kw)
-
-    def stop(self) -> None:
-        self.uvicorn.should_exit = True
-        self.thread.join(30)
-
-
-def start_server(ws: Workspace, **options: Any) -> Server:
-    """Start `kifabrik.serve` in a thread on 127.0.0.1 with a free port; wait until it answers."""
-    import uvicorn
-
-    from kifabrik.serve import ServeConfig, build_app
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = ServeConfig(host="127.0.0.1", port=port, **options)
-    server = uvicorn.Server(uvicorn.Config(build_app(ws, config), log_level="warning", timeout_graceful_shutdown=30))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        time.sleep(0.01)
-    return Server(f"http://127.0.0.1:{port}", ws, server, thread)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kifabrik.serve import toolcalls
+from kifabrik.models import toolcalls
 
 TOOLS = [{"type": "function", "function": {
     "name": "order_status", "description": "Status of an order",

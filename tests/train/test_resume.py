@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 
+from kifabrik import files
 from kifabrik.train import rundir
 
 ARGS = ["--base", "tiny", "--data", "service-chats", "--max-steps", "8", "--epochs", "3", "--batch-size", "2",
@@ -50,7 +51,7 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(cli, ws, home, tiny_mo
     folder = rundir.run_dir(ws, run.id)
     assert rundir.last_checkpoint(folder).name == "checkpoint-3"
     # steps 4 and 5 were trained after the checkpoint (5 was killed before its log line)
-    assert max(m["step"] for m in rundir.read_jsonl(folder / "metrics.jsonl")) == 4
+    assert max(m["step"] for m in files.read_jsonl(folder / "metrics.jsonl", missing_ok=True)) == 4
 
     r = cli("train", "--resume", run.id)
     assert r.code == 0, r.err
@@ -58,7 +59,7 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(cli, ws, home, tiny_mo
     assert ws.catalog.get_run(run.id).status == "succeeded"
 
     def curve(rec):
-        rows = rundir.read_jsonl(ws.path(rec) / "metrics.jsonl")
+        rows = files.read_jsonl(ws.path(rec) / "metrics.jsonl", missing_ok=True)
         return [(m["step"], m["loss"]) for m in rows if "loss" in m], [m["eval_loss"] for m in rows if "eval_loss" in m]
 
     (ref_train, ref_eval), (train, evals) = curve(ref), curve(rec)

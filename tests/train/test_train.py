@@ -8,6 +8,7 @@ import signal
 import pytest
 from train_builders import FAST, chat_rows, make_dataset
 
+from kifabrik import files
 from kifabrik.errors import KifabrikError
 from kifabrik.train import TrainOptions, resume, rundir, train
 
@@ -20,7 +21,7 @@ COUNT_ONCE = {
 
 
 def _losses(path):
-    return {m["step"]: m["loss"] for m in rundir.read_jsonl(path / "metrics.jsonl") if "loss" in m}
+    return {m["step"]: m["loss"] for m in files.read_jsonl(path / "metrics.jsonl", missing_ok=True) if "loss" in m}
 
 
 def test_cli_lora_sft_writes_a_peft_adapter_with_record_and_lineage(cli, ws, tiny_model, tiny_model_dir, chat_ds):
@@ -54,7 +55,7 @@ def test_cli_lora_sft_writes_a_peft_adapter_with_record_and_lineage(cli, ws, tin
     assert edges == {(tiny_model.id, "base_model"), (chat_ds.id, "trained_on")}
     run = ws.catalog.get_run(meta["run_id"])
     assert run.status == "succeeded" and run.outputs == [rec.id]
-    metrics = rundir.read_jsonl(rundir.run_dir(ws, run.id) / "metrics.jsonl")
+    metrics = files.read_jsonl(rundir.run_dir(ws, run.id) / "metrics.jsonl", missing_ok=True)
     assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4, 5, 6]
     assert [m["step"] for m in metrics if "eval_loss" in m] == [3, 6]
     assert all(m["tokens_per_s"] > 0 for m in metrics if "loss" in m)

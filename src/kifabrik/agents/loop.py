@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from kifabrik.agents.tools import Tool, ToolError
 from kifabrik.errors import KifabrikError
-from kifabrik.serve import toolcalls
+from kifabrik.models import toolcalls
 
 
 @dataclass

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -96,3 +105,29 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class PolicyUsage(Base):
+    """Uses consumed under one rule of one policy attached to one artifact (table from migration 0002)."""
+
+    __tablename__ = "policy_usage"
+
+    artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+    policy_id: Mapped[str] = mapped_column(ForeignKey("policies.id", ondelete="RESTRICT"), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(200), primary_key=True, doc="the rule's uid or JSON path")
+    used: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    """One API key (table created by migration 0003)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True, doc="public key id (shown in listings)")
+    hash: Mapped[str] = mapped_column(String(64), unique=True, doc="sha256 of the whole key")
+    name: Mapped[str | None] = mapped_column(String(200))
+    models: Mapped[list[Any]] = mapped_column(JSON, doc="model names the key may use; ['*'] = all")
+    rate_limit: Mapped[int | None] = mapped_column(Integer, doc="requests per minute; null = unlimited")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -24,6 +24,7 @@ from kifabrik.cli import release as release_cli
 from kifabrik.cli import serve as serve_cli
 from kifabrik.cli import train as train_cli
 from kifabrik.cli.common import err, out, workspace
+from kifabrik.cli.recipe import run_recipe_file
 from kifabrik.config import set_offline
 from kifabrik.errors import KifabrikError
 
@@ -63,7 +64,7 @@ def generate(
     from kifabrik.models.generate import GenerationOptions
 
     gen = generate_text(workspace(), model, [prompt], system=system,
-                        options=GenerationOptions(max_new_tokens, temperature, top_p, seed))[0]
+                        options=GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed))[0]
     out.print(gen.text)
     if gen.finish_reason == "length":
         err.print(f"(stopped at --max-new-tokens {max_new_tokens})")
@@ -76,47 +77,13 @@ def run(
     check: Annotated[bool, typer.Option("--check", help="Only validate the recipe; run nothing.")] = False,
 ) -> None:
     """Validate a recipe completely, then run its stages in order (one run record each)."""
-    _run_recipe(recipe, set_ or [], online, check)
+    run_recipe_file(recipe, set_ or [], online, check)
 
 
 def demo(set_: SetOpt = None, online: OnlineOpt = False) -> None:
     """Run the bundled demo recipe on the embedded model."""
     with resources.as_file(resources.files("kifabrik") / "recipes" / "demo.yaml") as path:
-        _run_recipe(path, set_ or [], online, False)
-
-
-def _run_recipe(path: Path, overrides: list[str], online: bool, check_only: bool) -> None:
-    set_offline(online)
-    from kifabrik.pipeline import StepResult, load_recipe, run_recipe
-
-    validated = load_recipe(path, overrides)
-    steps = ", ".join(validated.step_name(i) for i in range(len(validated.steps))) or "none"
-    out.print(f"recipe [bold]{validated.recipe.name}[/bold] is valid: model {validated.recipe.model.source}; steps: {steps}")
-    if check_only:
-        return
-    ws = workspace()
-
-    def show(step: StepResult) -> None:
-        out.print(f"[green]✓[/green] {step.name} ({step.stage}), run {step.run_id[:12]}")
-        for rec in step.outputs:
-            out.print(f"    {rec.kind} {rec.ref}  {ws.path(rec)}")
-            if rec.kind == "release":
-                out.print(f"    documents: {ws.path(rec) / 'documents'}")
-            if rec.kind == "evaluation" and (ws.path(rec) / "report.html").exists():
-                out.print(f"    report: {ws.path(rec) / 'report.html'}")
-            answers = ws.path(rec) / "answers.jsonl"
-            if rec.kind == "generations" and answers.exists():
-                import json
-
-                for line in answers.read_text(encoding="utf-8").splitlines():
-                    row = json.loads(line)
-                    out.print(f"    [bold]Q[/bold] ({row.get('lang') or '?'}): {row['prompt']}")
-                    out.print(f"    [bold]A[/bold]: {row['answer']}")
-
-    result = run_recipe(ws, validated, online=online, on_step=show)
-    out.print(f"model {result.model.ref} ({result.model.id[:12]})")
-    out.print(f"pipeline {result.pipeline_id} finished; runs: kifabrik runs list --pipeline {result.pipeline_id[:12]}")
-    out.print(f"results are in {ws.settings.store_dir} (catalog: {ws.settings.database_url})")
+        run_recipe_file(path, set_ or [], online, False)
 
 
 # The command table, in pipeline order (typer lists commands first, then the command groups).

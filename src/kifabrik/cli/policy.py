@@ -17,7 +17,13 @@ app = typer.Typer(help="Usage policies (ODRL 2.2): presets, validation, restrict
 @app.command("presets")
 def presets(as_json: Annotated[bool, typer.Option("--json", help="Print the ODRL documents.")] = False) -> None:
     """List the policy presets and what they allow."""
-    from kifabrik.policy import parse_policy, policy_words, preset, preset_names, preset_usage
+    from kifabrik.policy import (
+        parse_policy,
+        policy_words,
+        preset,
+        preset_names,
+        preset_usage,
+    )
 
     docs = {n: preset(f"{n}:2099-12-31" if n == "expires-on" else n) for n in preset_names()}
     if as_json:

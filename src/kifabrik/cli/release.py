@@ -50,7 +50,11 @@ def ensure_documents(ws: Workspace, target: ArtifactRecord, license: str | None)
     """Generate the documents first when none are recorded, or when they state another licence."""
     from kifabrik.document import DocumentOptions, document
     from kifabrik.errors import KifabrikError
-    from kifabrik.release.api import newest_documents, spdx_licence, spdx_licence_or_none
+    from kifabrik.release.api import (
+        newest_documents,
+        spdx_licence,
+        spdx_licence_or_none,
+    )
 
     try:
         docs = newest_documents(ws, target, None)

@@ -73,9 +73,9 @@ def train(
         if not isinstance(raw, dict):
             raise KifabrikError(f"{recipe}: a train config must be a YAML mapping")
         if "stages" in raw:
-            from kifabrik.cli.main import _run_recipe
+            from kifabrik.cli.recipe import run_recipe_file
 
-            _run_recipe(recipe, set_ or [], False, False)
+            run_recipe_file(recipe, set_ or [], False, False)
             return
         source = str(recipe)
     given = {"method": method, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,

@@ -20,8 +20,8 @@ from kifabrik.config import validation_messages
 from kifabrik.data.importer import import_dataset
 from kifabrik.data.options import DatasetSpec, ImportOptions
 from kifabrik.errors import KifabrikError
-from kifabrik.pipeline import StageContext, StageDef, StageOptions
 from kifabrik.registry import register
+from kifabrik.stages import StageContext, StageDef, StageOptions
 
 
 class DataOptions(StageOptions):

@@ -11,8 +11,6 @@ lead from the documented model (`documents`) and from every evaluation it cites 
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,12 +34,24 @@ from kifabrik.document.collect import (
     target_record,
     training_facts,
 )
-from kifabrik.document.datafacts import Category, content_summary, dataset_facts, restriction_facts
-from kifabrik.document.facts import Fact, Source, as_jsonable, not_recorded, organisation_facts
+from kifabrik.document.datafacts import (
+    Category,
+    content_summary,
+    dataset_facts,
+    restriction_facts,
+)
+from kifabrik.document.facts import (
+    Fact,
+    Source,
+    as_jsonable,
+    not_recorded,
+    organisation_facts,
+)
 from kifabrik.document.frontmatter import front_matter
 from kifabrik.document.mission import assessment, catalogue_path
 from kifabrik.document.render import render_markdown, to_html, to_pdf
 from kifabrik.errors import KifabrikError
+from kifabrik.files import copy_atomic
 from kifabrik.workspace import Workspace
 
 KIND = "document"
@@ -208,8 +218,6 @@ def copy_out(src: Path, out: Path, fmt: Format) -> Path:
     folder = {"md": src, "html": src / "html", "pdf": src / "pdf"}[fmt]
     names = [p for p in sorted(folder.glob(f"*.{fmt}"))] + [src / BOM_FILE, src / "facts.json"]
     for path in names:
-        tmp = out / f".{path.name}.partial"
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, out / path.name)
+        copy_atomic(path, out / path.name)
     return out
 

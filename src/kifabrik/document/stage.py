@@ -18,8 +18,8 @@ from pydantic import Field
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.document.api import DocumentOptions, document
-from kifabrik.pipeline import StageContext, StageDef, StageOptions
 from kifabrik.registry import register
+from kifabrik.stages import StageContext, StageDef, StageOptions
 
 
 class DocumentStageOptions(StageOptions, DocumentOptions):

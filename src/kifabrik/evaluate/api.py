@@ -123,13 +123,12 @@ def target_record(ws: Workspace, ref: str) -> ArtifactRecord | None:
     """The catalog record of `ref` (None for an endpoint URL); checks kind and, for adapters, the base."""
     if ref.startswith(("http://", "https://")):
         return None
-    from kifabrik.evaluate.backends import resolve_base
+    from kifabrik.models.runtime import resolve
 
     record = ws.catalog.get_artifact(ref)
     if record.kind not in ("model", "adapter"):
         raise KifabrikError(f"{record.ref} is a {record.kind}; evaluation needs a model, an adapter or an endpoint URL")
-    if record.kind == "adapter":
-        resolve_base(ws, record)
+    resolve(ws, record)  # files and base are there before compute is spent
     return record
 
 

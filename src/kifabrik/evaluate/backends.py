@@ -7,9 +7,6 @@ are there, an adapter's base is known) so that a bad target fails before compute
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,17 +14,13 @@ from typing import Any, Protocol
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
 from kifabrik.evaluate.loglik import ChoiceScore, Mode
+from kifabrik.models.prompts import fallback_text
+from kifabrik.models.runtime import GenerationOptions, LoadedModel
 from kifabrik.workspace import Workspace
 
 Messages = list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class GenOptions:
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    seed: int = 0
-    stop: tuple[str, ...] = ()
+#: Generation options are the runtime's one type (max_new_tokens, temperature, seed, stop, top_p).
+GenOptions = GenerationOptions
 
 
 class Backend(Protocol):
@@ -48,37 +41,36 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut] if cut >= 0 else text
 
 
-def plain_prompt(messages: Messages) -> str:
-    """A conversation as plain text for models without a chat template."""
-    return "\n\n".join(m["content"] for m in messages)
-
-
 @dataclass
 class LocalBackend:
-    """A transformers model, optionally with a PEFT adapter applied on the fly (never merged)."""
+    """A model of the runtime (base, merged, or base + PEFT adapter applied on the fly, never merged)."""
 
     name: str
     kind: str
     record: ArtifactRecord | None
-    model: Any
-    tokenizer: Any
+    loaded: LoadedModel
     mode: Mode = "shared"
     batch_tokens: int = 4096
     gen_batch: int = 8
     notes: list[str] = field(default_factory=list)
 
-    def max_length(self) -> int:
-        from kifabrik.evaluate.loglik import causal_lm
+    @property
+    def model(self) -> Any:
+        return self.loaded.model
 
-        cfg = causal_lm(self.model).config
-        return int(getattr(cfg, "max_position_embeddings", None) or 2048)
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    def max_length(self) -> int:
+        return self.loaded.context_length
 
     def render(self, prompt: str | Messages, chat: bool, *, generation_prompt: bool = True) -> str:
         if isinstance(prompt, str):
             return prompt
-        if chat and getattr(self.tokenizer, "chat_template", None):
-            return str(self.tokenizer.apply_chat_template(prompt, add_generation_prompt=generation_prompt, tokenize=False))
-        return plain_prompt(prompt)
+        if chat:
+            return self.loaded.render(prompt, generation_prompt=generation_prompt)
+        return fallback_text(prompt, generation_prompt=generation_prompt)
 
     def loglikelihoods(self, items: Sequence[tuple[str | Messages, list[str]]], *, chat: bool, delimiter: str,
                        progress: Callable[[int], None] | None = None) -> list[list[ChoiceScore]]:
@@ -103,38 +95,10 @@ class LocalBackend:
 
     def generate(self, prompts: Sequence[str | Messages], opts: GenOptions, *, chat: bool,
                  progress: Callable[[int], None] | None = None) -> list[str]:
-        import torch
-
-        tok = self.tokenizer
-        texts = [self.render(p, chat) for p in prompts]
-        templated = chat and bool(getattr(tok, "chat_template", None))
-        encoded = [tok.encode(t, add_special_tokens=not templated) for t in texts]
-        limit = max(8, self.max_length() - opts.max_new_tokens)
-        encoded = [e[-limit:] for e in encoded]
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths pad little
-        out: list[str] = [""] * len(encoded)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        sample = opts.temperature > 0
-        for start in range(0, len(order), self.gen_batch):
-            idx = order[start:start + self.gen_batch]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):  # left padding: generation continues at the right edge
-                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[row, width - len(encoded[i]):] = 1
-            torch.manual_seed(opts.seed + start)
-            with torch.inference_mode():
-                gen = self.model.generate(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
-                                          max_new_tokens=opts.max_new_tokens, do_sample=sample,
-                                          temperature=opts.temperature if sample else None,
-                                          top_p=None, top_k=None, pad_token_id=pad)
-            for row, i in enumerate(idx):
-                text = str(tok.decode(gen[row, width:], skip_special_tokens=True))
-                out[i] = cut_at_stop(text, opts.stop).strip()
-            if progress:
-                progress(len(idx))
-        return out
+        # chat=False sends a conversation as plain fallback text (a raw completion of it)
+        sendable = [p if chat or isinstance(p, str) else fallback_text(p) for p in prompts]
+        done = self.loaded.generate(sendable, opts, batch_size=self.gen_batch, progress=progress)
+        return [c.text for c in done]
 
 
 @dataclass
@@ -151,19 +115,9 @@ class EndpointBackend:
     notes: list[str] = field(default_factory=list)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        url = self.base_url.rstrip("/") + path
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(url, json.dumps(body).encode(), headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - the user names the URL
-                return dict(json.loads(resp.read()))
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")[:300]
-            raise KifabrikError(f"{url}: HTTP {exc.code}: {detail}", hint="check the endpoint URL, model name and API key") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise KifabrikError(f"{url}: cannot reach the endpoint ({exc})", hint="is the server running?") from None
+        from kifabrik.models.http import post_json
+
+        return post_json(self.base_url.rstrip("/") + path, body, api_key=self.api_key, timeout=self.timeout)
 
     def generate(self, prompts: Sequence[str | Messages], opts: GenOptions, *, chat: bool,
                  progress: Callable[[int], None] | None = None) -> list[str]:
@@ -190,7 +144,7 @@ class EndpointBackend:
                        progress: Callable[[int], None] | None = None) -> list[list[ChoiceScore]]:
         results = []
         for prompt, choices in items:
-            context = prompt if isinstance(prompt, str) else plain_prompt(prompt)
+            context = prompt if isinstance(prompt, str) else fallback_text(prompt)
             row = []
             for choice in choices:
                 row.append(self._score(context, delimiter + choice))
@@ -231,42 +185,11 @@ def open_target(ws: Workspace | None, ref: str, *, endpoint_model: str | None = 
                                model_name=endpoint_model or "default", api_key=api_key)
     if ws is None:
         raise KifabrikError(f"{ref}: a registered model needs a workspace")
+    from kifabrik.models.runtime import load, resolve
+
     record = ws.catalog.get_artifact(ref)
     if record.kind not in ("model", "adapter"):
         raise KifabrikError(f"{record.ref} is a {record.kind}; evaluation needs a model, an adapter or an endpoint URL",
                             hint="list models with `kifabrik models list`")
-    base = resolve_base(ws, record) if record.kind == "adapter" else record
-    return load_local(ws, record, base, mode=mode, device=device)
-
-
-def resolve_base(ws: Workspace, adapter: ArtifactRecord) -> ArtifactRecord:
-    """The base model of an adapter, after checking that the adapter's files are there."""
-    from kifabrik.models.adapters import base_of
-
-    adapter_dir = ws.path(adapter)
-    if not (adapter_dir / "adapter_config.json").exists():
-        raise KifabrikError(f"adapter {adapter.ref}: adapter_config.json is missing in {adapter_dir}",
-                            hint=f"check it with `kifabrik verify {adapter.ref}`")
-    return base_of(ws, adapter)
-
-
-def load_local(ws: Workspace, record: ArtifactRecord, base: ArtifactRecord, *, mode: Mode = "shared",
-               device: str | None = None) -> LocalBackend:
-    from kifabrik.models.loading import load_model, load_tokenizer
-    from kifabrik.models.sources import model_path
-
-    path = model_path(ws, base)
-    if not path.exists():
-        raise KifabrikError(f"model {base.ref}: its folder {path} is missing", hint=f"kifabrik verify {base.ref}")
-    trust = bool(base.meta.get("trust_remote_code"))
-    tokenizer = load_tokenizer(path, trust_remote_code=trust)
-    model = load_model(path, trust_remote_code=trust, device=device)
-    if record.kind == "adapter":
-        from peft import PeftModel
-
-        try:
-            model = PeftModel.from_pretrained(model, str(ws.path(record)), is_trainable=False).eval()
-        except Exception as exc:
-            raise KifabrikError(f"adapter {record.ref}: cannot apply it to {base.ref} ({type(exc).__name__}: {exc})",
-                                hint="was it trained on this base model?") from None
-    return LocalBackend(name=record.ref, kind=record.kind, record=record, model=model, tokenizer=tokenizer, mode=mode)
+    loaded = load(resolve(ws, record), device=device)
+    return LocalBackend(name=record.ref, kind=record.kind, record=record, loaded=loaded, mode=mode)

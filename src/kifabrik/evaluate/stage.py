@@ -19,8 +19,8 @@ from pydantic import Field
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.evaluate.api import EvalOptions, evaluate, prepare
-from kifabrik.pipeline import StageContext, StageDef, StageOptions
 from kifabrik.registry import register
+from kifabrik.stages import StageContext, StageDef, StageOptions
 
 
 class EvaluateOptions(StageOptions, EvalOptions):

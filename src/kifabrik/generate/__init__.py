@@ -10,8 +10,8 @@ from pydantic import Field
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.config import StrictModel
 from kifabrik.models.generate import Generation, GenerationOptions
-from kifabrik.pipeline import StageContext, StageDef, StageOptions
 from kifabrik.registry import register
+from kifabrik.stages import StageContext, StageDef, StageOptions
 from kifabrik.workspace import Workspace
 
 
@@ -38,30 +38,29 @@ class GenerateOptions(StageOptions):
         return [p if isinstance(p, Prompt) else Prompt(text=p) for p in self.prompts]
 
     def generation_options(self) -> GenerationOptions:
-        return GenerationOptions(self.max_new_tokens, self.temperature, self.top_p, self.seed)
+        return GenerationOptions(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                                 seed=self.seed)
 
 
 def generate_text(ws: Workspace, ref: str, prompts: list[str], *, system: str | None = None,
                   options: GenerationOptions | None = None) -> list[Generation]:
     """Answer `prompts` with the registered model or adapter `ref` (name, name@version or id)."""
     from kifabrik.models.generate import chat
+    from kifabrik.models.runtime import load_record
 
-    from kifabrik.models.adapters import load_runnable
-
-    model, tokenizer = load_runnable(ws, ws.catalog.get_artifact(ref))
-    return [chat(model, tokenizer, p, system=system, options=options or GenerationOptions()) for p in prompts]
+    loaded = load_record(ws, ws.catalog.get_artifact(ref))
+    return [chat(loaded, p, system=system, options=options or GenerationOptions()) for p in prompts]
 
 
 def _run(ctx: StageContext, opts: GenerateOptions) -> list[ArtifactRecord]:
     from kifabrik.models.generate import chat
-
-    from kifabrik.models.adapters import load_runnable
+    from kifabrik.models.runtime import load_record
 
     record = ctx.resolve(opts.model)
-    model, tokenizer = load_runnable(ctx.ws, record)
+    loaded = load_record(ctx.ws, record)
     rows = []
     for p in opts.prompt_list():
-        g = chat(model, tokenizer, p.text, system=opts.system, options=opts.generation_options())
+        g = chat(loaded, p.text, system=opts.system, options=opts.generation_options())
         rows.append({"id": p.id, "lang": p.lang, "prompt": p.text, "answer": g.text,
                      "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
                      "finish_reason": g.finish_reason, "chat_template": g.chat_template})

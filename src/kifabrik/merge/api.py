@@ -7,26 +7,19 @@ Hugging Face model folder is written.
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, model_validator
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.config import StrictModel
 from kifabrik.errors import KifabrikError
 from kifabrik.merge.compat import AdapterInfo, check_compatible, load_info
+from kifabrik.merge.methods import methods
 from kifabrik.progress import bar
 from kifabrik.workspace import Workspace
 
 Method = Literal["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "svd"]
-
-
-@cache
-def methods() -> dict[str, dict[str, Any]]:
-    return yaml.safe_load((Path(__file__).parent / "methods.yaml").read_text(encoding="utf-8"))
 
 
 class WeightedAdapter(StrictModel):

@@ -9,7 +9,7 @@ from typing import Any
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
-from kifabrik.models.adapters import base_of
+from kifabrik.models.runtime import base_of
 from kifabrik.workspace import Workspace
 
 

@@ -18,23 +18,12 @@ def _names(infos: list[AdapterInfo]) -> list[str]:
 
 def load_with_adapters(ws: Workspace, infos: list[AdapterInfo]) -> Any:
     """The base model in float32 on the CPU with every adapter loaded under names a0, a1, ..."""
-    from peft import PeftModel
-
-    from kifabrik.models.loading import load_model
-    from kifabrik.models.sources import model_path
+    from kifabrik.models.runtime import attach_adapters, load_weights
 
     base = infos[0].base
-    model = load_model(model_path(ws, base), trust_remote_code=bool(base.meta.get("trust_remote_code")),
-                       dtype="float32", device="cpu")
-    names = _names(infos)
-    try:
-        peft_model = PeftModel.from_pretrained(model, str(infos[0].path), adapter_name=names[0])
-        for name, info in zip(names[1:], infos[1:], strict=True):
-            peft_model.load_adapter(str(info.path), adapter_name=name)
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise KifabrikError(f"cannot load the adapters onto {base.ref}: {exc}",
-                            hint="the adapters' target modules or shapes do not fit this base model") from None
-    return peft_model
+    # a fresh copy: merging changes the weights in place, so the runtime's cached models must not be used
+    model = load_weights(ws, base, dtype="float32", device="cpu")
+    return attach_adapters(model, list(zip(_names(infos), [i.path for i in infos], strict=True)), base_ref=base.ref)
 
 
 def merged_adapter(ws: Workspace, infos: list[AdapterInfo], options: Any, weights: list[float],
@@ -42,7 +31,7 @@ def merged_adapter(ws: Workspace, infos: list[AdapterInfo], options: Any, weight
     """Write the combined adapter (PEFT format) into `out`; returns (rank, target modules)."""
     import torch
 
-    from kifabrik.merge.api import methods
+    from kifabrik.merge.methods import methods
 
     peft_model = load_with_adapters(ws, infos)
     if options.svd_rank is not None and methods()[options.method]["peft"] != "cat":
@@ -76,7 +65,7 @@ def combined_delta(module: Any, names: list[str], weights: list[float], options:
     import torch
     from peft.utils import merge_utils
 
-    from kifabrik.merge.api import methods
+    from kifabrik.merge.methods import methods
 
     present = [(n, w) for n, w in zip(names, weights, strict=True) if n in module.lora_A]
     deltas = [module.get_delta_weight(n) for n, _ in present]
@@ -99,10 +88,9 @@ def merged_model(ws: Workspace, infos: list[AdapterInfo], options: Any, weights:
     import torch
     from peft.tuners.lora import LoraLayer
 
-    from kifabrik.merge.api import methods
+    from kifabrik.merge.methods import methods
     from kifabrik.models.folder import derived_model_facts
-    from kifabrik.models.loading import load_tokenizer
-    from kifabrik.models.sources import model_path
+    from kifabrik.models.runtime import load_tokenizer_of
 
     peft_model = load_with_adapters(ws, infos)
     names = _names(infos)
@@ -123,5 +111,5 @@ def merged_model(ws: Workspace, infos: list[AdapterInfo], options: Any, weights:
     if isinstance(stored, str) and hasattr(torch, stored) and stored != "float32":
         model = model.to(getattr(torch, stored))  # keep the base model's storage precision
     model.save_pretrained(out, safe_serialization=True)
-    load_tokenizer(model_path(ws, base)).save_pretrained(out)
+    load_tokenizer_of(ws, base).save_pretrained(out)
     meta.update(derived_model_facts(out, base, source=f"merged:{options.method}"))

@@ -8,6 +8,7 @@ never runs an evaluation itself.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
 from kifabrik.workspace import Workspace

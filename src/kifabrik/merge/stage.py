@@ -8,8 +8,8 @@ from pydantic import Field
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.merge.api import MergeOptions, merge
-from kifabrik.pipeline import StageContext, StageDef, StageOptions
 from kifabrik.registry import register
+from kifabrik.stages import StageContext, StageDef, StageOptions
 
 
 class MergeStageOptions(StageOptions, MergeOptions):

@@ -1,20 +1,12 @@
-"""Answering prompts with a registered model and its chat template."""
+"""Answering one prompt with a loaded model (`kifabrik generate`, the recipe stage `generate`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from kifabrik.models.runtime import GenerationOptions, LoadedModel
 
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 means greedy decoding
-    top_p: float = 1.0
-    seed: int = 0
+__all__ = ["Generation", "GenerationOptions", "chat", "messages_of"]
 
 
 @dataclass(frozen=True)
@@ -27,36 +19,13 @@ class Generation:
     chat_template: bool
 
 
-def chat(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, *, system: str | None = None,
-         options: GenerationOptions | None = None) -> Generation:
-    """Generate one answer. Uses the tokenizer's chat template when it has one, else the raw prompt."""
-    import torch
+def messages_of(prompt: str, system: str | None = None) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
-    options = options or GenerationOptions()
-    templated = bool(getattr(tokenizer, "chat_template", None))
-    if templated:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        enc: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    else:
-        enc = tokenizer((system + "\n\n" if system else "") + prompt, return_tensors="pt")
-    enc = {k: v.to(model.device) for k, v in enc.items()}
-    torch.manual_seed(options.seed)
-    sample = options.temperature > 0
-    with torch.inference_mode():
-        out = model.generate(  # type: ignore[operator]  # transformers types generate() as a Tensor attribute
-            **enc,
-            max_new_tokens=options.max_new_tokens,
-            do_sample=sample,
-            temperature=options.temperature if sample else None,
-            top_p=options.top_p if sample else None,
-            top_k=None,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    new = out[0, enc["input_ids"].shape[1]:]
-    eos = tokenizer.eos_token_id
-    stopped = eos is not None and len(new) > 0 and int(new[-1]) in ([eos] if isinstance(eos, int) else eos)
-    text = str(tokenizer.decode(new, skip_special_tokens=True)).strip()
-    return Generation(prompt=prompt, text=text,
-                      prompt_tokens=int(enc["input_ids"].shape[1]), completion_tokens=int(len(new)),
-                      finish_reason="stop" if stopped or len(new) < options.max_new_tokens else "length",
-                      chat_template=templated)
+
+def chat(loaded: LoadedModel, prompt: str, *, system: str | None = None,
+         options: GenerationOptions | None = None) -> Generation:
+    """Generate one answer to `prompt` (rendered by the one prompt path of `models.prompts`)."""
+    [c] = loaded.generate([messages_of(prompt, system)], options or GenerationOptions(), batch_size=1)
+    return Generation(prompt=prompt, text=c.text, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+                      finish_reason=c.finish_reason, chat_template=loaded.chat_template is not None)

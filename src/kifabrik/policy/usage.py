@@ -9,25 +9,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from kifabrik.catalog.db import session_factory
-from kifabrik.catalog.schema import Base
+from kifabrik.catalog.schema import PolicyUsage
 from kifabrik.workspace import Workspace
-
-
-class PolicyUsage(Base):
-    """Uses consumed under one rule of one policy attached to one artifact (table from migration 0002)."""
-
-    __tablename__ = "policy_usage"
-
-    artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
-    policy_id: Mapped[str] = mapped_column(ForeignKey("policies.id", ondelete="RESTRICT"), primary_key=True)
-    rule: Mapped[str] = mapped_column(String(200), primary_key=True, doc="the rule's uid or JSON path")
-    used: Mapped[int] = mapped_column(Integer, default=0)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 def _sessions(ws: Workspace):  # type: ignore[no-untyped-def]

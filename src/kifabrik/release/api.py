@@ -185,7 +185,9 @@ def _release(ws: Workspace, target: ArtifactRecord, opts: ReleaseOptions, actor:
             + "\n  ".join(f"{r.gate}: {r.reason}" for r in failed),
             hint="improve the model and evaluate it again, or change the gate deliberately (it is recorded)",
             details={"refused_by": "gate", "gates": [r.as_dict() for r in results]})
-    base = _base(ws, target)
+    from kifabrik.models.runtime import recorded_base
+
+    base = recorded_base(ws, target)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     info = {"name": opts.name, "version": opts.version, "license": licence, "audience": opts.audience,
             "created_at": created,
@@ -218,8 +220,3 @@ def spdx_licence_or_none(name: str) -> str | None:
         return None
 
 
-def _base(ws: Workspace, target: ArtifactRecord) -> ArtifactRecord | None:
-    for e in ws.catalog.edges(child=target.id):
-        if e.relation == "base_model":
-            return ws.catalog.get_artifact(e.parent_id)
-    return None

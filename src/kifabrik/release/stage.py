@@ -17,10 +17,10 @@ from typing import Literal
 from pydantic import Field
 
 from kifabrik.catalog import ArtifactRecord
-from kifabrik.pipeline import StageContext, StageDef, StageOptions
 from kifabrik.registry import register
 from kifabrik.release.api import ReleaseOptions, release
 from kifabrik.release.gates import Gate
+from kifabrik.stages import StageContext, StageDef, StageOptions
 
 
 class ReleaseStageOptions(StageOptions):

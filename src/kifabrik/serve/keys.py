@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, select
-from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 
 from kifabrik.catalog.catalog import utcnow
-from kifabrik.catalog.schema import Base
+from kifabrik.catalog.schema import ApiKey
 from kifabrik.errors import KifabrikError, NotFoundError
 from kifabrik.workspace import Workspace
 
@@ -29,18 +29,6 @@ _RATE = re.compile(r"^\s*(\d+)\s*(?:/\s*(?:min|m|minute))?\s*$")
 SERVABLE_KINDS = ("model", "adapter")
 
 
-class ApiKey(Base):
-    """One API key (table created by migration 0003)."""
-
-    __tablename__ = "api_keys"
-
-    id: Mapped[str] = mapped_column(String(16), primary_key=True, doc="public key id (shown in listings)")
-    hash: Mapped[str] = mapped_column(String(64), unique=True, doc="sha256 of the whole key")
-    name: Mapped[str | None] = mapped_column(String(200))
-    models: Mapped[list[Any]] = mapped_column(JSON, doc="model names the key may use; ['*'] = all")
-    rate_limit: Mapped[int | None] = mapped_column(Integer, doc="requests per minute; null = unlimited")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 @dataclass(frozen=True)

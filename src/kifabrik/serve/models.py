@@ -14,6 +14,7 @@ from typing import Any
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
+from kifabrik.models.runtime import base_of
 from kifabrik.serve.backends.base import (
     AdapterSpec,
     Backend,
@@ -35,15 +36,6 @@ class Served:
     @property
     def adapter(self) -> str | None:
         return self.name if self.record.kind == "adapter" else None
-
-
-def base_of(ws: Workspace, adapter: ArtifactRecord) -> ArtifactRecord:
-    """The base model of an adapter: its `base_model` lineage edge, else `meta.base_model_id`."""
-    edges = [e for e in ws.catalog.edges(child=adapter.id) if e.relation == "base_model"]
-    ref = edges[0].parent_id if edges else adapter.meta.get("base_model_id")
-    if not ref:
-        raise KifabrikError(f"adapter {adapter.ref} records no base model", hint="re-create it with `kifabrik run`")
-    return ws.catalog.get_artifact(ref, "model")
 
 
 def discover(ws: Workspace, only: list[str] | None = None) -> dict[str, Served]:

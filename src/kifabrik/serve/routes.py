@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from kifabrik.serve import toolcalls
+from kifabrik.models import toolcalls
 from kifabrik.serve.backends.base import Backend
 from kifabrik.serve.engine import Event, GenRequest, async_sink
 from kifabrik.serve.errors import APIError

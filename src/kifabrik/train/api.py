@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from kifabrik import files
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
 from kifabrik.models.sources import model_path
@@ -128,7 +129,7 @@ def _execute(ws: Workspace, run_id: str, spec: RunSpec, *, resume: bool, callbac
         def before_first_step(fingerprint: str) -> None:
             if not resume:
                 check_policies(ws, datasets, count=True)
-                rundir.write_json_atomic(folder / "run.json", {**spec.to_json(), "fingerprint": fingerprint})
+                files.write_json_atomic(folder / "run.json", {**spec.to_json(), "fingerprint": fingerprint})
 
         res = run_session(path, folder, prepared, opts, trust=trust, session=session, resume_from=checkpoint,
                           fingerprint_expected=expected, before_first_step=before_first_step,

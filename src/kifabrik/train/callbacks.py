@@ -10,7 +10,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from kifabrik import progress
+from kifabrik import files, progress
 from kifabrik.train import rundir
 from kifabrik.train.accounting import EnergyMeter, peak_memory_bytes
 
@@ -45,7 +45,7 @@ class RunFolder(TrainerCallback):
                 "tokens": state.num_input_tokens_seen - self.tokens0, "energy": energy}
 
     def write_session(self, state: Any, status: str) -> None:
-        rundir.write_json_atomic(self.folder / f"session-{self.session}.json", self.snapshot(state, status))
+        files.write_json_atomic(self.folder / f"session-{self.session}.json", self.snapshot(state, status))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         logs = dict(logs or {})

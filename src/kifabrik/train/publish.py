@@ -7,9 +7,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from kifabrik import files
 from kifabrik.catalog import ArtifactRecord
-from kifabrik.train import rundir
-from kifabrik.train.accounting import device_description, peak_memory_bytes, training_flops
+from kifabrik.train.accounting import (
+    device_description,
+    peak_memory_bytes,
+    training_flops,
+)
 from kifabrik.train.prepare import Prepared, RunSpec
 from kifabrik.train.runner import SessionResult
 from kifabrik.workspace import Workspace
@@ -51,7 +55,7 @@ def publish(ws: Workspace, run_id: str, folder: Path, spec: RunSpec, prepared: P
             res: SessionResult) -> ArtifactRecord:
     """Write the adapter (or model) artifact; the manifest is written last by the store."""
     opts = spec.options
-    metrics = rundir.read_jsonl(folder / "metrics.jsonl")
+    metrics = files.read_jsonl(folder / "metrics.jsonl", missing_ok=True)
     train_losses = [m["loss"] for m in metrics if "loss" in m]
     eval_losses = [m["eval_loss"] for m in metrics if "eval_loss" in m]
     policy_ids = sorted({p[0] for d in prepared.datasets for p in ws.catalog.policies_of(d.id)}
@@ -91,11 +95,11 @@ def publish(ws: Workspace, run_id: str, folder: Path, spec: RunSpec, prepared: P
         shutil.copy2(folder / "metrics.jsonl", draft.dir / "metrics.jsonl")
     record: ArtifactRecord = draft.record
     if kind == "model":
-        files = {k.removeprefix("weights/"): v["sha256"] for k, v in record.manifest["files"].items()
+        weight_files = {k.removeprefix("weights/"): v["sha256"] for k, v in record.manifest["files"].items()
                  if k.startswith("weights/") and k.endswith(".safetensors")}
         from kifabrik.models.folder import weights_sha256
 
-        ws.catalog.set_status(record.id, "ok", {"weights_sha256": weights_sha256(files)})
+        ws.catalog.set_status(record.id, "ok", {"weights_sha256": weights_sha256(weight_files)})
         record = ws.catalog.get_artifact(record.id)
     ws.catalog.audit("train.output", subject=record.id,
                      details={"run_id": run_id, "kind": kind, "base": base.id,

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kifabrik import files
 from kifabrik.errors import KifabrikError
 from kifabrik.workspace import Workspace
 
@@ -36,12 +37,6 @@ def run_dir(ws: Workspace, run_id: str) -> Path:
 
 def checkpoints_dir(folder: Path) -> Path:
     return folder / "checkpoints"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def mark_complete(checkpoint: Path, info: dict[str, Any]) -> None:
@@ -67,16 +62,10 @@ def append_jsonl(path: Path, row: dict[str, Any]) -> None:
         fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def truncate_metrics(folder: Path, step: int) -> int:
     """Drop metric lines after `step` (work lost since the checkpoint); returns how many."""
     path = folder / "metrics.jsonl"
-    rows = read_jsonl(path)
+    rows = files.read_jsonl(path, missing_ok=True)
     keep = [r for r in rows if r.get("step", 0) <= step]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
     return len(rows) - len(keep)

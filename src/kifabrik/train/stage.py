@@ -19,8 +19,8 @@ from pydantic import Field, field_validator
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
-from kifabrik.pipeline import StageContext, StageDef, StageOptions
 from kifabrik.registry import register
+from kifabrik.stages import StageContext, StageDef, StageOptions
 from kifabrik.train.options import TrainOptions
 
 

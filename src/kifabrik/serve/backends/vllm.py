@@ -46,7 +46,7 @@ class VllmBackend(Backend):
 
         from kifabrik.models.loading import load_tokenizer
 
-        self.tokenizer = load_tokenizer(path)
+        self.tokenizer = load_tokenizer(path, trust_remote_code=bool(base.meta.get("trust_remote_code")))
         self.engine = LLMEngine.from_engine_args(EngineArgs(
             model=str(path), enable_lora=bool(adapters), max_loras=max(1, len(adapters)),
             max_num_seqs=options.max_batch, trust_remote_code=bool(base.meta.get("trust_remote_code"))))
@@ -61,12 +61,14 @@ class VllmBackend(Backend):
         self._thread.start()
 
     def chat_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, prefill: str) -> list[int]:
-        kwargs: dict[str, Any] = {"tools": tools} if tools else {}
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
-        return list(self.tokenizer(str(text) + prefill, add_special_tokens=False)["input_ids"])
+        from kifabrik.models import prompts
+
+        return prompts.chat_ids(self.tokenizer, messages, tools=tools, prefill=prefill)
 
     def text_ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text)["input_ids"])
+        from kifabrik.models import prompts
+
+        return prompts.text_ids(self.tokenizer, text)
 
     def submit(self, req: GenRequest) -> None:
         with self._cond:
