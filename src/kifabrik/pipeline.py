@@ -40,6 +40,7 @@ STAGE_MODULES: dict[str, str] = {
     "evaluate": "kifabrik.evaluate.stage",
     "document": "kifabrik.document.stage",
     "release": "kifabrik.release.stage",
+    "kb": "kifabrik.kb.stage",
 }
 
 #: Stages on the roadmap that this version cannot run yet.
