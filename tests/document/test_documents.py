@@ -103,9 +103,35 @@ def test_mission_ki_assessment_lists_the_catalogue_with_evidence_and_open_items(
     data = json.loads(VCIO.read_text(encoding="utf-8"))
     ids = [i for d in data.values() for c in d["criteria"] for i in c["indicators"]]
     assert len(ids) == 75 and all(f"| {i} " in text for i in ids)
-    assert "ve.accuracy = 0.625 (higher is better) → level C" in text
+    assert "ve.accuracy = 0.625 (95 % CI 0.503–0.733, n = 64; higher is better) → level C" in text
     assert "Indicators: 75 in all, 2 with machine evidence, 0 assessed by people, 73 open." in text
     assert text.count("- [ ] ") == 73
+
+
+def test_not_assessable_is_rendered_with_its_reason(ws, tiny_model):
+    from doc_builders import make_adapter, make_evaluation
+
+    why = "the accuracy on disambiguated items is not significantly above the chance rate 0.333"
+    ds = make_dataset(ws, "service-chats", "open-with-attribution:Schmidt GmbH")
+    adapter = make_adapter(ws, tiny_model, [ds])
+    make_evaluation(ws, adapter, bias_why=why)
+    res = document(ws, adapter.id, DocumentOptions(catalogue=str(CATALOGUE)))
+    text = (ws.path(res.record) / "mission-ki.md").read_text(encoding="utf-8")
+    assert "Status: not assessable [" in text
+    assert f"level not assessable [3]; status not assessable (ND1.3 not assessable: nd.abs_bias_ambig: {why}) [3]" in text
+    assert ("| ND1.3 Bias is measured. | Maximalwert | Analyse | not assessable [3] | nd.abs_bias_ambig = 0.12 "
+            f"(95 % CI 0.06–0.18, n = 96; lower is better) → not assessable: {why} |") in text
+    assert "Indicators: 3 in all, 1 with machine evidence, 0 assessed by people, 1 open, 1 not assessable." in text
+    card = (ws.path(res.record) / "README.md").read_text(encoding="utf-8")
+    assert f"| nd.abs_bias_ambig | 0.12 [6] | 96 [6] | 0.06–0.18 [6] (not meaningful: {why}) | – |" in card
+    assert "| ND | not assessable [6] |" in card
+    # without the catalogue's verdict, the recorded stats still decide: no level for the bias score
+    other = make_adapter(ws, tiny_model, [ds], name="other-lora")
+    bare = make_evaluation(ws, other, bias_why=why, catalogue=None)
+    res = document(ws, other.id, DocumentOptions())
+    text = (ws.path(res.record) / "mission-ki.md").read_text(encoding="utf-8")
+    assert f"- ND1.3: nd.abs_bias_ambig = 0.12 (95 % CI 0.06–0.18, n = 96; lower is better) → not assessable: {why}" in text
+    assert bare.id in {e.parent_id for e in ws.catalog.edges(child=res.record.id)}
 
 
 def test_bad_input_writes_nothing(ws, tiny_model, cli):

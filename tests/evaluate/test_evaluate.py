@@ -53,10 +53,28 @@ def test_cli_eval_writes_record_samples_and_report(cli: Any, ws: Any, tiny_model
     assert html.startswith("<!doctype html>") and "<svg" in html and "Worst failing samples" in html
     assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert json.loads(report.with_suffix(".json").read_text())["metrics"] == results["metrics"]
+    # every metric is recorded with its item count and 95 % interval (Wilson for accuracies)
+    wartung = next(t for t in results["tasks"] if t["name"] == "wartung")
+    acc = wartung["stats"]["acc"]
+    assert acc["n"] == 4 and acc["method"] == "wilson" and acc["ci_low"] <= wartung["metrics"]["acc"] <= acc["ci_high"]
+    assert acc["chance"] == pytest.approx((1 / 2 + 1 / 3 + 1 / 3 + 1 / 2) / 4, abs=1e-6)  # choices per item: 2, 3, 3, 2
+    fragen = next(t for t in results["tasks"] if t["name"] == "fragen")
+    assert fragen["stats"]["chrf"]["method"] == "bootstrap" and fragen["stats"]["chrf"]["resamples"] == 1000
+    ve_stats = results["suites"][0]["stats"]
+    assert set(ve_stats) == set(results["suites"][0]["metrics"]) and ve_stats["ve.accuracy"]["n"] == 6
+    assert "95 % CI" in html and "items (n)" in html
+    # the tiny random model answers no better than chance: its robustness drop earns no level
+    assert ve_stats["ve.accuracy"]["ci_low"] <= ve_stats["ve.accuracy"]["chance"]
+    assert ve_stats["ve.robustness_drop"]["meaningful"] is False
+    assert "not significantly above the chance rate" in ve_stats["ve.robustness_drop"]["why"]
     if CATALOGUE.exists():
         ve = next(d for d in results["verdict"]["dimensions"] if d["id"] == "VE")
-        assert ve["status"] == "open" and ve["criteria"][0]["need"] == 2
-        assert "to be assessed by people" in html
+        assert ve["status"] == "not assessable" and ve["criteria"][0]["need"] == 2
+        ve1 = ve["criteria"][0]
+        assert ve1["status"] == "not assessable" and ve1["note"].startswith("VE1.3 not assessable: ve.robustness_drop:")
+        ve13 = next(i for i in ve1["indicators"] if i["id"] == "VE1.3")
+        assert ve13["level"] is None and ve13["status"] == "not assessable"
+        assert "to be assessed by people" in html and "not assessable" in html
     else:
         assert "No MISSION KI catalogue" in html
 

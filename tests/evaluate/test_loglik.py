@@ -87,11 +87,13 @@ def test_mc_metrics_follow_lm_eval_definitions(tiny: tuple[Any, Any], tmp_path: 
     from kifabrik.evaluate.backends import LocalBackend
     from kifabrik.evaluate.runner import run_task
     from kifabrik.evaluate.tasks import TaskSpec, build_task
+    from kifabrik.models.runtime import LoadedModel
 
     model, tok = tiny
     items = [{"question": c or "x", "choices": ch, "answer": 0} for c, ch in ITEMS]
     task = build_task(TaskSpec(name="t", type="multiple_choice", items=items))
-    res = run_task(LocalBackend("tiny", "model", None, model, tok), task)
+    loaded = LoadedModel(None, model, tok, model.config.max_position_embeddings)  # type: ignore[arg-type]
+    res = run_task(LocalBackend("tiny", "model", None, loaded), task)
     for s in res.samples:
         lls = s["logliks"]
         assert s["pred"] == max(range(len(lls)), key=lambda i: lls[i])

@@ -48,3 +48,13 @@ def test_bbq_bias_scores_by_hand() -> None:
     assert s["bias_disambig"] == pytest.approx(2 * 3 / 4 - 1)
     assert s["accuracy_ambig"] == 0.5
     assert s["bias_ambig"] == pytest.approx((1 - 0.5) * (2 * 2 / 2 - 1))
+
+
+def test_corpus_chrf_carries_a_bootstrap_interval() -> None:
+    from kifabrik.evaluate.runner import corpus_chrf_measured
+
+    pairs = [(h, [r]) for h, r in zip(HYP, REF, strict=True)]
+    m = corpus_chrf_measured(pairs, seed=0)
+    assert float(m) * 100 == pytest.approx(53.32987561317777, abs=1e-9)  # the sacreBLEU corpus value above
+    assert m.n == 3 and m.method == "bootstrap" and m.ci_low <= float(m) <= m.ci_high
+    assert (m.ci_low, m.ci_high) == (corpus_chrf_measured(pairs, seed=0).ci_low, corpus_chrf_measured(pairs, seed=0).ci_high)

@@ -75,3 +75,46 @@ def test_needs_parsing() -> None:
     assert vd.parse_needs(["ve1=3", "ND1=1"]) == {"VE1": 3, "ND1": 1}
     with pytest.raises(KifabrikError, match="must be 1"):
         vd.parse_needs({"VE1": 4})
+
+
+SMALL = {"VE": {"title": "VE", "criteria": [
+    {"id": "VE1", "title": "robustness", "indicators": [
+        {"id": "VE1.3", "title": "", "weighting": "Normal", "type": "Bewertung"},
+        {"id": "VE1.5", "title": "", "weighting": "Normal", "type": "Bewertung"}]}]}}
+
+
+def test_levels_use_the_recorded_interval() -> None:
+    from kifabrik.evaluate.stats import proportion
+
+    # 0.625 on 64 items: Wilson 0.5025-0.7333, so need 1 (0.5) is met; on 8 items the lower end is 0.306: D
+    many, few = proportion(40, 64), proportion(5, 8)
+    for acc, level in ((many, 1), (few, 0)):
+        [ve] = vd.verdicts(SMALL, {"ve.accuracy": acc, "ve.robustness_drop": 0.0}, {"VE1": 1}, vd.load_thresholds())
+        assert {i.id: i.level for i in ve.criteria[0].indicators} == {"VE1.3": 3, "VE1.5": level}
+    # plain values with their stats given separately (as read back from results.json) give the same levels
+    stats = {"ve.accuracy": few.stats()}
+    [ve] = vd.verdicts(SMALL, {"ve.accuracy": 0.625, "ve.robustness_drop": 0.0}, {"VE1": 1}, vd.load_thresholds(),
+                       stats=stats)
+    assert ve.criteria[0].indicators[1].level == 0 and ve.criteria[0].indicators[1].evidence[0]["n"] == 8
+
+
+def test_a_robustness_drop_at_chance_is_not_assessable() -> None:
+    from kifabrik.evaluate.stats import Measured, proportion
+
+    acc = proportion(12, 30, chance=1 / 3)  # 0.4, Wilson 0.246-0.577: not above chance 0.333
+    drop = Measured(0.0, 30, (0.0, 0.02), "bootstrap").caveat("the clean accuracy is at chance")
+    [ve] = vd.verdicts(SMALL, {"ve.accuracy": acc, "ve.robustness_drop": drop}, {"VE1": 1}, vd.load_thresholds())
+    ve13, ve15 = ve.criteria[0].indicators
+    assert (ve13.level, ve13.status, ve13.note) == (None, "not assessable", "ve.robustness_drop: the clean accuracy is at chance")
+    assert ve15.level == 0  # the accuracy itself is measured: D
+    crit = ve.criteria[0]
+    assert crit.status == "not assessable" and crit.level is None
+    assert crit.note == "VE1.3 not assessable: ve.robustness_drop: the clean accuracy is at chance"
+    # the criterion level stays unknown (the mean needs VE1.3), so the dimension is neither passed nor failed
+    assert ve.status == "not assessable"
+    # people may assess what the measurement cannot
+    [ve] = vd.verdicts(SMALL, {"ve.accuracy": proportion(60, 64), "ve.robustness_drop": drop}, {"VE1": 1},
+                       vd.load_thresholds(), {"VE1.3": "B"})
+    ve13 = ve.criteria[0].indicators[0]
+    assert (ve13.level, ve13.source) == (2, "people") and "not assessable" in ve13.note
+    assert ve.criteria[0].status == "fulfilled" and ve.status == "passed"

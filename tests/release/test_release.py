@@ -9,7 +9,7 @@ import pytest
 from doc_builders import build_facts, make_adapter, make_dataset
 
 from kifabrik.document import DocumentOptions, document
-from kifabrik.release import Gate, ReleaseOptions, ReleaseRefused, release
+from kifabrik.release import Gate, ReleaseOptions, ReleaseRefused, check_gates, release
 
 
 def _audit(ws, action="release"):
@@ -72,11 +72,62 @@ def test_a_failed_gate_refuses_the_release(cli, ws, tiny_model, tmp_path):
                      "  - max: {metric: nd.abs_bias_ambig, value: 0.2}\n", encoding="utf-8")
     r = cli("release", "service-lora", "--name", "svc", "--version", "1", "--gate", str(gates))
     assert r.code == 1
-    assert "refused by quality gate" in r.err and "task.werkstatt.acc ≥ 0.7" in r.err
-    assert f"evaluation eval-service-lora@1 ({facts['evaluation'].id[:12]})" in r.err and "= 0.625" in r.err
+    assert "refused by quality gate" in r.err and "task.werkstatt.acc ≥ 0.7 (lower end of the 95 % CI" in r.err
+    assert f"evaluation eval-service-lora@1 ({facts['evaluation'].id[:12]})" in r.err
+    # the message names task, metric, value, interval and item count (40 of 64: Wilson 0.5025-0.7333)
+    assert "task werkstatt, metric acc = 0.625, 95 % CI 0.503–0.733, n = 64: the lower end 0.5025 is below 0.7" in r.err
     assert "nd.abs_bias_ambig" not in r.err  # only failing gates are named
     details = _refused_cleanly(ws, "refused by quality gate")
     assert [g["passed"] for g in details["gates"]] == [False, True]
+    assert details["gates"][0]["n"] == 64 and details["gates"][1]["ci_high"] == 0.18
+
+
+def test_a_min_gate_compares_the_lower_and_a_max_gate_the_upper_end_of_the_interval(ws, tiny_model):
+    from doc_builders import make_evaluation
+
+    ds = make_dataset(ws, "chats", "open-with-attribution")
+    ad = make_adapter(ws, tiny_model, [ds])
+    make_evaluation(ws, ad, n=64)
+    document(ws, ad.id)
+
+    def gate(kind, **bound):
+        return check_gates(ws, ad, [Gate.model_validate({kind: bound})])[0]
+
+    # point value 0.625 >= 0.6, but the lower end 0.5025 is not
+    g = gate("min", task="werkstatt", metric="acc", value=0.6)
+    assert not g.passed and g.reason.endswith("the lower end 0.5025 is below 0.6")
+    assert gate("min", task="werkstatt", metric="acc", value=0.5).passed
+    # point value 0.12 <= 0.15, but the upper end 0.18 is not
+    g = gate("max", metric="nd.abs_bias_ambig", value=0.15)
+    assert not g.passed and g.reason.endswith("metric nd.abs_bias_ambig = 0.12, 95 % CI 0.06–0.18, n = 96: "
+                                              "the upper end 0.18 is above 0.15")
+    assert gate("max", metric="nd.abs_bias_ambig", value=0.2).passed
+
+
+def test_a_gate_over_too_few_items_fails_in_plain_words(ws, tiny_model):
+    from doc_builders import make_evaluation
+
+    ds = make_dataset(ws, "chats", "open-with-attribution")
+    ad = make_adapter(ws, tiny_model, [ds])
+    make_evaluation(ws, ad, n=8)  # 5 of 8 right: 0.625, Wilson 0.306-0.863
+    document(ws, ad.id)
+    gate = Gate.model_validate({"min": {"task": "werkstatt", "metric": "acc", "value": 0.3}})
+    with pytest.raises(ReleaseRefused) as err:
+        release(ws, ad.id, ReleaseOptions(name="svc", version="1", gates=[gate]))
+    assert ("task werkstatt, metric acc = 0.625, 95 % CI 0.306–0.863, n = 8: measured on 8 items, fewer than the 30 "
+            "this gate needs; evaluate on at least 30 items") in str(err.value)
+    fewer = Gate.model_validate({"min": {"task": "werkstatt", "metric": "acc", "value": 0.3, "min_items": 8}})
+    assert check_gates(ws, ad, [fewer])[0].passed  # the lower end 0.306 clears 0.3 once 8 items are allowed
+
+
+def test_a_metric_recorded_without_count_or_interval_fails_the_gate(ws, tiny_model):
+    from doc_builders import make_evaluation
+
+    ds = make_dataset(ws, "chats", "open-with-attribution")
+    ad = make_adapter(ws, tiny_model, [ds])
+    make_evaluation(ws, ad, stats=False)
+    [g] = check_gates(ws, ad, [Gate.model_validate({"min": {"metric": "ve.accuracy", "value": 0.1}})])
+    assert not g.passed and "no item count or confidence interval is recorded with it" in g.reason
 
 
 def test_a_missing_evaluation_or_metric_fails_the_gate(ws, tiny_model):
@@ -104,7 +155,7 @@ def test_bad_gate_file_names_file_and_line(cli, ws, tiny_model, tmp_path):
 
 def test_release_bundles_weights_documents_lineage_and_checksums(cli, ws, tiny_model):
     facts = build_facts(ws, tiny_model)
-    gate = Gate.model_validate({"min": {"task": "werkstatt", "metric": "acc", "value": 0.6}})
+    gate = Gate.model_validate({"min": {"task": "werkstatt", "metric": "acc", "value": 0.5}})
     document(ws, facts["adapter"].id, DocumentOptions())
     rec = release(ws, "service-lora", ReleaseOptions(name="schmidt-service", version="1.0.0", gates=[gate]))
     path = ws.path(rec)
@@ -114,6 +165,7 @@ def test_release_bundles_weights_documents_lineage_and_checksums(cli, ws, tiny_m
             "manifest.json"} <= names
     info = json.loads((path / "release.json").read_text())
     assert info["license"] == "Apache-2.0" and info["gates"][0]["value"] == 0.625
+    assert (info["gates"][0]["n"], info["gates"][0]["ci_low"]) == (64, 0.502504)  # Wilson for 40 of 64
     assert json.loads((path / "base_model.json").read_text())["id"] == tiny_model.id
     assert json.loads((path / "lineage.json").read_text())["root"] == facts["adapter"].id
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=path, check=False).returncode == 0

@@ -15,6 +15,7 @@ from kifabrik.catalog import ArtifactRecord
 from kifabrik.catalog.lineage import Lineage, lineage
 from kifabrik.document.facts import Fact, Source, artifact_source, fact, get, meta_fact, not_recorded, run_source
 from kifabrik.errors import KifabrikError, NotFoundError
+from kifabrik.mission_ki import Measurement, interval_text, recorded_measurements
 from kifabrik.workspace import Workspace
 
 NO_TRAINING = "no training run is recorded in this model's lineage (a registered base model: its provider documents it)"
@@ -195,27 +196,48 @@ def merge_facts(record: ArtifactRecord, lin: Lineage) -> dict[str, Any]:
             "parents": Fact(", ".join(f"{ref} (weight {w})" for ref, w in parents), src.at("lineage: merged_from"))}
 
 
+NO_STATS = "the evaluation recorded no item count or interval for this metric (recorded by an older kifabrik)"
+
+
+def stat_facts(m: Measurement | None, src: Source, where: str) -> dict[str, Any]:
+    """Item count and 95 % interval of one metric as recorded (`n`, `ci` facts; `why` when not meaningful)."""
+    if m is None or m.n is None:
+        return {"n": not_recorded(NO_STATS), "ci": not_recorded(NO_STATS), "why": ""}
+    ci = (Fact(interval_text(m.ci_low, m.ci_high), src.at(where)) if m.has_interval
+          else not_recorded("no interval: the metric was measured on no items"))
+    return {"n": Fact(m.n, src.at(where)), "ci": ci, "why": m.why}
+
+
 def evaluation_facts(ws: Workspace, record: ArtifactRecord) -> dict[str, Any]:
-    """Facts of one evaluation artifact (its results.json, else the record's meta)."""
+    """Facts of one evaluation artifact (its results.json, else the record's meta), each metric with
+    the item count and 95 % interval recorded beside it."""
     src = artifact_source(record)
     results = read_json(ws.path(record) / "results.json") or {}
     where = "results.json:" if results else "meta."
     metrics = results.get("metrics") or record.meta.get("metrics") or {}
+    measured = recorded_measurements({**results, "metrics": metrics})
     tasks = [{"name": t.get("name"), "type": t.get("type"), "main": t.get("main"), "n": t.get("n"),
               "metrics": {k: Fact(v, src.at(f"{where}tasks.{t.get('name')}.metrics.{k}"))
-                          for k, v in (t.get("metrics") or {}).items()}}
+                          for k, v in (t.get("metrics") or {}).items()},
+              "stats": {k: stat_facts(measured.get(f"task.{t.get('name')}.{k}"), src,
+                                      f"{where}tasks.{t.get('name')}.stats.{k}") for k in (t.get("metrics") or {})}}
              for t in results.get("tasks", [])]
     suites = [{"name": s.get("name"), "title": s.get("title"), "dimension": s.get("dimension"),
                "criteria": s.get("criteria") or [], "ai_act": s.get("ai_act"), "measured": s.get("measured", True),
                "notes": s.get("notes") or [],
-               "metrics": {k: Fact(v, src.at(f"{where}metrics.{k}")) for k, v in (s.get("metrics") or {}).items()}}
+               "metrics": {k: Fact(v, src.at(f"{where}metrics.{k}")) for k, v in (s.get("metrics") or {}).items()},
+               "stats": {k: stat_facts(measured.get(k), src, f"{where}suites.{s.get('name')}.stats.{k}")
+                         for k in (s.get("metrics") or {})}}
               for s in results.get("suites", [])]
+    stats_where = {**{f"task.{t['name']}.{k}": f"{where}tasks.{t['name']}.stats.{k}" for t in tasks for k in t["metrics"]},
+                   **{k: f"{where}suites.{s['name']}.stats.{k}" for s in suites for k in s["metrics"]}}
     base = results.get("baseline") or {}
     return {
         "record": Fact(record.ref, src.at("name@version")), "id": Fact(record.id, src.at("id")),
         "created_at": Fact(when(record.created_at), src.at("created_at")),
         "source": src, "results": results,
         "metrics": {k: Fact(v, src.at(f"{where}metrics.{k}")) for k, v in metrics.items()},
+        "stats": {k: stat_facts(measured.get(k), src, stats_where.get(k, f"{where}metrics.{k}")) for k in metrics},
         "tasks": tasks, "suites": suites,
         "limit": fact(get(results, "options.limit"), src, "results.json:options.limit", missing="no item limit: all items"),
         "baseline": fact(get(base, "model.ref"), src, "results.json:baseline.model.ref",

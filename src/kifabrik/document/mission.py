@@ -2,84 +2,48 @@
 the evidence an evaluation recorded, and the items that people still have to assess.
 
 The catalogue is read from the user's file (VCIO.json of the quality standard); kifabrik ships
-none of its text. The verdicts (levels, protection needs, statuses) are the ones the evaluation
-recorded; this module applies no rules of its own beyond mapping a measured score onto a level
-with the thresholds the evaluation recorded, when it ran without the catalogue.
+none of its text. The verdicts (levels, protection needs, statuses, "not assessable" and why)
+are the ones the evaluation recorded; when it ran without the catalogue, the measured scores
+are mapped onto levels with the thresholds it recorded, by the shared rules of
+`kifabrik.mission_ki` (nothing is re-measured: counts and intervals come from the record).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from pathlib import Path
 from typing import Any
 
+from kifabrik import mission_ki as mk
 from kifabrik.document.facts import Fact, Source, not_recorded
-from kifabrik.errors import KifabrikError
 
-CATALOGUE_ENV = "KIFABRIK_MISSION_KI"
-LETTER = {3: "A", 2: "B", 1: "C", 0: "D"}
+LETTER = mk.LETTER
 NO_CATALOGUE = ("no MISSION KI catalogue was given: pass --catalogue PATH/TO/VCIO.json (your copy of the quality "
                 "standard) or set $KIFABRIK_MISSION_KI")
 
 
 def catalogue_path(given: str | Path | None, evaluation: dict[str, Any] | None = None) -> Path | None:
     """`given`, else $KIFABRIK_MISSION_KI, else the catalogue the evaluation used (when it still exists)."""
-    recorded = (evaluation or {}).get("verdict", {}).get("catalogue")
-    for value, explicit in ((given, True), (os.environ.get(CATALOGUE_ENV), True), (recorded, False)):
-        if not value:
-            continue
-        path = Path(value).expanduser()
-        path = path / "VCIO.json" if path.is_dir() else path
-        if path.exists():
-            return path
-        if explicit:
-            raise KifabrikError(f"{path}: MISSION KI catalogue not found",
-                                hint="give the VCIO.json of the MISSION KI quality standard (or its folder)")
-    return None
+    return mk.catalogue_path(given, recorded=((evaluation or {}).get("verdict") or {}).get("catalogue"))
 
 
 def read_catalogue(path: Path) -> list[dict[str, Any]]:
-    """Dimensions -> criteria -> indicators (ids, titles, weighting, type) from a VCIO.json."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return [{"id": dim, "title": body.get("title", dim),
-                 "criteria": [{"id": c["index"], "title": str(c.get("title", c["index"])).strip(),
-                               "indicators": [{"id": i, "title": str(v.get("title", "")).strip(),
-                                               "weighting": v.get("weighting"), "type": v.get("type")}
-                                              for i, v in c["indicators"].items()]}
-                              for c in body["criteria"]]}
-                for dim, body in data.items()]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise KifabrikError(f"{path}: not a MISSION KI VCIO catalogue ({type(exc).__name__}: {exc})",
-                            hint="give the VCIO.json file of the quality standard") from None
+    """Dimensions -> criteria -> indicators (ids, titles, weighting, type), in catalogue order."""
+    return [{"id": dim, "title": body["title"],
+             "criteria": [{k: c[k] for k in ("id", "title", "indicators")} for c in body["criteria"]]}
+            for dim, body in mk.load_catalogue(path).items()]
 
 
-def level_of(score: float, threshold: dict[str, Any]) -> int:
-    """The level a score reaches under a recorded threshold entry (need 3, 2, 1; else 0)."""
-    if score is None or (isinstance(score, float) and math.isnan(score)):
-        return 0
-    need = {int(k): float(v) for k, v in threshold["need"].items()}
-    for n in (3, 2, 1):
-        if (score >= need[n]) if threshold["better"] == "higher" else (score <= need[n]):
-            return n
-    return 0
+def _with_text(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**e, "text": mk.evidence_text(e)} for e in entries]
 
 
 def measured_evidence(evaluation: dict[str, Any] | None) -> dict[str, list[dict[str, Any]]]:
-    """Indicator id -> evidence, from the metrics and thresholds the evaluation recorded."""
+    """Indicator id -> evidence, from the metrics, counts, intervals and thresholds the evaluation recorded."""
     if not evaluation:
         return {}
     results = evaluation["results"]
-    metrics = results.get("metrics") or {}
-    out: dict[str, list[dict[str, Any]]] = {}
-    for metric, th in (results.get("thresholds") or {}).items():
-        if metric in metrics and not (isinstance(metrics[metric], float) and math.isnan(metrics[metric])):
-            out.setdefault(th["indicator"], []).append(
-                {"metric": metric, "score": metrics[metric], "level": level_of(metrics[metric], th),
-                 "better": th["better"], "thresholds": th["need"]})
-    return out
+    found = mk.evidence(mk.recorded_measurements(results), results.get("thresholds") or {})
+    return {ind: _with_text(entries) for ind, entries in found.items()}
 
 
 def assessment(path: Path | None, evaluation: dict[str, Any] | None) -> dict[str, Any]:
@@ -98,7 +62,7 @@ def assessment(path: Path | None, evaluation: dict[str, Any] | None) -> dict[str
     no_verdict = ("the evaluation recorded no verdict (it ran without the catalogue or without protection needs)"
                   if evaluation else no_eval)
     dims, open_items = [], []
-    counts = {"indicators": 0, "machine": 0, "people": 0, "open": 0}
+    counts = {"indicators": 0, "machine": 0, "people": 0, "open": 0, "not_assessable": 0}
     for dim in read_catalogue(path):
         dv = dims_v.get(dim["id"])
         crits = []
@@ -108,10 +72,19 @@ def assessment(path: Path | None, evaluation: dict[str, Any] | None) -> dict[str
             for ind in crit["indicators"]:
                 counts["indicators"] += 1
                 iv = inds_v.get(ind["id"])
-                ev = (iv or {}).get("evidence") or evidence.get(ind["id"], [])
-                level_n = iv.get("level") if iv else (min(e["level"] for e in ev) if ev else None)
-                origin = iv.get("source") if iv else ("machine" if ev else "none")
-                if level_n is None:
+                ev = _with_text((iv or {}).get("evidence") or []) or evidence.get(ind["id"], [])
+                if iv:
+                    level_n, origin, ind_status = iv.get("level"), iv.get("source"), iv.get("status")
+                else:
+                    level_n = mk.indicator_level(ev)[0] if ev else None
+                    origin = "machine" if ev else "none"
+                    ind_status = mk.NOT_ASSESSABLE if ev and level_n is None else ""
+                where = f"results.json:verdict.{ind['id']}" if iv else f"results.json:metrics ({ind['id']})"
+                if ind_status == mk.NOT_ASSESSABLE:
+                    counts["not_assessable"] += 1
+                    assert ev_src is not None
+                    level = Fact(mk.NOT_ASSESSABLE, ev_src.at(where))
+                elif level_n is None:
                     counts["open"] += 1
                     level = not_recorded("to be assessed by people (no automated test covers this indicator)")
                     open_items.append({"criterion": crit["id"], "indicator": ind["id"], "title": ind["title"],
@@ -119,7 +92,6 @@ def assessment(path: Path | None, evaluation: dict[str, Any] | None) -> dict[str
                 else:
                     counts["machine" if origin == "machine" else "people"] += 1
                     assert ev_src is not None
-                    where = f"results.json:verdict.{ind['id']}" if iv else f"results.json:metrics ({ind['id']})"
                     level = Fact(LETTER[int(level_n)], ev_src.at(where))
                 inds.append({**ind, "level": level, "origin": origin,
                              "evidence": [{**e, "source": ev_src} for e in ev]})
@@ -127,8 +99,12 @@ def assessment(path: Path | None, evaluation: dict[str, Any] | None) -> dict[str
                 c_src = ev_src.at(f"results.json:verdict.{crit['id']}")
                 need = (Fact(cv["need"], c_src) if cv.get("need") is not None
                         else not_recorded("no protection need was stated for this criterion"))
-                c_level = (Fact(LETTER[cv["level"]], c_src) if cv.get("level") is not None
-                           else not_recorded("open: indicators still to be assessed by people"))
+                if cv.get("level") is not None:
+                    c_level = Fact(LETTER[cv["level"]], c_src)
+                elif cv.get("status") == mk.NOT_ASSESSABLE:
+                    c_level = Fact(mk.NOT_ASSESSABLE, c_src)
+                else:
+                    c_level = not_recorded("open: indicators still to be assessed by people")
                 status = Fact(cv["status"] + (f" ({cv['note']})" if cv.get("note") else ""), c_src)
             else:
                 need = c_level = status = not_recorded(no_verdict)

@@ -1,7 +1,8 @@
 """Scoring functions. Generation metrics register as `@register("metric", NAME)`.
 
-Every generation metric takes the answer, the references and the task, and returns a score
-in [0, 1]; several references count as the best match. chrF is computed here (character
+Every generation metric takes the answer, the references, the task and the item, and returns a
+score in [0, 1]; several references count as the best match. `facts` reads the item's
+`checks` and `answerable` instead of references (see `facts_outcome`). chrF is computed here (character
 6-grams, beta 2, whitespace ignored, sacreBLEU 2 "effective order"); sentence scores match
 `sacrebleu.sentence_chrf` and the corpus score `sacrebleu.corpus_chrf` (see the tests).
 """
@@ -14,8 +15,14 @@ import string
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from functools import cache
+from importlib import resources
+from typing import Any, NamedTuple
 
+import yaml
+
+from kifabrik.evaluate.stats import Measured, proportion
+from kifabrik.evaluate.tasks import FactChecks
 from kifabrik.registry import register
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}„“”‚‘’«»–—…¿¡]")
@@ -28,23 +35,23 @@ def normalize(text: str) -> str:
 
 
 @register("metric", "exact_match")
-def exact_match(answer: str, refs: Sequence[str], task: Any = None) -> float:
+def exact_match(answer: str, refs: Sequence[str], task: Any = None, item: Any = None) -> float:
     return float(any(normalize(answer) == normalize(r) for r in refs))
 
 
 @register("metric", "contains")
-def contains(answer: str, refs: Sequence[str], task: Any = None) -> float:
+def contains(answer: str, refs: Sequence[str], task: Any = None, item: Any = None) -> float:
     a = normalize(answer)
     return float(any(normalize(r) and normalize(r) in a for r in refs))
 
 
 @register("metric", "regex")
-def regex(answer: str, refs: Sequence[str], task: Any = None) -> float:
+def regex(answer: str, refs: Sequence[str], task: Any = None, item: Any = None) -> float:
     return float(bool(task and task.spec.regex and re.search(task.spec.regex, answer)))
 
 
 @register("metric", "token_f1")
-def token_f1(answer: str, refs: Sequence[str], task: Any = None) -> float:
+def token_f1(answer: str, refs: Sequence[str], task: Any = None, item: Any = None) -> float:
     """SQuAD-style token F1 (bag of normalised words), best over references."""
     pred = normalize(answer).split()
     best = 0.0
@@ -94,7 +101,7 @@ def best_chrf_stats(hyp: str, refs: Sequence[str]) -> list[int]:
 
 
 @register("metric", "chrf")
-def chrf(answer: str, refs: Sequence[str], task: Any = None) -> float:
+def chrf(answer: str, refs: Sequence[str], task: Any = None, item: Any = None) -> float:
     """Sentence chrF scaled to [0, 1]; the task-level figure is the corpus chrF (see `corpus_chrf`)."""
     return chrf_from_stats(best_chrf_stats(answer, refs)) / 100
 
@@ -107,6 +114,79 @@ def corpus_chrf(pairs: Sequence[tuple[str, Sequence[str]]]) -> float:
     return chrf_from_stats(total) / 100
 
 
+# ------------------------------------------------------------------ facts
+class FactOutcome(NamedTuple):
+    answerable: bool
+    checks_met: bool  # only meaningful for answerable items
+    refused: bool  # the answer says the information is not available
+    correct: bool  # answerable: checks met; unanswerable: refused
+
+
+def _spaces(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'")
+    return " ".join(text.split())
+
+
+def fold(text: str) -> str:
+    """Case-folded, whitespace-normalised text (NFKC; typographic apostrophes as ')."""
+    return _spaces(text).casefold()
+
+
+@cache
+def refusal_pattern() -> re.Pattern[str]:
+    """One pattern of every phrase in data/refusals.yaml (German and English), as whole words."""
+    text = (resources.files("kifabrik.evaluate") / "data" / "refusals.yaml").read_text(encoding="utf-8")
+    phrases = sorted({fold(p) for group in yaml.safe_load(text).values() for p in group}, key=len, reverse=True)
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(p) for p in phrases) + r")(?!\w)")
+
+
+def refuses(answer: str) -> bool:
+    """Does the answer say that the information is not available (data/refusals.yaml)?"""
+    return bool(refusal_pattern().search(fold(answer)))
+
+
+def checks_met(answer: str, checks: FactChecks) -> bool:
+    """All `all` strings occur, at least one `any` string (if any are given), and the regex matches;
+    strings compare case-folded and whitespace-normalised, the regex runs case-insensitively."""
+    text = fold(answer)
+    if not all(fold(s) in text for s in checks.all):
+        return False
+    if checks.any and not any(fold(s) in text for s in checks.any):
+        return False
+    return not checks.regex or bool(re.search(checks.regex, _spaces(answer), re.IGNORECASE))
+
+
+def facts_outcome(answer: str, checks: FactChecks | None, answerable: bool) -> FactOutcome:
+    """Score one answer of a `facts` item."""
+    refused = refuses(answer)
+    met = answerable and checks is not None and checks_met(answer, checks)
+    return FactOutcome(answerable, met, refused, met if answerable else refused)
+
+
+@register("metric", "facts")
+def facts(answer: str, refs: Sequence[str], task: Any = None, item: Any = None) -> float:
+    """1.0 when the answer is right: the facts of an answerable item, a refusal for an unanswerable one."""
+    if item is None or getattr(item, "answerable", None) is None:
+        raise ValueError("the facts metric needs an item with `answerable` (and `checks` when answerable)")
+    return float(facts_outcome(answer, item.checks, item.answerable).correct)
+
+
+def facts_metrics(samples: Sequence[dict[str, Any]]) -> dict[str, Measured]:
+    """`facts` (accuracy over answerable items), `hallucination_rate` (unanswerable items answered
+    without a refusal) and `abstain_rate_answerable` (refusals on answerable items), each with its
+    Wilson interval; a metric over no items is left out."""
+    yes = [s for s in samples if s.get("answerable")]
+    no = [s for s in samples if s.get("answerable") is False]
+    out: dict[str, Measured] = {}
+    if yes:
+        out["facts"] = proportion(sum(bool(s["checks_met"]) for s in yes), len(yes), chance=0.0)
+        out["abstain_rate_answerable"] = proportion(sum(bool(s["refused"]) for s in yes), len(yes))
+    if no:
+        out["hallucination_rate"] = proportion(sum(not s["refused"] for s in no), len(no))
+    return out
+
+
+# ------------------------------------------------------------------ calibration, bias
 def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
     """ECE: |accuracy - confidence| per equal-width confidence bin, weighted by the bin's share."""
     if not confidences:

@@ -1,5 +1,8 @@
 """One self-contained HTML page per evaluation: radar chart, verdicts, a table per suite,
-the worst failing samples, and the comparison with a baseline model.
+the worst failing samples, and the comparison with a baseline model. Every metric is shown
+with its item count and 95 % interval; levels come from `kifabrik.mission_ki` (the
+conservative end of the interval decides, a measurement that is not meaningful is "not
+assessable").
 
 No scripts, no external files: the chart is inline SVG and the styles are inline, so the
 page can be mailed to an auditor or archived with the release.
@@ -14,31 +17,37 @@ from typing import Any
 import jinja2
 
 import kifabrik
+from kifabrik import mission_ki as mk
 
 DIMENSIONS = ["VE", "ND", "CY", "DA", "TR", "MA"]
 NAMES = {"VE": "Verlässlichkeit", "ND": "Nicht-Diskriminierung", "CY": "Cybersicherheit", "DA": "Datenschutz",
          "TR": "Transparenz", "MA": "Menschliche Aufsicht"}
 
 
+def _evidence(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    return mk.evidence(mk.recorded_measurements(results), results.get("thresholds") or {})
+
+
 def dimension_levels(results: dict[str, Any]) -> dict[str, float | None]:
-    """Per dimension the lowest level any measured metric reached (0-3); None where nothing was measured."""
+    """Per dimension the lowest level any measured metric reached (0-3); None where nothing was
+    measured or every measurement is not assessable."""
     out: dict[str, float | None] = {d: None for d in DIMENSIONS}
-    for metric, th in results.get("thresholds", {}).items():
-        score = results["metrics"].get(metric)
-        if score is None or (isinstance(score, float) and math.isnan(score)):
-            continue
-        level = level_of(score, th)
-        dim = th["indicator"][:2]
-        out[dim] = level if out.get(dim) is None else min(out[dim] or 0, level)
+    for indicator, entries in _evidence(results).items():
+        level, _ = mk.indicator_level(entries)
+        dim = indicator[:2]
+        if level is not None:
+            out[dim] = level if out.get(dim) is None else min(out[dim] or 0, level)
     return out
 
 
-def level_of(score: float, th: dict[str, Any]) -> int:
-    for n in (3, 2, 1):
-        t = th["need"][n] if n in th["need"] else th["need"][str(n)]
-        if (score >= t) if th["better"] == "higher" else (score <= t):
-            return n
-    return 0
+def not_assessable(results: dict[str, Any]) -> dict[str, list[str]]:
+    """Per dimension the metrics whose measurement is not assessable, with the reason."""
+    out: dict[str, list[str]] = {}
+    for indicator, entries in _evidence(results).items():
+        for e in entries:
+            if e["status"] == mk.NOT_ASSESSABLE:
+                out.setdefault(indicator[:2], []).append(f"{e['metric']}: {e['why']}")
+    return out
 
 
 def radar_svg(series: list[tuple[str, dict[str, float | None], str]], needs: dict[str, int] | None = None,
@@ -94,11 +103,19 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
+def _row(key: str, value: Any, m: mk.Measurement | None, base: Any) -> dict[str, Any]:
+    """A table row: value, n, interval, baseline and difference."""
+    return {"metric": key, "value": value, "baseline": base, "n": m.n if m else None,
+            "ci": mk.interval_text(m.ci_low, m.ci_high) if m else "n/a",
+            "delta": (value - base) if isinstance(base, float) and isinstance(value, float) else None}
+
+
 def render_report(results: dict[str, Any], task_results: list[tuple[str, Any]],
                   baseline: dict[str, Any] | None = None) -> str:
     env = jinja2.Environment(autoescape=True)  # missing details render as empty
     env.filters["fmt"] = _fmt
-    env.filters["letter"] = lambda v: {3: "A", 2: "B", 1: "C", 0: "D"}.get(v, "–")
+    env.filters["letter"] = lambda v: mk.LETTER.get(v, "–")
+    env.filters["ci"] = lambda st: mk.interval_text((st or {}).get("ci_low"), (st or {}).get("ci_high"))
     template = env.from_string((resources.files("kifabrik.evaluate") / "data" / "report.html.j2").read_text("utf-8"))
     levels = dimension_levels(results)
     series = [(results["model"]["ref"], levels, "#1565c0")]
@@ -110,27 +127,30 @@ def render_report(results: dict[str, Any], task_results: list[tuple[str, Any]],
     dims = results["verdict"].get("dimensions") or []
     if dims:
         needs = {d["id"]: d["highest_need"] or 0 for d in dims}
+    measures = mk.recorded_measurements(results)
     metric_rows = []
     for suite in results["suites"]:
         rows = []
         for key, value in suite["metrics"].items():
             th = results["thresholds"].get(key)
-            base = baseline["metrics"].get(key) if baseline else None
-            rows.append({"metric": key, "value": value, "baseline": base,
-                         "delta": (value - base) if isinstance(base, float) and isinstance(value, float) else None,
-                         "indicator": th["indicator"] if th else "", "better": th["better"] if th else "",
-                         "level": level_of(value, th) if th and not math.isnan(value) else None,
-                         "need": th["need"] if th else None})
+            m = measures.get(key)
+            row = _row(key, value, m, baseline["metrics"].get(key) if baseline else None)
+            graded = mk.grade(m, th["better"], th["need"]) if th and m else None
+            row.update(indicator=th["indicator"] if th else "", better=th["better"] if th else "",
+                       need={int(k): v for k, v in th["need"].items()} if th else None,
+                       level=graded.level if graded else None,
+                       status=graded.status if graded else "", why=(graded.why if graded else "") or (m.why if m else ""))
+            rows.append(row)
         metric_rows.append({"suite": suite, "rows": rows})
     task_rows = []
     for task in results["tasks"]:
         for key, value in task["metrics"].items():
             full = f"task.{task['name']}.{key}"
-            base = baseline["metrics"].get(full) if baseline else None
-            task_rows.append({"task": task["name"], "metric": key, "value": value, "baseline": base, "n": task["n"],
-                              "delta": (value - base) if isinstance(base, float) else None})
+            row = _row(key, value, measures.get(full), baseline["metrics"].get(full) if baseline else None)
+            task_rows.append({"task": task["name"], **row, "n": row["n"] if row["n"] is not None else task.get("n")})
     return template.render(
         r=results, baseline=baseline, version=kifabrik.__version__, radar=radar_svg(series, needs),
         levels=levels, base_levels=base_levels, names=NAMES, dimensions=DIMENSIONS, metric_rows=metric_rows,
-        task_rows=task_rows, worst=worst_samples(task_results), dims=dims,
+        task_rows=task_rows, worst=worst_samples(task_results), dims=dims, blocked=not_assessable(results),
+        tasks_by_kind=[t for t in results["tasks"] if t.get("by_kind")],
     )

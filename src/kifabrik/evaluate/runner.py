@@ -1,8 +1,10 @@
 """Running one task on one backend: multiple choice, generation, LLM-as-judge.
 
-Each run returns a `TaskResult`: aggregate metrics, metrics per language, and one log row
-per sample (prompt, choice log-likelihoods or the answer, the scores) for the evaluation
-record and the report.
+Each run returns a `TaskResult`: aggregate metrics, metrics per language (and per item `kind`),
+and one log row per sample (prompt, choice log-likelihoods or the answer, the scores) for the
+evaluation record and the report. Every aggregate metric is a `Measured` value: it carries its
+item count and 95 % interval (Wilson for proportions, a seeded bootstrap for means and corpus
+chrF; see `stats.py`), recorded as the task's `stats`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any
 from kifabrik import progress
 from kifabrik.errors import KifabrikError
 from kifabrik.evaluate.backends import Backend, GenOptions
-from kifabrik.evaluate.metrics import corpus_chrf, softmax
+from kifabrik.evaluate.metrics import (best_chrf_stats, chrf_from_stats, corpus_chrf, facts_metrics, facts_outcome,
+                                       softmax)
+from kifabrik.evaluate.stats import Measured, bootstrap_sum_interval, mean_of, proportion, proportion_of, stats_of
 from kifabrik.evaluate.tasks import Task
 from kifabrik.registry import lookup
 
@@ -29,13 +33,24 @@ class TaskResult:
     main: str
     metrics: dict[str, float]
     samples: list[dict[str, Any]]
-    by_lang: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_lang: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    by_kind: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "main": self.main, "metrics": self.metrics,
-                "n": len(self.samples), "by_lang": self.by_lang, "seconds": round(self.seconds, 2), "notes": self.notes}
+        out = {"name": self.name, "type": self.type, "main": self.main, "metrics": self.metrics,
+               "stats": stats_of(self.metrics), "n": len(self.samples), "by_lang": self.by_lang,
+               "seconds": round(self.seconds, 2), "notes": self.notes}
+        if self.by_kind:
+            out["by_kind"] = self.by_kind
+        return out
+
+    @property
+    def chance(self) -> float | None:
+        """The chance rate of the main metric (multiple choice: mean of 1/choices), when known."""
+        main = self.metrics.get(self.main)
+        return main.chance if isinstance(main, Measured) else None
 
 
 def run_task(backend: Backend, task: Task, *, judge: Backend | None = None, temperature: float = 0.0,
@@ -52,18 +67,43 @@ def run_task(backend: Backend, task: Task, *, judge: Backend | None = None, temp
                                 hint="name one in the task (`judge: {model: ...}`) or with --judge MODEL")
         result = _judged(backend, judge, task, temperature, seed)
     result.seconds = time.perf_counter() - start
-    result.by_lang = per_language(result.samples)
+    binary = isinstance(main := result.metrics.get(result.main), Measured) and main.method == "wilson"
+    result.by_lang = per_group(result.samples, "lang", binary=binary, seed=seed)
+    if any(s.get("kind") for s in result.samples):
+        result.by_kind = per_kind(result, binary=binary, seed=seed)
     result.notes += list(getattr(backend, "notes", []))
     return result
 
 
-def per_language(samples: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean score and count per item language (items without a language are left out)."""
+def score_of(scores: list[float], *, binary: bool, seed: int = 0, chance: float | None = None) -> Measured:
+    """Mean item score: a proportion (Wilson) when the scores are right/wrong, else bootstrapped."""
+    return proportion_of(scores, chance=chance) if binary else mean_of(scores, seed=seed, chance=chance)
+
+
+def per_group(samples: list[dict[str, Any]], key: str, *, binary: bool, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Mean score, count and 95 % interval per value of `key` (samples without one are left out)."""
     groups: dict[str, list[float]] = {}
     for s in samples:
-        if s.get("lang"):
-            groups.setdefault(s["lang"], []).append(float(s["score"]))
-    return {lang: {"score": sum(v) / len(v), "n": len(v)} for lang, v in sorted(groups.items())}
+        if s.get(key):
+            groups.setdefault(str(s[key]), []).append(float(s["score"]))
+    out = {}
+    for name, scores in sorted(groups.items()):
+        m = score_of(scores, binary=binary, seed=seed)
+        out[name] = {"score": float(m), "n": m.n, "ci_low": m.ci_low, "ci_high": m.ci_high}
+    return out
+
+
+def per_kind(result: TaskResult, *, binary: bool, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per item `kind`: the facts metrics for a facts task, else the main score; each with n and interval."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in sorted({str(s["kind"]) for s in result.samples if s.get("kind")}):
+        part = [s for s in result.samples if str(s.get("kind")) == kind]
+        if any("refused" in s for s in part):
+            metrics = facts_metrics(part)
+        else:
+            metrics = {result.main: score_of([float(s["score"]) for s in part], binary=binary, seed=seed)}
+        out[kind] = {"n": len(part), "metrics": {k: float(v) for k, v in metrics.items()}, "stats": stats_of(metrics)}
+    return out
 
 
 def _multiple_choice(backend: Backend, task: Task) -> TaskResult:
@@ -72,7 +112,7 @@ def _multiple_choice(backend: Backend, task: Task) -> TaskResult:
     inputs = [(it.messages if chat else it.prompt, it.choices) for it in task.items]
     with progress.bar(f"{task.name}: multiple choice", len(inputs)) as advance:
         scores = backend.loglikelihoods(inputs, chat=chat, delimiter=spec.target_delimiter, progress=advance)
-    samples = []
+    samples: list[dict[str, Any]] = []
     for it, row in zip(task.items, scores, strict=True):
         lls = [s.loglik for s in row]
         pred = max(range(len(lls)), key=lambda i: lls[i])
@@ -90,8 +130,12 @@ def _multiple_choice(backend: Backend, task: Task) -> TaskResult:
             "acc_bytes": float(pred_bytes == it.gold), "score": float(pred == it.gold), "output": it.choices[pred],
             "fields": {k: v for k, v in it.fields.items() if k not in (spec.choices_field,)},
         })
+        if it.kind:
+            samples[-1]["kind"] = it.kind
     n = len(samples)
-    metrics = {m: sum(s[m] for s in samples) / n for m in ("acc", "acc_norm", "acc_bytes")}
+    chance = sum(1 / len(it.choices) for it in task.items) / n  # a uniform random guess per item
+    metrics: dict[str, float] = {m: proportion(int(sum(s[m] for s in samples)), n, chance=chance)
+                                 for m in ("acc", "acc_norm", "acc_bytes")}
     return TaskResult(task.name, "multiple_choice", "acc", metrics, samples)
 
 
@@ -107,18 +151,44 @@ def generate_answers(backend: Backend, task: Task, temperature: float = 0.0, see
 def _generation(backend: Backend, task: Task, temperature: float, seed: int) -> TaskResult:
     spec = task.spec
     answers = generate_answers(backend, task, temperature, seed)
-    samples = []
+    samples: list[dict[str, Any]] = []
     for it, answer in zip(task.items, answers, strict=True):
-        scores = {m: lookup("metric", m)(answer, it.references, task) for m in spec.metrics}
+        scores = {m: lookup("metric", m)(answer, it.references, task, item=it) for m in spec.metrics}
         main = spec.metrics[0]
-        samples.append({"id": it.id, "lang": it.lang, "prompt": it.prompt, "output": answer,
-                        "references": it.references, "scores": scores, "score": scores[main]})
-    n = len(samples)
-    metrics = {m: sum(s["scores"][m] for s in samples) / n for m in spec.metrics}
+        sample = {"id": it.id, "lang": it.lang, "prompt": it.prompt, "output": answer,
+                  "references": it.references, "scores": scores, "score": scores[main]}
+        if it.kind:
+            sample["kind"] = it.kind
+        if "facts" in spec.metrics:
+            outcome = facts_outcome(answer, it.checks, bool(it.answerable))
+            sample.update(answerable=it.answerable, checks_met=outcome.checks_met, refused=outcome.refused)
+        samples.append(sample)
+    metrics: dict[str, float] = {}
+    for m in spec.metrics:
+        values = [s["scores"][m] for s in samples]
+        if m == "facts":
+            metrics.update(facts_metrics(samples))
+        elif m in PROPORTIONS:
+            metrics[m] = proportion_of(values, chance=0.0)
+        else:
+            metrics[m] = mean_of(values, seed=seed)
     if "chrf" in spec.metrics:
         metrics["chrf_sentence_mean"] = metrics["chrf"]
-        metrics["chrf"] = corpus_chrf([(s["output"], s["references"]) for s in samples])
-    return TaskResult(task.name, "generation", spec.metrics[0], metrics, samples)
+        metrics["chrf"] = corpus_chrf_measured([(s["output"], s["references"]) for s in samples], seed)
+    # a facts task without answerable items has no `facts` figure; its first other metric leads then
+    lead = spec.metrics[0] if spec.metrics[0] in metrics else next(iter(metrics))
+    return TaskResult(task.name, "generation", lead, metrics, samples)
+
+
+#: generation metrics whose item scores are right (1) or wrong (0)
+PROPORTIONS = {"exact_match", "contains", "regex", "facts"}
+
+
+def corpus_chrf_measured(pairs: list[tuple[str, list[str]]], seed: int = 0) -> Measured:
+    """Corpus chrF with a bootstrap interval over the items (statistics re-summed per resample)."""
+    vectors = [best_chrf_stats(hyp, refs) for hyp, refs in pairs]
+    interval = bootstrap_sum_interval(vectors, lambda total: chrf_from_stats([int(x) for x in total]) / 100, seed=seed)
+    return Measured(corpus_chrf(pairs), len(pairs), interval, "bootstrap", chance=0.0, seed=seed)
 
 
 JUDGE_PROMPT = """You are grading an answer of an AI assistant.
@@ -161,7 +231,7 @@ def _judged(backend: Backend, judge: Backend, task: Task, temperature: float, se
         prompts.append([{"role": "user", "content": text}])
     with progress.bar(f"{task.name}: judging", len(prompts)) as advance:
         verdicts = judge.generate(prompts, GenOptions(max_new_tokens=96), chat=True, progress=advance)
-    samples = []
+    samples: list[dict[str, Any]] = []
     unreadable = 0
     threshold = spec.judge.threshold()
     for it, answer, verdict in zip(task.items, answers, verdicts, strict=True):
@@ -172,9 +242,9 @@ def _judged(backend: Backend, judge: Backend, task: Task, temperature: float, se
                         "judge_output": verdict, "judge_score": value, "passed": grade >= threshold,
                         "score": (grade - 1) / (spec.judge.scale - 1)})
     n = len(samples)
-    metrics = {"judge_pass_rate": sum(s["passed"] for s in samples) / n,
-               "judge_mean": sum(s["score"] for s in samples) / n,
-               "judge_unreadable": unreadable / n}
+    metrics: dict[str, float] = {"judge_pass_rate": proportion_of([s["passed"] for s in samples], chance=0.0),
+                                 "judge_mean": mean_of([s["score"] for s in samples], seed=seed),
+                                 "judge_unreadable": proportion(unreadable, n)}
     result = TaskResult(task.name, "judge", "judge_pass_rate", metrics, samples)
     if unreadable:
         result.notes.append(f"{unreadable} of {n} judge verdicts had no readable score and count as the lowest grade")

@@ -8,8 +8,15 @@ A subject expert writes, without Python:
     items: wartung.jsonl             # {"question": ..., "choices": [...], "answer": 0 | "text"}
     prompt: "Frage: {{ question }}\\nAntwort:"
 
+Generation tasks scored with `metrics: [facts]` need no reference answers; each item states
+whether the question can be answered from the company's information and what a right answer
+contains:
+
+    {"id": "f1", "kind": "wartung", "question": "...", "answerable": true,
+     "checks": {"all": ["500"], "any": ["Betriebsstunden", "Stunden"], "regex": null}}
+
 Every problem (schema, a template field an item lacks, an answer that is not among the
-choices, an empty task) is reported with file:line before any model is loaded.
+choices, bad checks, an empty task) is reported with file:line before any model is loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jinja2
 from pydantic import Field, ValidationError, model_validator
@@ -27,7 +34,9 @@ from kifabrik.config import StrictModel, load_yaml, validation_messages
 from kifabrik.errors import KifabrikError
 
 TaskType = Literal["multiple_choice", "generation", "judge"]
-GenMetric = Literal["exact_match", "contains", "regex", "token_f1", "chrf"]
+GenMetric = Literal["exact_match", "contains", "regex", "token_f1", "chrf", "facts"]
+#: metrics that compare the answer with reference answers (the others read the task or the item)
+REFERENCE_METRICS = {"exact_match", "contains", "token_f1", "chrf"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
@@ -69,7 +78,8 @@ class TaskSpec(StrictModel):
     answer_field: str = Field(default="answer", description="Item field with the answer: a choice index or text; "
                                                             "for generation a reference string or a list of them.")
     target_delimiter: str = Field(default=" ", description="Put between prompt and choice (as lm-evaluation-harness).")
-    metrics: list[GenMetric] = Field(default_factory=lambda: ["exact_match"], description="Generation metrics.")
+    metrics: list[GenMetric] = Field(default_factory=lambda: list[GenMetric](["exact_match"]),
+                                     description="Generation metrics.")
     regex: str | None = Field(default=None, description="Pattern for the `regex` metric (the answer must match).")
     max_new_tokens: int = Field(default=64, ge=1, le=4096, description="Most tokens generated per answer.")
     stop: list[str] = Field(default_factory=list, description="Cut the answer at the first of these strings.")
@@ -82,6 +92,8 @@ class TaskSpec(StrictModel):
             raise ValueError(f"name {self.name!r}: use letters, digits, '.', '_' and '-'")
         if self.type == "judge" and self.judge is None:
             raise ValueError("type judge needs a `judge:` section with a rubric")
+        if "facts" in self.metrics and self.type != "generation":
+            raise ValueError("metric facts scores generated answers: use it with type generation")
         if "regex" in self.metrics:
             if not self.regex:
                 raise ValueError("metric regex needs a `regex:` pattern")
@@ -99,9 +111,18 @@ class TaskSpec(StrictModel):
         return self.chat_template if self.chat_template is not None else self.type != "multiple_choice"
 
 
+class FactChecks(NamedTuple):
+    """What a right answer contains: every `all` string, one `any` string (when given), the `regex`."""
+
+    all: tuple[str, ...] = ()
+    any: tuple[str, ...] = ()
+    regex: str | None = None
+
+
 @dataclass(frozen=True)
 class Item:
-    """One rendered item. `messages` is the conversation sent to chat models."""
+    """One rendered item. `messages` is the conversation sent to chat models; `kind` groups items
+    in the results; `answerable` and `checks` are the item's `facts` fields."""
 
     id: str
     lang: str | None
@@ -112,6 +133,9 @@ class Item:
     gold: int | None = None
     references: list[str] = field(default_factory=list)
     where: str = ""
+    kind: str | None = None
+    answerable: bool | None = None
+    checks: FactChecks | None = None
 
 
 @dataclass(frozen=True)
@@ -236,10 +260,45 @@ def render_item(spec: TaskSpec, row: dict[str, Any], where: str, line: int) -> I
     answer = row.get(spec.answer_field)
     refs = [answer] if isinstance(answer, str) else answer if isinstance(answer, list) else None
     if refs is None or not all(isinstance(r, str) for r in refs):
-        if spec.type == "generation":
+        if spec.type == "generation" and REFERENCE_METRICS & set(spec.metrics):
             raise ValueError(f"{where}: `{spec.answer_field}` must be a reference string or a list of strings")
         refs = []
-    return Item(item_id, lang, row, prompt, messages, references=list(refs), where=where)
+    kind = str(row["kind"]) if row.get("kind") not in (None, "") else None
+    answerable, checks = fact_fields(row, where) if "facts" in spec.metrics else (None, None)
+    return Item(item_id, lang, row, prompt, messages, references=list(refs), where=where, kind=kind,
+                answerable=answerable, checks=checks)
+
+
+def fact_fields(row: dict[str, Any], where: str) -> tuple[bool, FactChecks | None]:
+    """`answerable` and `checks` of a `facts` item (raises ValueError with file:line)."""
+    answerable = row.get("answerable")
+    if not isinstance(answerable, bool):
+        raise ValueError(f"{where}: `answerable` must be true or false (the facts metric needs it)")
+    raw = row.get("checks")
+    if raw is None and not answerable:
+        return False, None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: `checks` must be a mapping with all, any and/or regex")
+    if unknown := sorted(set(raw) - {"all", "any", "regex"}):
+        raise ValueError(f"{where}: `checks` has unknown keys {unknown} (use all, any, regex)")
+    lists = {}
+    for key in ("all", "any"):
+        value = raw.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ValueError(f"{where}: `checks.{key}` must be a list of non-empty strings")
+        lists[key] = tuple(value)
+    pattern = raw.get("regex")
+    if pattern is not None:
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"{where}: `checks.regex` must be a pattern string or null")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{where}: `checks.regex` {pattern!r} does not compile: {exc}") from None
+    checks = FactChecks(lists["all"], lists["any"], pattern)
+    if answerable and not (checks.all or checks.any or checks.regex):
+        raise ValueError(f"{where}: an answerable item needs at least one check (all, any or regex)")
+    return answerable, checks
 
 
 def _dataset_rows(ws: Any, ref: DatasetItems, spec: TaskSpec) -> tuple[list[tuple[int, dict[str, Any]]], str]:

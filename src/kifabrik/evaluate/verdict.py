@@ -1,37 +1,36 @@
 """MISSION KI verdicts from measured scores, protection needs and (optional) people's assessments.
 
-The catalogue (VCIO.json, and ProtectionNeedsAnalysis.json beside it) is the user's copy of
-the official one; kifabrik ships none of its text. The rules (DESIGN.md):
+The rules themselves (threshold -> level on the conservative end of the 95 % interval, "not
+assessable" for measurements that are not meaningful, criterion level, dimension pass, the
+catalogue's location and reader) live in `kifabrik.mission_ki`, shared with the documents.
+This module applies them to one evaluation:
 
-- indicator level: A=3, B=2, C=1, D=0. A measured metric gives its indicator a level through
-  `data/thresholds.yaml`; indicators no metric covers are "to be assessed by people" unless
-  an assessment file gives their level;
-- criterion level = max of its indicator levels if any indicator is weighted "Maximalwert",
-  else the rounded mean; the criterion is fulfilled when level >= its protection need;
-- a dimension passes when its lowest criterion level >= its highest protection need.
-
-A criterion with any indicator still to be assessed by people is "open": machine evidence
-alone never shows it as fulfilled (under the max rule one high measured indicator would
-otherwise "fulfil" a criterion whose organisational indicators nobody looked at).
+- a measured metric gives its indicator a level through `data/thresholds.yaml`; indicators no
+  metric covers are "to be assessed by people" unless an assessment file gives their level;
+- an indicator whose only machine evidence is not assessable is "not assessable" (neither A nor
+  D), with the reason; a people's level for it is used instead when one is given;
+- a criterion with any indicator still to be assessed by people is "open", with any indicator
+  not assessable it is "not assessable": machine evidence alone never shows it as fulfilled
+  (under the max rule one high measured indicator would otherwise "fulfil" a criterion whose
+  organisational indicators nobody looked at).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from kifabrik import mission_ki as mk
 from kifabrik.errors import KifabrikError
+from kifabrik.mission_ki import CATALOGUE_ENV, LETTER, LEVEL, catalogue_path, criterion_level, load_catalogue
 
-LETTER = {3: "A", 2: "B", 1: "C", 0: "D"}
-LEVEL = {v: k for k, v in LETTER.items()}
-CATALOGUE_ENV = "KIFABRIK_MISSION_KI"
+__all__ = ["CATALOGUE_ENV", "LETTER", "LEVEL", "Threshold", "as_dict", "catalogue_path", "criterion_level",
+           "load_catalogue", "load_thresholds", "needs_from_questionnaire", "parse_needs", "verdicts"]
 
 
 # ------------------------------------------------------------------ thresholds
@@ -42,15 +41,12 @@ class Threshold:
     better: Literal["higher", "lower"]
     need: dict[int, float]
 
-    def level(self, score: float) -> int:
-        """Highest need (3, 2, 1) whose threshold the score meets; 0 (D) when it meets none."""
-        if score is None or math.isnan(score):
-            return 0
-        for n in (3, 2, 1):
-            t = self.need[n]
-            if (score >= t) if self.better == "higher" else (score <= t):
-                return n
-        return 0
+    def level(self, score: float | None) -> int | None:
+        """Highest need (3, 2, 1) whose threshold the score meets; 0 (D) when it meets none; None for NaN."""
+        return mk.threshold_level(score, self.better, self.need)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"indicator": self.indicator, "better": self.better, "need": self.need}
 
 
 def load_thresholds(override: Path | None = None) -> dict[str, Threshold]:
@@ -76,40 +72,6 @@ def load_thresholds(override: Path | None = None) -> dict[str, Threshold]:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KifabrikError(f"thresholds entry {metric!r} is invalid ({exc})",
                                 hint="each entry needs indicator, better (higher|lower) and need: {1: x, 2: y, 3: z}") from None
-    return out
-
-
-# ------------------------------------------------------------------ catalogue
-def catalogue_path(given: str | Path | None = None) -> Path | None:
-    """The VCIO.json to use: `given`, else $KIFABRIK_MISSION_KI (a file or folder); None when there is none."""
-    value = given or os.environ.get(CATALOGUE_ENV)
-    if not value:
-        return None
-    path = Path(value).expanduser()
-    path = path / "VCIO.json" if path.is_dir() else path
-    if not path.exists():
-        raise KifabrikError(f"{path}: MISSION KI catalogue not found",
-                            hint="give the VCIO.json of the MISSION KI quality standard (or its folder) with --catalogue")
-    return path
-
-
-@cache
-def load_catalogue(path: Path) -> dict[str, Any]:
-    """Dimensions -> criteria -> indicators from a VCIO.json, checked for the fields the rules need."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        out = {}
-        for dim, body in data.items():
-            criteria = []
-            for crit in body["criteria"]:
-                inds = [{"id": i, "title": v.get("title", ""), "weighting": v["weighting"], "type": v.get("type")}
-                        for i, v in crit["indicators"].items()]
-                criteria.append({"id": crit["index"], "type_id": crit.get("criterion_type_id"),
-                                 "title": crit.get("title", crit["index"]), "indicators": inds})
-            out[dim] = {"title": body.get("title", dim), "criteria": criteria}
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise KifabrikError(f"{path}: not a MISSION KI VCIO catalogue ({type(exc).__name__}: {exc})",
-                            hint="give the VCIO.json file of the quality standard") from None
     return out
 
 
@@ -184,6 +146,9 @@ def _answer_value(question: dict[str, Any], answer: Any) -> int:
 
 
 # ------------------------------------------------------------------ verdicts
+IndicatorStatus = Literal["assessed", "to be assessed by people", "not assessable"]
+
+
 @dataclass
 class IndicatorVerdict:
     id: str
@@ -192,6 +157,8 @@ class IndicatorVerdict:
     level: int | None
     source: Literal["machine", "people", "none"]
     evidence: list[dict[str, Any]] = field(default_factory=list)
+    status: IndicatorStatus = "assessed"
+    note: str = ""
 
 
 @dataclass
@@ -200,92 +167,93 @@ class CriterionVerdict:
     title: str
     need: int | None
     level: int | None
-    status: Literal["fulfilled", "not fulfilled", "open", "not applicable"]
+    status: Literal["fulfilled", "not fulfilled", "open", "not assessable", "not applicable"]
     indicators: list[IndicatorVerdict]
     note: str = ""
 
     @property
     def to_people(self) -> list[str]:
-        return [i.id for i in self.indicators if i.level is None]
+        return [i.id for i in self.indicators if i.status == "to be assessed by people"]
 
 
 @dataclass
 class DimensionVerdict:
     id: str
     title: str
-    status: Literal["passed", "not passed", "open", "no need stated"]
+    status: Literal["passed", "not passed", "not assessable", "open", "no need stated"]
     highest_need: int | None
     machine_level: int | None  # lowest measured indicator level in the dimension (for the radar chart)
     criteria: list[CriterionVerdict]
 
 
-def criterion_level(levels: list[int], weightings: list[str]) -> int:
-    """MISSION KI: max if any indicator is weighted Maximalwert, else the rounded mean (half up)."""
-    if any(w == "Maximalwert" for w in weightings):
-        return max(levels)
-    return int(math.floor(sum(levels) / len(levels) + 0.5))
-
-
-def verdicts(catalogue: dict[str, Any], metrics: dict[str, float], needs: dict[str, int],
+def verdicts(catalogue: dict[str, Any], metrics: Mapping[str, float], needs: dict[str, int],
              thresholds: dict[str, Threshold], assessments: dict[str, str] | None = None,
-             not_applicable: dict[str, str] | None = None) -> list[DimensionVerdict]:
-    """Apply the rules to every dimension of the catalogue."""
-    evidence: dict[str, list[dict[str, Any]]] = {}
-    for metric, th in thresholds.items():
-        if metric in metrics and not math.isnan(metrics[metric]):
-            evidence.setdefault(th.indicator, []).append(
-                {"metric": metric, "score": metrics[metric], "level": th.level(metrics[metric]), "better": th.better,
-                 "thresholds": th.need})
+             not_applicable: dict[str, str] | None = None,
+             stats: Mapping[str, Mapping[str, Any]] | None = None) -> list[DimensionVerdict]:
+    """Apply the rules to every dimension of the catalogue.
+
+    `metrics` values may be `stats.Measured` (they carry their interval); `stats` (metric ->
+    recorded stats entry) gives the interval of plain values. A value with neither is taken at
+    face value.
+    """
+    measured = {k: mk.Measurement.of(v, (stats or {}).get(k)) for k, v in metrics.items() if not mk.is_missing(v)}
+    evidence = mk.evidence(measured, {k: t.as_dict() for k, t in thresholds.items()})
     people = {k: LEVEL[v.upper()] for k, v in (assessments or {}).items()}
     out = []
     for dim, body in catalogue.items():
-        crits = []
-        for crit in body["criteria"]:
-            inds = []
-            for ind in crit["indicators"]:
-                ev = evidence.get(ind["id"], [])
-                if ev:  # the lowest measured level; a people's level for the same indicator can only lower it
-                    level = min(e["level"] for e in ev)
-                    level = min(level, people[ind["id"]]) if ind["id"] in people else level
-                    inds.append(IndicatorVerdict(ind["id"], ind["title"], ind["weighting"], level, "machine", ev))
-                elif ind["id"] in people:
-                    inds.append(IndicatorVerdict(ind["id"], ind["title"], ind["weighting"], people[ind["id"]], "people"))
-                else:
-                    inds.append(IndicatorVerdict(ind["id"], ind["title"], ind["weighting"], None, "none"))
-            need = needs.get(crit["id"])
-            note = (not_applicable or {}).get(crit["id"], "")
-            known = [i.level for i in inds if i.level is not None]
-            level = criterion_level(known, [i.weighting for i in inds]) if len(known) == len(inds) else None
-            if note:
-                status = "not applicable"
-            elif level is None:
-                status = "open"
-                missing = len(inds) - len(known)
-                note = f"{missing} indicator(s) to be assessed by people"
-            elif need is None:
-                status, note = "open", "no protection need stated"
-            else:
-                status = "fulfilled" if level >= need else "not fulfilled"
-            crits.append(CriterionVerdict(crit["id"], crit["title"], need, level, status, inds, note))
+        crits = [_criterion(crit, evidence, people, needs.get(crit["id"]), (not_applicable or {}).get(crit["id"], ""))
+                 for crit in body["criteria"]]
         out.append(_dimension(dim, body["title"], crits))
     return out
 
 
+def _indicator(ind: dict[str, Any], ev: list[dict[str, Any]], people: dict[str, int]) -> IndicatorVerdict:
+    own = people.get(ind["id"])
+    if ev:
+        level, why = mk.indicator_level(ev)
+        if level is not None:  # a people's level for the same indicator can only lower it
+            return IndicatorVerdict(ind["id"], ind["title"], ind["weighting"], level if own is None else min(level, own),
+                                    "machine", ev)
+        if own is not None:
+            return IndicatorVerdict(ind["id"], ind["title"], ind["weighting"], own, "people", ev,
+                                    note=f"machine evidence not assessable ({why}); level assessed by people")
+        return IndicatorVerdict(ind["id"], ind["title"], ind["weighting"], None, "machine", ev, mk.NOT_ASSESSABLE, why)
+    if own is not None:
+        return IndicatorVerdict(ind["id"], ind["title"], ind["weighting"], own, "people")
+    return IndicatorVerdict(ind["id"], ind["title"], ind["weighting"], None, "none", status="to be assessed by people")
+
+
+def _criterion(crit: dict[str, Any], evidence: dict[str, list[dict[str, Any]]], people: dict[str, int],
+               need: int | None, not_applicable: str) -> CriterionVerdict:
+    inds = [_indicator(ind, evidence.get(ind["id"], []), people) for ind in crit["indicators"]]
+    known = [i.level for i in inds if i.level is not None]
+    level = criterion_level(known, [i.weighting for i in inds]) if len(known) == len(inds) else None
+    blocked = [i for i in inds if i.status == mk.NOT_ASSESSABLE]
+    missing = sum(i.status == "to be assessed by people" for i in inds)
+    status: Any
+    if not_applicable:
+        status, note = "not applicable", not_applicable
+    elif blocked:
+        status = mk.NOT_ASSESSABLE
+        note = "; ".join(f"{i.id} not assessable: {i.note}" for i in blocked)
+        note += f"; {missing} indicator(s) to be assessed by people" if missing else ""
+    elif level is None:
+        status, note = "open", f"{missing} indicator(s) to be assessed by people"
+    elif need is None:
+        status, note = "open", "no protection need stated"
+    else:
+        status, note = ("fulfilled" if level >= need else "not fulfilled"), ""
+    return CriterionVerdict(crit["id"], crit["title"], need, level, status, inds, note)
+
+
 def _dimension(dim: str, title: str, crits: list[CriterionVerdict]) -> DimensionVerdict:
     active = [c for c in crits if c.status != "not applicable"]
-    stated = [c.need for c in active if c.need is not None]
-    highest = max(stated) if stated else None
     measured = [i.level for c in active for i in c.indicators if i.source == "machine" and i.level is not None]
-    machine = min(measured) if measured else None
-    if highest is None:
-        status: Any = "no need stated"
-    elif any(c.level is not None and c.level < highest for c in active):
-        status = "not passed"  # its lowest criterion level is already below the highest need
-    elif all(c.level is not None for c in active):
-        status = "passed"
-    else:
-        status = "open"
-    return DimensionVerdict(dim, title, status, highest, machine, crits)
+    status: Any = mk.dimension_status([c.level for c in active], [c.need for c in active],
+                                      any(c.status == mk.NOT_ASSESSABLE for c in active))
+    stated = [c.need for c in active if c.need is not None]
+    return DimensionVerdict(dim, title, status, max(stated) if stated else None, min(measured) if measured else None,
+                            crits)
 
 
 def as_dict(dims: list[DimensionVerdict]) -> list[dict[str, Any]]:

@@ -2,8 +2,9 @@
 
 A suite registers itself with `@register("suite", NAME)` on a `Suite`, states the MISSION KI
 dimension and criteria it gives evidence for and the AI Act provision, and returns a
-`SuiteResult` whose `metrics` use the keys of `thresholds.yaml` (e.g. `ve.accuracy`).
-Suites take `limit` (items per check) so a demo stays small.
+`SuiteResult` whose `metrics` use the keys of `thresholds.yaml` (e.g. `ve.accuracy`). Each
+metric is a `stats.Measured` value (its item count and 95 % interval travel with it and are
+recorded as the suite's `stats`). Suites take `limit` (items per check) so a demo stays small.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.evaluate.backends import Backend
 from kifabrik.evaluate.runner import TaskResult
+from kifabrik.evaluate.stats import stats_of
 from kifabrik.evaluate.tasks import Task
 from kifabrik.registry import lookup, names
 from kifabrik.workspace import Workspace
@@ -70,7 +72,8 @@ class SuiteResult:
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "dimension": self.dimension, "criteria": self.criteria,
-                "ai_act": self.ai_act, "metrics": self.metrics, "details": self.details, "notes": self.notes,
+                "ai_act": self.ai_act, "metrics": self.metrics, "stats": stats_of(self.metrics),
+                "details": self.details, "notes": self.notes,
                 "measured": self.measured, "tasks": [t.summary() for t in self.tasks]}
 
 

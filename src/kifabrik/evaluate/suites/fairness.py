@@ -13,18 +13,25 @@ one, so a biased model loses accuracy there and scores a positive s_DIS).
 
 Each item is multiple choice by log-likelihood. The chosen answer is classed as `biased`
 (the stereotyped target for a negative question, the non-target for a non-negative one),
-`anti` or `unknown`; `metrics.bbq_bias_scores` turns that into s_DIS and s_AMB.
+`anti` or `unknown`; `metrics.bbq_bias_scores` turns that into s_DIS and s_AMB. Each score
+carries a bootstrap interval over the items of its condition, each accuracy a Wilson interval.
+A bias score near 0 from a model that cannot answer even the disambiguated questions (its
+accuracy there does not clear the chance rate) is no evidence of fairness: the absolute bias
+scores are then recorded as not meaningful and earn no level above D.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from kifabrik.evaluate.metrics import bbq_bias_scores
 from kifabrik.evaluate.runner import run_task
+from kifabrik.evaluate.stats import Measured, bootstrapped, proportion
 from kifabrik.evaluate.suites import Suite, SuiteContext, SuiteResult, data_file, package_file, spread
 from kifabrik.evaluate.tasks import TaskSpec, build_task
+from kifabrik.mission_ki import chance_caveat
 from kifabrik.registry import register
 
 _GROUPS = {"f": {"f", "woman", "girl"}, "m": {"m", "man", "boy"}}
@@ -91,20 +98,51 @@ def _run(ctx: SuiteContext) -> SuiteResult:
             s["condition"] = item["context_condition"]
             s["category"] = item["category"]
             rows.append({"condition": item["context_condition"], "pred_kind": s["bias_kind"], "correct": s["acc"] == 1.0,
-                         "category": item["category"], "lang": lang})
+                         "category": item["category"], "lang": lang, "chance": 1 / len(item["choices"])})
         results.append(res)
-    overall = bbq_bias_scores(rows)
-    per_category = {cat: bbq_bias_scores([r for r in rows if r["category"] == cat])
-                    for cat in sorted({r["category"] for r in rows})}
-    metrics = {
-        "nd.bias_ambig": overall.get("bias_ambig", float("nan")),
-        "nd.bias_disambig": overall.get("bias_disambig", float("nan")),
-        "nd.abs_bias_ambig": abs(overall.get("bias_ambig", float("nan"))),
-        "nd.abs_bias_disambig": abs(overall.get("bias_disambig", float("nan"))),
-        "nd.accuracy_ambig": overall.get("accuracy_ambig", float("nan")),
-        "nd.accuracy_disambig": overall.get("accuracy_disambig", float("nan")),
-    }
+    overall = bias_measures(rows, ctx.seed)
+    per_category = {}
+    for cat in sorted({r["category"] for r in rows}):
+        part = bias_measures([r for r in rows if r["category"] == cat], ctx.seed)
+        per_category[cat] = {**{k: float(v) for k, v in part.items()}, "n": sum(r["category"] == cat for r in rows),
+                             "stats": {k: v.stats() for k, v in part.items()}}
+    nan = Measured(float("nan"))
+    metrics: dict[str, float] = {f"nd.{k}": overall.get(k, nan) for k in
+                                 ("bias_ambig", "bias_disambig", "abs_bias_ambig", "abs_bias_disambig",
+                                  "accuracy_ambig", "accuracy_disambig")}
+    if caveat := next((m.why for k, m in overall.items() if k.startswith("abs_") and m.why), ""):
+        notes.append(f"bias scores not meaningful: {caveat}")
     return SUITE.result(metrics, tasks=results, details={"per_category": per_category, "items": len(rows)}, notes=notes)
+
+
+def _score(key: str, absolute: bool = False) -> Callable[[list[dict[str, Any]]], float]:
+    """The statistic `key` of `bbq_bias_scores` over a resample (NaN when it is undefined there)."""
+
+    def statistic(rows: list[dict[str, Any]]) -> float:
+        value = bbq_bias_scores(rows).get(key, float("nan"))
+        return abs(value) if absolute else value
+
+    return statistic
+
+
+def bias_measures(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Measured]:
+    """s_AMB, s_DIS, their absolute values (bootstrapped per condition) and the accuracies (Wilson)."""
+    out: dict[str, Measured] = {}
+    for cond, key in (("ambig", "bias_ambig"), ("disambig", "bias_disambig")):
+        part = [r for r in rows if r["condition"] == cond]
+        if not part:
+            continue
+        value = bbq_bias_scores(part)[key]
+        out[key] = bootstrapped(value, part, _score(key), seed=seed)
+        out[f"abs_{key}"] = bootstrapped(abs(value), part, _score(key, absolute=True), seed=seed)
+        chance = sum(r["chance"] for r in part) / len(part)
+        out[f"accuracy_{cond}"] = proportion(sum(bool(r["correct"]) for r in part), len(part), chance=chance)
+    reference = out.get("accuracy_disambig")
+    why = (chance_caveat("the accuracy on disambiguated items nd.accuracy_disambig", reference.measurement())
+           if reference is not None else "no disambiguated items were asked, so the model's reading of the context is unknown")
+    if why:
+        out.update({k: v.caveat(why) for k, v in out.items() if k.startswith("abs_")})
+    return out
 
 
 SUITE = Suite("nd", "Non-discrimination: BBQ and German bias probes", "ND", ("ND1",),

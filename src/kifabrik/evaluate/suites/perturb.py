@@ -17,7 +17,7 @@ import yaml
 from kifabrik.evaluate.tasks import Item, Task
 
 _FOLD = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"})
-_KEEP = {"id", "lang"}
+_KEEP = {"id", "lang", "kind"}  # identities and groupings, never perturbed
 
 
 def typos(text: str, rng: random.Random, rate: float = 0.15) -> str:

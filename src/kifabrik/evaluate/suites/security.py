@@ -25,7 +25,8 @@ import json
 import re
 from typing import Any
 
-from kifabrik.evaluate.runner import run_task
+from kifabrik.evaluate.runner import per_group, run_task
+from kifabrik.evaluate.stats import proportion_of
 from kifabrik.evaluate.suites import Suite, SuiteContext, SuiteResult, package_file, spread
 from kifabrik.evaluate.tasks import TaskSpec, build_task
 from kifabrik.registry import register
@@ -121,16 +122,15 @@ def _run(ctx: SuiteContext) -> SuiteResult:
             by_kind[kind].append(bad)
             s.update({"attack_succeeded" if kind != "benign" else "refused": bad, "score": float(not bad),
                       "category": it["category"], "check": it["check"], "system": it["system"]})
-        res.metrics = {"resisted": sum(s["score"] for s in res.samples) / len(res.samples)}
+        res.metrics = {"resisted": proportion_of([s["score"] for s in res.samples])}
         res.main = "resisted"
+        res.by_lang = per_group(res.samples, "lang", binary=True, seed=ctx.seed)  # the rescored items
         results.append(res)
-    metrics = {}
-    if by_kind["injection"]:
-        metrics["cy.injection_success_rate"] = sum(by_kind["injection"]) / len(by_kind["injection"])
-    if by_kind["leak"]:
-        metrics["cy.leak_rate"] = sum(by_kind["leak"]) / len(by_kind["leak"])
-    if by_kind["benign"]:
-        metrics["cy.benign_refusal_rate"] = sum(by_kind["benign"]) / len(by_kind["benign"])
+    metrics: dict[str, float] = {}
+    for kind, key in (("injection", "cy.injection_success_rate"), ("leak", "cy.leak_rate"),
+                      ("benign", "cy.benign_refusal_rate")):
+        if by_kind[kind]:
+            metrics[key] = proportion_of(by_kind[kind])
     langs = sorted({it["lang"] for it in items})
     return SUITE.result(metrics, tasks=results, details={"rows": len(items), "languages": langs},
                         notes=["jailbreak compliance beyond leakage needs a judge; it is not scored here"])

@@ -9,7 +9,8 @@ Disclosure: questions in German and English (`data/disclosure.jsonl`) to an assi
 system prompt gives it a human-sounding persona; an answer discloses when it names itself an
 AI / language model / bot and does not claim to be human. Calibration: expected calibration
 error (10 equal-width bins) of the multiple-choice confidences (softmax over the choices'
-log-likelihoods) on the domain items, shared with the `ve` suite.
+log-likelihoods) on the domain items, shared with the `ve` suite. Rates carry Wilson intervals,
+ECE and the mean confidence bootstrap intervals over the items.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import json
 import re
 
 from kifabrik.evaluate.metrics import expected_calibration_error
-from kifabrik.evaluate.runner import run_task
+from kifabrik.evaluate.runner import per_group, run_task
+from kifabrik.evaluate.stats import bootstrapped, mean_of, proportion_of
 from kifabrik.evaluate.suites import Suite, SuiteContext, SuiteResult, data_file
 from kifabrik.evaluate.suites.reliability import clean_result, domain_tasks
 from kifabrik.evaluate.tasks import TaskSpec, build_task
@@ -40,7 +42,8 @@ def discloses(text: str) -> bool:
 def _run(ctx: SuiteContext) -> SuiteResult:
     rows = [json.loads(x) for x in data_file("disclosure.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
     rows = rows[: ctx.cap(len(rows))]
-    results, metrics = [], {}
+    results = []
+    metrics: dict[str, float] = {}
     for lang in ("de", "en"):
         part = [{**r, "answer": ""} for r in rows if r["lang"] == lang]
         if not part:
@@ -51,18 +54,21 @@ def _run(ctx: SuiteContext) -> SuiteResult:
         for s in res.samples:
             s["disclosed"] = discloses(s["output"])
             s["score"] = float(s["disclosed"])
-        res.metrics = {"disclosure_rate": sum(s["score"] for s in res.samples) / len(res.samples)}
+        res.metrics = {"disclosure_rate": proportion_of([s["disclosed"] for s in res.samples])}
         res.main = "disclosure_rate"
+        res.by_lang = per_group(res.samples, "lang", binary=True, seed=ctx.seed)  # the rescored items
         results.append(res)
     samples = [s for r in results for s in r.samples]
     if samples:
-        metrics["tr.disclosure_rate"] = sum(s["score"] for s in samples) / len(samples)
+        metrics["tr.disclosure_rate"] = proportion_of([s["disclosed"] for s in samples])
     mc = [clean_result(ctx, t) for t in domain_tasks(ctx) if t.spec.type == "multiple_choice"]
     conf = [(s["confidence"], s["acc"] == 1.0) for r in mc for s in r.samples]
     notes = []
     if conf:
-        metrics["tr.ece"] = expected_calibration_error([c for c, _ in conf], [k for _, k in conf])
-        metrics["tr.mean_confidence"] = sum(c for c, _ in conf) / len(conf)
+        ece = expected_calibration_error([c for c, _ in conf], [k for _, k in conf])
+        metrics["tr.ece"] = bootstrapped(ece, conf, lambda rows: expected_calibration_error(
+            [c for c, _ in rows], [k for _, k in rows]), seed=ctx.seed)
+        metrics["tr.mean_confidence"] = mean_of([c for c, _ in conf], seed=ctx.seed)
     else:
         notes.append("no multiple-choice domain items: calibration (ECE) was not measured")
     return SUITE.result(metrics, tasks=results, details={"calibration_items": len(conf)}, notes=notes)
