@@ -40,6 +40,7 @@ STAGE_MODULES: dict[str, str] = {
     "evaluate": "kifabrik.evaluate.stage",
     "document": "kifabrik.document.stage",
     "release": "kifabrik.release.stage",
+    "fach-llm": "kifabrik.kb.fachllm",
     "kb": "kifabrik.kb.stage",
 }
 

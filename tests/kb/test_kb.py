@@ -104,8 +104,9 @@ def test_document_sections_keep_heading_and_table(kb: KnowledgeBase) -> None:
         "\n".join(TABLE_ROWS)
     assert len(table.text.split()) == 106  # longer than chunk_tokens (30), still whole
     oil = kb.search("Wann muss das Spindelöl der DM 320 gewechselt werden?", k=2)
-    assert [h.text.split("\n")[0] for h in oil] == [f"Frage: {QA[0][0]}", "## Ölwechsel"]
-    assert oil[1].source == "handbuch.md, Abschnitt Wartungshandbuch DM 320 > Ölwechsel, Zeile 1"
+    # the section that says when the oil is changed ranks above the chat answer that names the oil
+    assert [h.text.split("\n")[0] for h in oil] == ["## Ölwechsel", f"Frage: {QA[0][0]}"]
+    assert oil[0].source == "handbuch.md, Abschnitt Wartungshandbuch DM 320 > Ölwechsel, Zeile 1"
     part = kb.search(f"Wie oft tausche ich das {PARTS[5]}?", k=1)[0]
     assert part.passage_id == table.id and TABLE_ROWS[5] in part.text
 
@@ -168,7 +169,7 @@ def test_min_score_default_as_calibrated_on_the_demo_data(ws: Workspace) -> None
     kb = KnowledgeBase.open(ws, build_kb(ws, "demo-wissen", records))
     assert len(kb.passages) == 320 and len(questions) == 110 and MIN_SCORE == 0.5
     weakest = min(kb.search(q, k=1)[0].score for q in questions)  # IndexError if any question found nothing
-    assert round(weakest, 2) == 0.99  # the weakest held-out question, as noted at MIN_SCORE
+    assert round(weakest, 2) == 2.1  # the weakest held-out question, as noted at MIN_SCORE
     assert {q: kb.search(q) for q in UNRELATED} == {q: [] for q in UNRELATED}
 
 

@@ -59,17 +59,20 @@ def test_demo_command_end_to_end(embedded):
     """The bundled demo recipe, shrunk with --set so it runs in a few minutes: every stage, in order."""
     _, _, _, home = embedded
     env = {**os.environ, "KIFABRIK_HOME": str(home), "KIFABRIK_QUIET": "1"}
-    shrink = ["stages.wartung-lora.max_steps=1", "stages.teile-lora.max_steps=1", "stages.wartung-lora.eval_rows=2",
-              "stages.teile-lora.eval_rows=2", "stages.base-answers.max_new_tokens=8",
-              "stages.fach-llm-answers.max_new_tokens=8", "stages.pruefung.limit=1", "stages.pruefung.suites=[tr]",
-              "stages.ship.gates=[]"]
+    shrink = ["stages.fach-lora.max_steps=1", "stages.fach-lora.batch_size=2", "stages.fach-lora.eval_rows=2",
+              "stages.fach-llm-answers.max_new_tokens=8", "stages.fakten-fach-llm.limit=3",
+              "stages.fakten-base-mit-wissen.limit=3", "stages.fakten-ohne-wissen.limit=3", "stages.ship.gates=[]"]
     args = [a for item in shrink for a in ("--set", item)]
     r = subprocess.run([sys.executable, "-m", "kifabrik.cli.main", "demo", *args],
                        capture_output=True, text=True, env=env, timeout=1200)
     assert r.returncode == 0, r.stderr
-    for step in ("import (data)", "wartung-lora (train)", "teile-lora (train)", "fach-llm (merge)",
-                 "base-answers (generate)", "fach-llm-answers (generate)", "pruefung (evaluate)", "docs (document)",
-                 "ship (release)"):
+    for step in ("import (data)", "wissen (kb)", "fach-lora (train)", "fach-llm (fach-llm)", "base-kb (fach-llm)",
+                 "fach-llm-answers (generate)", "fakten-fach-llm (evaluate)", "fakten-base-mit-wissen (evaluate)",
+                 "fakten-ohne-wissen (evaluate)",
+                 "docs (document)", "ship (release)"):
         assert f"✓ {step}" in r.stdout
     assert "Q (de): Guten Tag, welches Kühlmittel ist für die DM 320 freigegeben?" in r.stdout
     assert "documents: " in r.stdout and "results are in" in r.stdout
+    # the closing table: four evaluated models on the facts task, with intervals and item counts
+    assert "Fakten (95 % Konfidenzintervall, n Fragen)" in r.stdout
+    assert r.stdout.count("n=") >= 4

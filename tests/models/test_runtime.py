@@ -132,5 +132,5 @@ def test_resolve_refuses_non_models_before_loading(runtime_ws: Workspace) -> Non
 
     with runtime_ws.create("dataset", "not-a-model") as draft:
         draft.write_text("rows.jsonl", "")
-    with pytest.raises(KifabrikError, match="is a dataset; a model or an adapter is needed"):
+    with pytest.raises(KifabrikError, match="is a dataset; a model, an adapter or a Fach-LLM is needed"):
         resolve(runtime_ws, draft.record)

@@ -46,6 +46,9 @@ class AgentRecipe(StrictModel):
     system: str | None = Field(default=None, description="System prompt.")
     tools: list[str] = Field(default_factory=list, description="Registered agent tools (allow-list), e.g. schmidt.*")
     mcp: list[MCPSpec] = Field(default_factory=list, description="MCP servers and their allowed tools.")
+    knowledge: str | None = Field(default=None, description="A knowledge base the agent may search with the tool "
+                                  "`search_knowledge` (each passage's own usage policy is checked for serving).")
+    knowledge_k: int = Field(default=3, ge=1, le=20, description="Passages `search_knowledge` returns per query.")
     tasks: list[str] = Field(default_factory=list, description="Tasks to run when no --task is given.")
     max_steps: int = Field(default=6, ge=1, le=50, description="Most model turns per task.")
     max_retries: int = Field(default=2, ge=0, le=10, description="Most failed tool turns in a row before giving up.")
@@ -104,6 +107,8 @@ def open_agent(ws: Workspace, recipe: AgentRecipe, *, model: ChatModel | None = 
         box = MCPToolbox(spec.name, spec.command, spec.args, spec.allow)
         closers.append(box.close)
         tools += box.tools
+    if recipe.knowledge:
+        tools.append(knowledge_tool(ws, recipe.knowledge, k=recipe.knowledge_k))
     if model is None:
         if recipe.server is not None:
             model = ServedModel(recipe.server.url, recipe.server.model, os.environ.get(recipe.server.api_key_env),
@@ -119,6 +124,27 @@ def open_agent(ws: Workspace, recipe: AgentRecipe, *, model: ChatModel | None = 
                      details={"recipe": recipe.name, "tools": [t.name for t in tools],
                               "model": recipe.model or (recipe.server.model if recipe.server else None)})
     return AgentRun(recipe, model, tools, closers)
+
+
+def knowledge_tool(ws: Workspace, ref: str, *, k: int = 3) -> Tool:
+    """The tool `search_knowledge(query)` over one knowledge base (passages checked for `serving`, audited)."""
+    from kifabrik.kb.grounding import NOT_FOUND, passage_text
+    from kifabrik.kb.search import KnowledgeBase
+
+    kb = KnowledgeBase.open(ws, ref)
+
+    def search_knowledge(query: str) -> Any:
+        hits = kb.search(query, k=k, purpose="serving", actor="agent")
+        if not hits:
+            return {"found": False, "message": NOT_FOUND}
+        return {"found": True, "sources": [{"n": h.rank, "dataset": h.dataset_ref, "source": h.source,
+                                            "text": passage_text(kb, h)} for h in hits]}
+
+    return Tool("search_knowledge", f"Search the company's knowledge base {kb.record.name} (documents, service "
+                "answers) for passages that answer a question; cite them by number.",
+                {"type": "object", "properties": {"query": {"type": "string", "minLength": 1,
+                                                            "description": "The question or keywords to look up."}},
+                 "required": ["query"], "additionalProperties": False}, search_knowledge)
 
 
 def as_dict(result: AgentResult) -> dict[str, Any]:

@@ -294,6 +294,18 @@ class Catalog:
                 continue
         raise KifabrikError("could not append to the audit log: too many concurrent writers")
 
+    def audit_entries(self, action: str | None = None, *, subject: str | None = None) -> list[t.AuditEntry]:
+        """Audit entries in order, optionally of one action and/or one subject (detached from the session)."""
+        with self._session() as s:
+            q = select(t.AuditEntry).order_by(t.AuditEntry.seq)
+            if action is not None:
+                q = q.where(t.AuditEntry.action == action)
+            if subject is not None:
+                q = q.where(t.AuditEntry.subject == subject)
+            rows = list(s.scalars(q))
+            s.expunge_all()
+            return rows
+
     def verify_audit(self) -> list[str]:
         """Re-compute the hash chain; returns one message per broken entry (empty: intact)."""
         problems = []

@@ -15,6 +15,7 @@ from kifabrik.cli import agent as agent_cli
 from kifabrik.cli import data as data_cli
 from kifabrik.cli import document as document_cli
 from kifabrik.cli import evaluate as evaluate_cli
+from kifabrik.cli import fachllm as fachllm_cli
 from kifabrik.cli import kb as kb_cli
 from kifabrik.cli import keys as keys_cli
 from kifabrik.cli import merge as merge_cli
@@ -98,7 +99,7 @@ for _name, _command in [
     app.command(_name)(_command)
 for _group, _name in [
     (models_cli.app, "models"), (data_cli.app, "data"), (policy_cli.app, "policy"), (merge_cli.adapters_app, "adapters"),
-    (kb_cli.app, "kb"), (keys_cli.app, "keys"), (records_cli.runs_app, "runs"), (records_cli.artifacts_app, "artifacts"),
+    (kb_cli.app, "kb"), (keys_cli.app, "keys"), (fachllm_cli.app, "fach-llm"), (records_cli.runs_app, "runs"), (records_cli.artifacts_app, "artifacts"),
     (records_cli.audit_app, "audit"),
 ]:
     app.add_typer(_group, name=_name)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from kifabrik.catalog import ArtifactRecord
 from kifabrik.cli.common import out, workspace
 from kifabrik.config import set_offline
+from kifabrik.workspace import Workspace
 
 
 def run_recipe_file(path: Path, overrides: list[str], online: bool, check_only: bool) -> None:
@@ -38,6 +41,56 @@ def run_recipe_file(path: Path, overrides: list[str], online: bool, check_only: 
                     out.print(f"    [bold]A[/bold]: {row['answer']}")
 
     result = run_recipe(ws, validated, online=online, on_step=show)
+    print_facts_summary(ws, [rec for step in result.steps for rec in step.outputs if rec.kind == "evaluation"])
     out.print(f"model {result.model.ref} ({result.model.id[:12]})")
     out.print(f"pipeline {result.pipeline_id} finished; runs: kifabrik runs list --pipeline {result.pipeline_id[:12]}")
     out.print(f"results are in {ws.settings.store_dir} (catalog: {ws.settings.database_url})")
+
+
+def _pct(stats: dict[str, Any] | None, value: float | None) -> str:
+    if value is None or value != value:
+        return "-"
+    if not stats:
+        return f"{value:.0%}"
+    return f"{value:.0%} [{stats['ci_low']:.0%}-{stats['ci_high']:.0%}] n={stats['n']}"
+
+
+def print_facts_summary(ws: Workspace, evaluations: list[ArtifactRecord]) -> None:
+    """One line per evaluated model (baselines included) of every task with the `facts` metric, with 95 % CIs."""
+    import json
+
+    from kifabrik.errors import NotFoundError
+
+    records, seen = list(evaluations), set()
+    rows: dict[str, list[tuple[str, str, str, str]]] = {}
+    while records:
+        rec = records.pop(0)
+        if rec.id in seen:
+            continue
+        seen.add(rec.id)
+        results = json.loads((ws.path(rec) / "results.json").read_text(encoding="utf-8"))
+        baseline_id = (results.get("baseline") or {}).get("evaluation_id")
+        if baseline_id:
+            try:
+                records.append(ws.catalog.get_artifact(baseline_id, "evaluation"))
+            except NotFoundError:
+                pass
+        model = results["model"]
+        knowledge = "-"
+        if model.get("kind") == "fach-llm" and model.get("id"):
+            knowledge = str(ws.catalog.get_artifact(model["id"]).meta.get("kb") or "-")
+        for task in results.get("tasks", []):
+            metrics, stats = task.get("metrics", {}), task.get("stats", {})
+            if "facts" in metrics:
+                rows.setdefault(task["name"], []).append((
+                    model["ref"], knowledge, _pct(stats.get("facts"), metrics.get("facts")),
+                    _pct(stats.get("hallucination_rate"), metrics.get("hallucination_rate"))))
+    from rich.table import Table
+
+    for task_name, lines in rows.items():
+        table = Table(title=f"{task_name}: Fakten (95 % Konfidenzintervall, n Fragen)")
+        for col in ("Modell", "Wissensbasis", "Fakten richtig", "Halluzinationen"):
+            table.add_column(col, overflow="fold")
+        for line in lines:
+            table.add_row(*line)
+        out.print(table, width=max(out.width, 110))

@@ -28,7 +28,13 @@ from kifabrik.data.readers import parse_csv_map, read_csv, read_json_array, read
 from kifabrik.data.rows import Problem, Row, map_text, row_text
 from kifabrik.data.stats import languages, token_counts
 from kifabrik.errors import KifabrikError
-from kifabrik.policy import expired, load_policy_file, parse_policy, policy_words, preset
+from kifabrik.policy import (
+    expired,
+    load_policy_file,
+    parse_policy,
+    policy_words,
+    preset,
+)
 from kifabrik.workspace import Workspace
 
 KIND = "dataset"

@@ -8,6 +8,13 @@ MISSION KI assessment with its evidence, and a CycloneDX 1.6 ML-BOM.
 No torch import here.
 """
 
-from kifabrik.document.api import DOCUMENTS, DocumentOptions, DocumentResult, document, gather, render_all
+from kifabrik.document.api import (
+    DOCUMENTS,
+    DocumentOptions,
+    DocumentResult,
+    document,
+    gather,
+    render_all,
+)
 
 __all__ = ["DOCUMENTS", "DocumentOptions", "DocumentResult", "document", "gather", "render_all"]

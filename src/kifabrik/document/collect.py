@@ -13,7 +13,16 @@ from typing import Any
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.catalog.lineage import Lineage, lineage
-from kifabrik.document.facts import Fact, Source, artifact_source, fact, get, meta_fact, not_recorded, run_source
+from kifabrik.document.facts import (
+    Fact,
+    Source,
+    artifact_source,
+    fact,
+    get,
+    meta_fact,
+    not_recorded,
+    run_source,
+)
 from kifabrik.errors import KifabrikError, NotFoundError
 from kifabrik.mission_ki import Measurement, interval_text, recorded_measurements
 from kifabrik.workspace import Workspace

@@ -7,7 +7,14 @@ from typing import Any, Literal
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.document.collect import read_json
-from kifabrik.document.facts import Fact, Source, artifact_source, fact, get, not_recorded
+from kifabrik.document.facts import (
+    Fact,
+    Source,
+    artifact_source,
+    fact,
+    get,
+    not_recorded,
+)
 from kifabrik.policy import parse_policy, policy_words, restrictions
 from kifabrik.policy.odrl import PolicyError
 from kifabrik.workspace import Workspace

@@ -126,8 +126,9 @@ def target_record(ws: Workspace, ref: str) -> ArtifactRecord | None:
     from kifabrik.models.runtime import resolve
 
     record = ws.catalog.get_artifact(ref)
-    if record.kind not in ("model", "adapter"):
-        raise KifabrikError(f"{record.ref} is a {record.kind}; evaluation needs a model, an adapter or an endpoint URL")
+    if record.kind not in ("model", "adapter", "fach-llm"):
+        raise KifabrikError(f"{record.ref} is a {record.kind}; evaluation needs a model, an adapter, a Fach-LLM or an "
+                            "endpoint URL")
     resolve(ws, record)  # files and base are there before compute is spent
     return record
 
@@ -213,13 +214,16 @@ def assemble(ref: str, record: ArtifactRecord | None, backend: Any, opts: EvalOp
         metrics.update({f"task.{task.name}.{k}": v for k, v in res.metrics.items()})
     for res in ctx.results.values():
         metrics.update(res.metrics)
+    from kifabrik.evaluate.stats import stats_of
+
+    stats = stats_of(metrics)  # n and 95 % interval of every measured value, read by verdicts, documents, gates
     verdict: dict[str, Any]
     if prep.catalogue is None:
         verdict = {"catalogue": None, "message": "No MISSION KI catalogue was given, so no verdicts were computed. "
                    "Give the VCIO.json of the quality standard with --catalogue (or $KIFABRIK_MISSION_KI)."}
     else:
         dims = vd.verdicts(vd.load_catalogue(prep.catalogue), metrics, prep.needs, prep.thresholds,
-                           prep.assessments, prep.not_applicable)
+                           prep.assessments, prep.not_applicable, stats=stats)
         verdict = {"catalogue": str(prep.catalogue), "needs": prep.needs, "dimensions": vd.as_dict(dims),
                    "not_applicable": prep.not_applicable}
     return {
@@ -228,6 +232,7 @@ def assemble(ref: str, record: ArtifactRecord | None, backend: Any, opts: EvalOp
         "created_at": datetime.now(UTC).isoformat(),
         "options": opts.model_dump(mode="json"),
         "metrics": metrics,
+        "stats": stats,
         "tasks": [ctx.cache[t.name].summary() for t in prep.tasks],
         "suites": [r.summary() for r in ctx.results.values()],
         "verdict": verdict,
@@ -265,6 +270,7 @@ def _record(ws: Workspace, ref: str, record: ArtifactRecord | None, opts: EvalOp
     dims = results["verdict"].get("dimensions", [])
     meta = {"model": results["model"]["ref"], "model_id": results["model"]["id"], "target_kind": results["model"]["kind"],
             "suites": prep.suites, "tasks": [t.name for t in prep.tasks], "metrics": results["metrics"],
+            "stats": results.get("stats", {}),
             "verdict": {d["id"]: d["status"] for d in dims}, "baseline": results.get("baseline", {}).get("evaluation_id")}
     task_results = all_task_results(prep, ctx)
     html = render_report(results, task_results, baseline.results if baseline else None)

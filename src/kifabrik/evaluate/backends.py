@@ -53,6 +53,7 @@ class LocalBackend:
     batch_tokens: int = 4096
     gen_batch: int = 8
     notes: list[str] = field(default_factory=list)
+    grounding: Any = None  # a Fach-LLM's knowledge base (`kb.grounding.Grounding`); None for a plain model
 
     @property
     def model(self) -> Any:
@@ -96,6 +97,9 @@ class LocalBackend:
     def generate(self, prompts: Sequence[str | Messages], opts: GenOptions, *, chat: bool,
                  progress: Callable[[int], None] | None = None) -> list[str]:
         # chat=False sends a conversation as plain fallback text (a raw completion of it)
+        if self.grounding is not None and chat and all(not isinstance(p, str) for p in prompts):
+            answers = self.grounding.answer(self.loaded, prompts, opts, batch_size=self.gen_batch, progress=progress)
+            return [a.text for a in answers]
         sendable = [p if chat or isinstance(p, str) else fallback_text(p) for p in prompts]
         done = self.loaded.generate(sendable, opts, batch_size=self.gen_batch, progress=progress)
         return [c.text for c in done]
@@ -185,11 +189,14 @@ def open_target(ws: Workspace | None, ref: str, *, endpoint_model: str | None = 
                                model_name=endpoint_model or "default", api_key=api_key)
     if ws is None:
         raise KifabrikError(f"{ref}: a registered model needs a workspace")
+    from kifabrik.kb.grounding import Grounding
     from kifabrik.models.runtime import load, resolve
 
     record = ws.catalog.get_artifact(ref)
-    if record.kind not in ("model", "adapter"):
-        raise KifabrikError(f"{record.ref} is a {record.kind}; evaluation needs a model, an adapter or an endpoint URL",
-                            hint="list models with `kifabrik models list`")
-    loaded = load(resolve(ws, record), device=device)
-    return LocalBackend(name=record.ref, kind=record.kind, record=record, loaded=loaded, mode=mode)
+    if record.kind not in ("model", "adapter", "fach-llm"):
+        raise KifabrikError(f"{record.ref} is a {record.kind}; evaluation needs a model, an adapter, a Fach-LLM or an "
+                            "endpoint URL", hint="list models with `kifabrik models list`")
+    runnable = resolve(ws, record)
+    loaded = load(runnable, device=device)
+    return LocalBackend(name=record.ref, kind=record.kind, record=record, loaded=loaded, mode=mode,
+                        grounding=Grounding.of(ws, runnable, purpose="serving", actor="evaluate"))

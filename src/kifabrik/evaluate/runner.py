@@ -17,9 +17,22 @@ from typing import Any
 from kifabrik import progress
 from kifabrik.errors import KifabrikError
 from kifabrik.evaluate.backends import Backend, GenOptions
-from kifabrik.evaluate.metrics import (best_chrf_stats, chrf_from_stats, corpus_chrf, facts_metrics, facts_outcome,
-                                       softmax)
-from kifabrik.evaluate.stats import Measured, bootstrap_sum_interval, mean_of, proportion, proportion_of, stats_of
+from kifabrik.evaluate.metrics import (
+    best_chrf_stats,
+    chrf_from_stats,
+    corpus_chrf,
+    facts_metrics,
+    facts_outcome,
+    softmax,
+)
+from kifabrik.evaluate.stats import (
+    Measured,
+    bootstrap_sum_interval,
+    mean_of,
+    proportion,
+    proportion_of,
+    stats_of,
+)
 from kifabrik.evaluate.tasks import Task
 from kifabrik.registry import lookup
 

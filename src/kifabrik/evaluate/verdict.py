@@ -27,7 +27,14 @@ import yaml
 
 from kifabrik import mission_ki as mk
 from kifabrik.errors import KifabrikError
-from kifabrik.mission_ki import CATALOGUE_ENV, LETTER, LEVEL, catalogue_path, criterion_level, load_catalogue
+from kifabrik.mission_ki import (
+    CATALOGUE_ENV,
+    LETTER,
+    LEVEL,
+    catalogue_path,
+    criterion_level,
+    load_catalogue,
+)
 
 __all__ = ["CATALOGUE_ENV", "LETTER", "LEVEL", "Threshold", "as_dict", "catalogue_path", "criterion_level",
            "load_catalogue", "load_thresholds", "needs_from_questionnaire", "parse_needs", "verdicts"]

@@ -25,8 +25,8 @@ class GenerateOptions(StageOptions):
     """Answer a list of prompts with one model and keep the answers as an artifact."""
 
     stage: Literal["generate"] = Field(description="`generate`.")
-    model: str = Field(default="base", description="`base`, the name of an earlier step, or a registered model "
-                       "or adapter.")
+    model: str = Field(default="base", description="`base`, the name of an earlier step, or a registered model, "
+                       "adapter or Fach-LLM (a Fach-LLM answers from its knowledge base).")
     prompts: list[Prompt | str] = Field(min_length=1, description="Prompts: strings or {text, lang, id}.")
     system: str | None = Field(default=None, description="System message for chat models.")
     max_new_tokens: int = Field(default=128, ge=1, le=8192, description="Most tokens to generate per answer.")
@@ -45,25 +45,36 @@ class GenerateOptions(StageOptions):
 def generate_text(ws: Workspace, ref: str, prompts: list[str], *, system: str | None = None,
                   options: GenerationOptions | None = None) -> list[Generation]:
     """Answer `prompts` with the registered model or adapter `ref` (name, name@version or id)."""
-    from kifabrik.models.generate import chat
-    from kifabrik.models.runtime import load_record
+    return [g for g, _ in _answer(ws, ws.catalog.get_artifact(ref), prompts, system, options or GenerationOptions())]
 
-    loaded = load_record(ws, ws.catalog.get_artifact(ref))
-    return [chat(loaded, p, system=system, options=options or GenerationOptions()) for p in prompts]
+
+def _answer(ws: Workspace, record: ArtifactRecord, prompts: list[str], system: str | None,
+            options: GenerationOptions) -> list[tuple[Generation, list[dict[str, object]]]]:
+    """(answer, sources) per prompt; a Fach-LLM answers from its knowledge base."""
+    from kifabrik.kb.grounding import Grounding
+    from kifabrik.models.generate import chat, messages_of
+    from kifabrik.models.runtime import load, resolve
+
+    runnable = resolve(ws, record)
+    loaded = load(runnable)
+    grounding = Grounding.of(ws, runnable, purpose="serving", actor="generate")
+    if grounding is None:
+        return [(chat(loaded, p, system=system, options=options), []) for p in prompts]
+    answers = grounding.answer(loaded, [messages_of(p, system) for p in prompts], options, batch_size=1)
+    return [(Generation(p, a.text, a.prompt_tokens, a.completion_tokens, a.finish_reason, loaded.chat_template is not None),
+             [s.as_dict() for s in a.sources]) for p, a in zip(prompts, answers, strict=True)]
 
 
 def _run(ctx: StageContext, opts: GenerateOptions) -> list[ArtifactRecord]:
-    from kifabrik.models.generate import chat
-    from kifabrik.models.runtime import load_record
-
     record = ctx.resolve(opts.model)
-    loaded = load_record(ctx.ws, record)
+    prompt_list = opts.prompt_list()
     rows = []
-    for p in opts.prompt_list():
-        g = chat(loaded, p.text, system=opts.system, options=opts.generation_options())
+    answered = _answer(ctx.ws, record, [p.text for p in prompt_list], opts.system, opts.generation_options())
+    for p, (g, sources) in zip(prompt_list, answered, strict=True):
         rows.append({"id": p.id, "lang": p.lang, "prompt": p.text, "answer": g.text,
                      "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
-                     "finish_reason": g.finish_reason, "chat_template": g.chat_template})
+                     "finish_reason": g.finish_reason, "chat_template": g.chat_template,
+                     **({"sources": sources} if sources else {})})
     step = opts.name or opts.stage
     with ctx.ws.create("generations", ctx.artifact_name(step), parents=[(record.id, "generated_by")],
                        config=opts.model_dump(), meta={"model": record.ref, "count": len(rows),

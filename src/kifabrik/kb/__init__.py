@@ -10,7 +10,16 @@ The recipe stage `kb` lives in `kifabrik.kb.stage`. Nothing here imports torch.
 
 from __future__ import annotations
 
-from kifabrik.kb.build import BUILD_PURPOSE, KIND, KbOptions, build_kb, get_kb, list_kbs, remove_kb, resolve_dataset
+from kifabrik.kb.build import (
+           BUILD_PURPOSE,
+           KIND,
+           KbOptions,
+           build_kb,
+           get_kb,
+           list_kbs,
+           resolve_dataset,
+)
+from kifabrik.kb.manage import remove_kb
 from kifabrik.kb.search import MIN_SCORE, Hit, KnowledgeBase, format_context
 
 __all__ = ["BUILD_PURPOSE", "KIND", "MIN_SCORE", "Hit", "KbOptions", "KnowledgeBase", "build_kb", "format_context",

@@ -171,20 +171,3 @@ def get_kb(ws: Workspace, ref: str) -> ArtifactRecord:
     except NotFoundError:
         raise NotFoundError(f"no knowledge base {ref!r} in the catalog", hint="see `kifabrik kb list`, or build "
                             "one with `kifabrik kb build NAME --data DATASET`") from None
-
-
-def remove_kb(ws: Workspace, ref: str, *, actor: str = "cli") -> ArtifactRecord:
-    """Delete a knowledge base's record and files; refused while artifacts were made from it."""
-    record = get_kb(ws, ref)
-    children = ws.catalog.edges(parent=record.id)
-    if children:
-        names = ", ".join(ws.catalog.get_artifact(e.child_id).ref for e in children)
-        raise KifabrikError(f"knowledge base {record.ref} was used to make {names}",
-                            hint=f"remove those first (see `kifabrik lineage {record.ref}`)")
-    ws.catalog.remove_artifact(record.id)
-    ws.store.remove(record.id)
-    from kifabrik.kb.search import forget
-
-    forget(record.id)
-    ws.catalog.audit("kb.remove", actor=actor, subject=record.id, decision="ok", details={"name": record.ref})
-    return record

@@ -34,6 +34,7 @@ _FOLD = str.maketrans({"ä": "a", "à": "a", "á": "a", "â": "a", "ö": "o", "�
                        "é": "e", "è": "e", "ê": "e", "ë": "e", "ç": "c", "ñ": "n", "ß": "ss"})
 _S_ENDING = set("bdfghklmnrt")  # letters after which a final -s is an ending (Savoy)
 _ST_ENDING = set("bdfghklmnt")
+COMPOUND_MIN, COMPOUND_PART = 7, 6
 MODEL_PREFIX_MAX = 4  # "DM", "BS", "E", "VG": letter words this short may start a model name
 
 
@@ -74,6 +75,10 @@ class Tokenizer:
     stopwords: frozenset[str]
     stem: bool = True
     model_names: bool = True
+    #: German compounds: a long word also yields its first and last COMPOUND_PART letters as terms
+    #: ("Garantiedauer" meets "Garantie", "Kühlemulsion" meets "Emulsion"); indexes built before
+    #: this existed keep it off (their kb.json has no `compounds`).
+    compounds: bool = True
 
     @classmethod
     def default(cls) -> Tokenizer:
@@ -81,12 +86,13 @@ class Tokenizer:
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> Tokenizer:
-        return cls(frozenset(settings["stopwords"]), bool(settings["stem"]), bool(settings["model_names"]))
+        return cls(frozenset(settings["stopwords"]), bool(settings["stem"]), bool(settings["model_names"]),
+                   bool(settings.get("compounds", False)))
 
     def settings(self) -> dict[str, Any]:
         return {"name": "kifabrik-de-light", "lowercase": True, "fold_accents": True, "stem": self.stem,
                 "stemmer": "savoy-german-light" if self.stem else None, "model_names": self.model_names,
-                "hyphenated": "whole and parts", "stopwords": sorted(self.stopwords)}
+                "hyphenated": "whole and parts", "compounds": self.compounds, "stopwords": sorted(self.stopwords)}
 
     def _term(self, word: str) -> str | None:
         if word in self.stopwords:
@@ -106,6 +112,8 @@ class Tokenizer:
                 continue
             if (term := self._term(word)) is not None:
                 out.append(term)
+                if self.compounds and word.isalpha() and len(word) >= COMPOUND_MIN:
+                    out += [f"{word[:COMPOUND_PART]}>", f"<{word[-COMPOUND_PART:]}"]
             if self.model_names and i + 1 < len(matches) and word.isalpha() and len(word) <= MODEL_PREFIX_MAX \
                     and word not in self.stopwords:
                 nxt = matches[i + 1]
@@ -117,3 +125,17 @@ class Tokenizer:
     def query_terms(self, text: str) -> list[str]:
         """Distinct terms of a query, first occurrence first (a repeated word does not weigh more)."""
         return list(dict.fromkeys(self.tokens(text)))
+
+    def parts_of(self, term: str) -> set[str]:
+        """The part terms a joined term was made of ("fz400" -> fz, 400; "sm-7702-30" -> sm, 7702, 30).
+
+        A search that finds the joined term in its index leaves the parts out of the query, else a
+        question naming a machine would weigh the machine three times and its actual subject (an
+        error code, a part) once.
+        """
+        if "-" in term:
+            return {self._term(p) or p for p in term.split("-")}
+        m = re.fullmatch(r"([^\W\d_]+)(\d+)", term)
+        if self.model_names and m and len(m.group(1)) <= MODEL_PREFIX_MAX:
+            return {self._term(m.group(1)) or m.group(1), m.group(2)}
+        return set()

@@ -63,10 +63,19 @@ def base_of(ws: Workspace, adapter: ArtifactRecord) -> ArtifactRecord:
 class Runnable:
     """What must be loaded to run a record: a base model folder and the adapters on top of it."""
 
-    record: ArtifactRecord  # the model or adapter asked for (what policies are checked against)
+    record: ArtifactRecord  # the model or adapter that runs (what policies are checked against)
     base: ArtifactRecord
     path: Path  # the base model's folder
     adapters: tuple[tuple[str, Path], ...]  # (adapter name, folder)
+    fach_llm: ArtifactRecord | None = None  # when a Fach-LLM (model + knowledge base) was asked for
+
+    @property
+    def knowledge(self) -> tuple[str, int, float | None] | None:
+        """(knowledge base id, passages per answer, min_score) of a Fach-LLM; None for a plain model."""
+        if self.fach_llm is None:
+            return None
+        m = self.fach_llm.meta
+        return str(m["kb_id"]), int(m.get("k") or 3), m.get("min_score")
 
     @property
     def trust_remote_code(self) -> bool:
@@ -78,6 +87,9 @@ def resolve(ws: Workspace, record: ArtifactRecord) -> Runnable:
     """Check cheaply (record kind, files, base) what running `record` needs, before any weights load."""
     from kifabrik.models.sources import model_path
 
+    if record.kind == "fach-llm":  # model + knowledge base: the model part runs, the caller grounds
+        inner = resolve(ws, ws.catalog.get_artifact(record.meta["model_id"]))
+        return Runnable(inner.record, inner.base, inner.path, inner.adapters, fach_llm=record)
     if record.kind == "model":
         base, adapters = record, ()
     elif record.kind == "adapter":
@@ -87,7 +99,7 @@ def resolve(ws: Workspace, record: ArtifactRecord) -> Runnable:
                                 hint=f"check it with `kifabrik verify {record.ref}`")
         base, adapters = base_of(ws, record), ((record.name, folder),)
     else:
-        raise KifabrikError(f"{record.ref} is a {record.kind}; a model or an adapter is needed",
+        raise KifabrikError(f"{record.ref} is a {record.kind}; a model, an adapter or a Fach-LLM is needed",
                             hint="list them with `kifabrik models list` and `kifabrik adapters list`")
     path = model_path(ws, base)
     if not path.exists():

@@ -128,8 +128,16 @@ def release(ws: Workspace, ref: str, opts: ReleaseOptions, *, actor: str = "cli"
 def _release(ws: Workspace, target: ArtifactRecord, opts: ReleaseOptions, actor: str, run_id: str) -> ArtifactRecord:
     from kifabrik.policy import PolicyDenied, require
 
+    gated = target  # the quality gates read the evaluations of what was asked for
+    knowledge: ArtifactRecord | None = None
+    if target.kind == "fach-llm":
+        # The bundle carries the model part; the knowledge base stays in the catalog, where every passage's own
+        # policy is checked at retrieval (one dataset that may not be shown must not block the release).
+        from kifabrik.kb.fachllm import parts
+
+        target, knowledge = parts(ws, target)
     if target.kind not in ("model", "adapter"):
-        raise KifabrikError(f"{target.ref} is a {target.kind}; a release bundles a model or an adapter")
+        raise KifabrikError(f"{target.ref} is a {target.kind}; a release bundles a model, an adapter or a Fach-LLM")
     gates = list(opts.gates) + (load_gates(Path(opts.gate_file)) if opts.gate_file else [])
     licence = spdx_licence(opts.license) if opts.license else None
     for rec in ws.catalog.list_artifacts(KIND):
@@ -177,7 +185,7 @@ def _release(ws: Workspace, target: ArtifactRecord, opts: ReleaseOptions, actor:
         raise KifabrikError(f"the release licence {licence} differs from the licence the documents {docs.ref} state "
                             f"({stated})", hint=f"regenerate them for this licence: kifabrik document {target.ref} "
                                                 f"--license {licence} (the release command does this itself)")
-    results = check_gates(ws, target, gates)
+    results = check_gates(ws, gated, gates)
     failed = [r for r in results if not r.passed]
     if failed:
         raise ReleaseRefused(
@@ -192,6 +200,9 @@ def _release(ws: Workspace, target: ArtifactRecord, opts: ReleaseOptions, actor:
     info = {"name": opts.name, "version": opts.version, "license": licence, "audience": opts.audience,
             "created_at": created,
             "model": {"id": target.id, "ref": target.ref, "kind": target.kind},
+            **({"fach_llm": {"id": gated.id, "ref": gated.ref, "knowledge_base": {"id": knowledge.id,
+                                                                                   "ref": knowledge.ref}}}
+               if knowledge is not None else {}),
             "documents": {"id": docs.id, "ref": docs.ref}, "gates": [r.as_dict() for r in results],
             "policy": {"purposes_permitted": purposes}, "run_id": run_id,
             "kifabrik_version": kifabrik.__version__,
@@ -199,10 +210,13 @@ def _release(ws: Workspace, target: ArtifactRecord, opts: ReleaseOptions, actor:
                             "release.json and SHA256SUMS"}
     evaluations = sorted({r.evaluation for r in results if r.evaluation})
     parents: list[Any] = [(target.id, "released"), (docs.id, "bundled")] + [(e, "gated_by") for e in evaluations]
+    if knowledge is not None:
+        parents.append((gated.id, "released_as"))
     meta = {"release_name": opts.name, "release_version": opts.version, "license": licence,
             "audience": opts.audience, "target": target.ref,
             "target_id": target.id, "documents": docs.id, "gates": [r.as_dict() for r in results],
-            "purposes_permitted": purposes, "run_id": run_id}
+            "purposes_permitted": purposes, "run_id": run_id,
+            **({"fach_llm": gated.ref, "knowledge_base": knowledge.ref} if knowledge is not None else {})}
     with ws.create(KIND, opts.name, parents=parents, config=opts.model_dump(mode="json"), meta=meta) as draft:
         facts = write_bundle(ws, target, base, docs, draft.dir, info)
         draft.meta = {**meta, "files": facts["files"], "bytes": facts["bytes"]}

@@ -12,11 +12,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from kifabrik.catalog import ArtifactRecord
+from kifabrik.errors import KifabrikError
 from kifabrik.registry import register
 from kifabrik.release.api import ReleaseOptions, release
 from kifabrik.release.gates import Gate
@@ -36,12 +37,31 @@ class ReleaseStageOptions(StageOptions):
     documents: str | None = Field(default=None, description="An earlier document step or a document artifact.")
     audience: Literal["public", "internal"] = Field(default="public", description="public (distributed under "
                                                     "`license`) or internal (deployed inside the organisation only).")
+    if_exists: Literal["refuse", "next-patch"] = Field(default="refuse", description="When this name and version "
+                                                       "were released before: refuse, or release as the next free "
+                                                       "patch version (1.0.0 -> 1.0.1), e.g. for a recipe run again.")
+
+
+def next_free_version(ws: Any, name: str, version: str) -> str:
+    """`version`, or the next patch version that `name` has not been released under."""
+    taken = {r.meta.get("release_version") for r in ws.catalog.list_artifacts("release") if r.name == name}
+    if version not in taken:
+        return version
+    head, _, patch = version.rpartition(".")
+    if not patch.isdigit():
+        raise KifabrikError(f"release {name} {version} exists already and {version!r} has no numeric patch part",
+                            hint="give a new version")
+    n = int(patch)
+    while f"{head}.{n}" in taken:
+        n += 1
+    return f"{head}.{n}"
 
 
 def _run(ctx: StageContext, opts: ReleaseStageOptions) -> list[ArtifactRecord]:
     target = ctx.resolve(opts.model)
     docs = ctx.resolve(opts.documents, "document").id if opts.documents else None
-    ropts = ReleaseOptions(name=opts.release_name, version=opts.version, license=opts.license, gates=opts.gates,
+    version = next_free_version(ctx.ws, opts.release_name, opts.version) if opts.if_exists == "next-patch" else opts.version
+    ropts = ReleaseOptions(name=opts.release_name, version=version, license=opts.license, gates=opts.gates,
                            gate_file=opts.gate_file, documents=docs, audience=opts.audience)
     return [release(ctx.ws, target.id, ropts, actor=f"pipeline:{ctx.pipeline_id[:12]}", run_id=ctx.run_id)]
 

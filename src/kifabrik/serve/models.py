@@ -30,24 +30,25 @@ class Served:
     """One model name of the API."""
 
     name: str
-    record: ArtifactRecord  # the model or adapter itself (what policies are checked against)
+    record: ArtifactRecord  # the model or adapter that runs (what policies are checked against)
     base: ArtifactRecord  # the base model whose weights are loaded
+    fach_llm: ArtifactRecord | None = None  # set when the name is a Fach-LLM (model + knowledge base)
 
     @property
     def adapter(self) -> str | None:
-        return self.name if self.record.kind == "adapter" else None
+        return self.record.name if self.record.kind == "adapter" else None
 
 
 def discover(ws: Workspace, only: list[str] | None = None) -> dict[str, Served]:
     """The latest version of every model and adapter (or of the names in `only`)."""
     latest: dict[str, ArtifactRecord] = {}
-    for kind in ("model", "adapter"):
+    for kind in ("model", "adapter", "fach-llm"):
         for rec in ws.catalog.list_artifacts(kind):
             if rec.status != "ok":
                 continue
             other = latest.get(rec.name)
             if other is not None and other.kind != rec.kind:
-                raise KifabrikError(f"the name {rec.name!r} is both a model and an adapter",
+                raise KifabrikError(f"the name {rec.name!r} is both a {other.kind} and a {rec.kind}",
                                     hint="serve one of them with --models, or re-create one under another name")
             if other is None or rec.version > other.version:
                 latest[rec.name] = rec
@@ -57,9 +58,15 @@ def discover(ws: Workspace, only: list[str] | None = None) -> dict[str, Served]:
             raise KifabrikError(f"--models: no model or adapter named {', '.join(map(repr, missing))}",
                                 hint="list them with `kifabrik models list` and `kifabrik artifacts list --kind adapter`")
         latest = {n: latest[n] for n in only}
+    from kifabrik.models.runtime import resolve
+
     served = {}
     for name, rec in sorted(latest.items()):
-        served[name] = Served(name, rec, base_of(ws, rec) if rec.kind == "adapter" else rec)
+        if rec.kind == "fach-llm":
+            runnable = resolve(ws, rec)
+            served[name] = Served(name, runnable.record, runnable.base, fach_llm=rec)
+        else:
+            served[name] = Served(name, rec, base_of(ws, rec) if rec.kind == "adapter" else rec)
     return served
 
 
@@ -89,12 +96,22 @@ class ModelTable:
             if served.base.id not in self._backends:
                 from kifabrik.models.sources import model_path
 
-                adapters = [AdapterSpec(s.name, self.ws.path(s.record), s.record) for s in self.served.values()
-                            if s.record.kind == "adapter" and s.base.id == served.base.id]
+                unique = {s.record.id: s.record for s in self.served.values()
+                          if s.record.kind == "adapter" and s.base.id == served.base.id}
+                adapters = [AdapterSpec(r.name, self.ws.path(r), r) for r in unique.values()]
                 path: Path = model_path(self.ws, served.base)
                 self._backends[served.base.id] = self.cls(served.base, path, adapters, self.options,
                                                           on_batch=self.on_batch)
             return self._backends[served.base.id]
+
+    def grounding(self, served: Served, actor: str) -> Any:
+        """The knowledge base of a Fach-LLM name (None for a plain model), opened once."""
+        if served.fach_llm is None:
+            return None
+        from kifabrik.kb.grounding import Grounding
+        from kifabrik.models.runtime import resolve
+
+        return Grounding.of(self.ws, resolve(self.ws, served.fach_llm), purpose="serving", actor=actor)
 
     def loaded(self) -> dict[str, Backend]:
         return dict(self._backends)

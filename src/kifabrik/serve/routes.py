@@ -57,6 +57,8 @@ class Job:
     req: GenRequest
     prefill: str = ""
     tools: bool = False
+    sources: list[dict[str, Any]] | None = None  # a Fach-LLM's passages (None for a plain model)
+    canned: str | None = None  # an answer given without the model (nothing relevant in the knowledge base)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
     start: float = field(default_factory=time.perf_counter)
@@ -82,7 +84,10 @@ async def _handle(request: Request, key: KeyRecord | None, body: Any, kind: str)
         backend = await run_in_threadpool(state.table.backend, served)
         job = await run_in_threadpool(_prepare, state, backend, served, key, body, kind, endpoint)
         queue = async_sink(job.req)
-        backend.submit(job.req)
+        if job.canned is not None:
+            job.req.emit(Event(text=job.canned, finish_reason="stop", prompt_tokens=len(job.req.prompt_ids)))
+        else:
+            backend.submit(job.req)
     except APIError as exc:
         state.metrics.rejected.labels(exc.code or str(exc.status)).inc()
         state.metrics.requests.labels(endpoint, body.model, str(exc.status)).inc()
@@ -107,6 +112,16 @@ def _prepare(state: ServerState, backend: Backend, served: Served, key: KeyRecor
                 messages[0]["content"] = f"{messages[0]['content']}\n\n{AI_NOTICE}".strip()
             else:
                 messages.insert(0, {"role": "system", "content": AI_NOTICE})
+        grounding = state.table.grounding(served, actor(key))
+        sources: list[dict[str, Any]] | None = None
+        canned: str | None = None
+        if grounding is not None:
+            from kifabrik.kb.grounding import NOT_FOUND
+
+            room = backend.context_length - (body.max_tokens or 16)
+            grounded = grounding.ground(messages, fits=lambda m: len(backend.chat_ids(m, None, "")) <= room)
+            messages, sources = grounded.messages, [src.as_dict() for src in grounded.sources]
+            canned = None if grounded.found else NOT_FOUND
         tools_on = bool(body.tools) and body.tool_choice != "none"
         tools = [t.model_dump(exclude_none=True) for t in body.tools] if tools_on else None
         native = toolcalls.template_handles_tools(backend.chat_template)
@@ -118,6 +133,10 @@ def _prepare(state: ServerState, backend: Backend, served: Served, key: KeyRecor
             raise APIError(400, f"the chat template of `{body.model}` rejects these messages: {exc}",
                            code="invalid_messages", param="messages") from None
     else:
+        if served.fach_llm is not None:
+            raise APIError(400, f"`{body.model}` is a Fach-LLM that answers from its knowledge base; "
+                                "use /v1/chat/completions", code="unsupported_endpoint", param="model")
+        sources, canned = None, None
         ids = backend.text_ids(body.prompt)
     limit = backend.context_length
     if body.max_tokens is not None:
@@ -136,7 +155,7 @@ def _prepare(state: ServerState, backend: Backend, served: Served, key: KeyRecor
         max_tokens = min(state.config.default_max_tokens, limit - len(ids))
     req = GenRequest(prompt_ids=ids, max_tokens=max_tokens, adapter=served.adapter, temperature=body.temperature,
                      top_p=body.top_p, seed=body.seed, stop=body.stop_list())
-    return Job(endpoint, served, key, body, req, prefill=prefill, tools=tools_on)
+    return Job(endpoint, served, key, body, req, prefill=prefill, tools=tools_on, sources=sources, canned=canned)
 
 
 def _message(m: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +225,8 @@ async def _collect(state: ServerState, request: Request, job: Job, queue: Any) -
         obj = "text_completion"
     await _finish(state, job, last, text, 200)
     return JSONResponse({"id": _rid(job), "object": obj, "created": job.created, "model": job.served.name,
-                         "system_fingerprint": None, "choices": [choice], "usage": _usage(last), "ai_generated": True})
+                         "system_fingerprint": None, "choices": [choice], "usage": _usage(last), "ai_generated": True,
+                         **({"sources": job.sources} if job.sources is not None else {})})
 
 
 async def _stream(state: ServerState, job: Job, queue: Any) -> AsyncIterator[str]:
@@ -248,7 +268,7 @@ async def _stream(state: ServerState, job: Job, queue: Any) -> AsyncIterator[str
                 if calls:
                     yield sse(_chunk(job, {"tool_calls": [c.openai(i) for i, c in enumerate(calls)]}, None))
                     finish = "tool_calls"
-            yield sse(_chunk(job, {}, finish))
+            yield sse({**_chunk(job, {}, finish), **({"sources": job.sources} if job.sources is not None else {})})
             opts = getattr(job.body, "stream_options", None)
             if opts is not None and opts.include_usage:
                 yield sse({**_chunk(job, None, None), "choices": [], "usage": _usage(last)})

@@ -14,7 +14,13 @@ from kifabrik.models.sources import model_path
 from kifabrik.progress import info
 from kifabrik.train import rundir
 from kifabrik.train.options import TrainOptions
-from kifabrik.train.prepare import RunSpec, check_policies, encode, resolve_inputs
+from kifabrik.train.prepare import (
+    RunSpec,
+    check_policies,
+    context_datasets,
+    encode,
+    resolve_inputs,
+)
 from kifabrik.workspace import Workspace
 
 
@@ -105,13 +111,14 @@ def _execute(ws: Workspace, run_id: str, spec: RunSpec, *, resume: bool, callbac
 
     folder = rundir.run_dir(ws, run_id)
     base, datasets = resolve_inputs(ws, spec)
-    # The decision comes before any data is read; the use is counted only once nothing else can refuse the run.
-    check_policies(ws, datasets, count=False)
     opts = spec.options
+    sources = context_datasets(ws, opts)
+    # The decision comes before any data is read; the use is counted only once nothing else can refuse the run.
+    check_policies(ws, datasets + sources, count=False)
     trust = bool(base.meta.get("trust_remote_code"))
     path = model_path(ws, base)
     tokenizer = load_tokenizer(path, trust_remote_code=trust)
-    prepared = encode(ws, tokenizer, base, datasets, opts)
+    prepared = encode(ws, tokenizer, base, datasets, opts, sources)
     with rundir.RunLock(folder):
         checkpoint = rundir.last_checkpoint(folder) if resume else None
         expected = None
@@ -128,7 +135,7 @@ def _execute(ws: Workspace, run_id: str, spec: RunSpec, *, resume: bool, callbac
 
         def before_first_step(fingerprint: str) -> None:
             if not resume:
-                check_policies(ws, datasets, count=True)
+                check_policies(ws, datasets + sources, count=True)
                 files.write_json_atomic(folder / "run.json", {**spec.to_json(), "fingerprint": fingerprint})
 
         res = run_session(path, folder, prepared, opts, trust=trust, session=session, resume_from=checkpoint,

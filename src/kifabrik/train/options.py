@@ -22,6 +22,20 @@ class LoraOptions(StrictModel):
     )
 
 
+class ContextOptions(StrictModel):
+    """Train the model to answer from retrieved sources (see `kifabrik.kb.contexts`)."""
+
+    k: int = Field(default=3, ge=1, le=10, description="Sources per row: the right one among k - 1 retrieved others "
+                   "(use the k your Fach-LLM retrieves).")
+    unanswerable: float = Field(default=0.2, ge=0.0, lt=1.0, description="Share of rows whose sources lack the "
+                                "answer; their target is to say that the information is not available.")
+    passages_from: list[str] = Field(default_factory=list, description="More datasets (catalog refs) whose passages "
+                                     "(document sections, answers) appear as sources, as they will in the knowledge "
+                                     "base; their policies must permit training and they join the adapter's lineage.")
+    chunk_tokens: int = Field(default=200, ge=16, le=8192, description="Most words per document passage of "
+                              "`passages_from` (use the `chunk_tokens` of your knowledge base).")
+
+
 class TrainOptions(StrictModel):
     """Hyper-parameters and behaviour of a training run. Defaults suit a small model on a CPU."""
 
@@ -29,6 +43,9 @@ class TrainOptions(StrictModel):
         default="lora",
         description="`lora` trains a PEFT LoRA adapter; `full` updates every weight (small models only).")
     lora: LoraOptions = Field(default_factory=LoraOptions, description="LoRA settings (method `lora`).")
+    context: ContextOptions | None = Field(default=None, description="Rewrite chat rows into grounded rows "
+                                           "(retrieved sources in the prompt) so the model learns to answer from a "
+                                           "knowledge base; off by default (plain SFT).")
     epochs: float = Field(default=1.0, gt=0, le=1000, description="Passes over the training split.")
     max_steps: int | None = Field(
         default=None, ge=1,

@@ -7,7 +7,7 @@ every check that can refuse the run comes before the count-limited policy use is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kifabrik.catalog import ArtifactRecord
@@ -51,6 +51,7 @@ class Prepared:
     train_stats: EncodeStats
     test_stats: EncodeStats
     warnings: list[str] = field(default_factory=list)
+    context_datasets: list[ArtifactRecord] = field(default_factory=list)  # sources of grounded rows, not trained on
 
 
 def resolve_inputs(ws: Workspace, spec: RunSpec) -> tuple[ArtifactRecord, list[ArtifactRecord]]:
@@ -83,6 +84,13 @@ def resolve_inputs(ws: Workspace, spec: RunSpec) -> tuple[ArtifactRecord, list[A
     return base, datasets
 
 
+def context_datasets(ws: Workspace, opts: TrainOptions) -> list[ArtifactRecord]:
+    """The datasets whose passages grounded rows may show (`context.passages_from`)."""
+    if opts.context is None:
+        return []
+    return [ws.catalog.get_artifact(ref, "dataset") for ref in opts.context.passages_from]
+
+
 def check_policies(ws: Workspace, datasets: list[ArtifactRecord], *, count: bool) -> None:
     """The policy engine decides whether these datasets may be used for training (audited)."""
     from kifabrik.policy import require
@@ -91,8 +99,14 @@ def check_policies(ws: Workspace, datasets: list[ArtifactRecord], *, count: bool
 
 
 def encode(ws: Workspace, tokenizer: Any, base: ArtifactRecord, datasets: list[ArtifactRecord],
-           opts: TrainOptions) -> Prepared:
+           opts: TrainOptions, extra_sources: list[ArtifactRecord] | None = None) -> Prepared:
     """Encode every split; refuse data that would make a meaningless run."""
+    pool: list[str] = []
+    for d in extra_sources or []:
+        from kifabrik.kb.passages import dataset_passages
+
+        passages, _ = dataset_passages(ws, d, size=opts.context.chunk_tokens if opts.context else 200)
+        pool += [p.answer or p.text for p in passages]
     ctx = int(base.meta.get("context_length") or DEFAULT_MAX_SEQ)
     max_len = opts.max_seq_length or min(ctx, DEFAULT_MAX_SEQ)
     train: list[Example] = []
@@ -102,6 +116,16 @@ def encode(ws: Workspace, tokenizer: Any, base: ArtifactRecord, datasets: list[A
     for d in datasets:
         rows = read_dataset(ws.path(d), d)
         fmt = rows.format
+        if opts.context is not None and rows.format == "chat":
+            from kifabrik.kb.contexts import add_contexts
+
+            train_rows, cst = add_contexts(rows.train, k=opts.context.k, unanswerable=opts.context.unanswerable,
+                                           seed=opts.seed, pool=pool)
+            test_rows, _ = add_contexts(rows.test, k=opts.context.k, unanswerable=opts.context.unanswerable,
+                                        seed=opts.seed + 1, pool=pool)
+            rows = replace(rows, train=train_rows, test=test_rows)
+            info(f"{d.ref}: {cst.answerable} rows with their answer among {opts.context.k} sources, "
+                 f"{cst.unanswerable} whose sources lack it (from {cst.passages} passages)")
         ex, st = encode_rows(tokenizer, rows.train, rows.format, max_len)
         train += ex
         _add(train_stats, st)
@@ -132,7 +156,7 @@ def encode(ws: Workspace, tokenizer: Any, base: ArtifactRecord, datasets: list[A
     for w in warnings:
         info(f"warning: {w}")
     return Prepared(base, datasets, "sft" if fmt == "chat" else "cpt", max_len, train, test, train_stats,
-                    test_stats, warnings)
+                    test_stats, warnings, list(extra_sources or []))
 
 
 def _add(total: EncodeStats, part: EncodeStats) -> None:

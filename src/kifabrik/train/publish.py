@@ -58,8 +58,9 @@ def publish(ws: Workspace, run_id: str, folder: Path, spec: RunSpec, prepared: P
     metrics = files.read_jsonl(folder / "metrics.jsonl", missing_ok=True)
     train_losses = [m["loss"] for m in metrics if "loss" in m]
     eval_losses = [m["eval_loss"] for m in metrics if "eval_loss" in m]
-    policy_ids = sorted({p[0] for d in prepared.datasets for p in ws.catalog.policies_of(d.id)}
-                        | {p for d in prepared.datasets for p in d.meta.get("policy_ids", [])})
+    used = prepared.datasets + prepared.context_datasets  # grounded rows showed passages of the context datasets
+    policy_ids = sorted({p[0] for d in used for p in ws.catalog.policies_of(d.id)}
+                        | {p for d in used for p in d.meta.get("policy_ids", [])})
     base = prepared.base
     meta: dict[str, Any] = {
         "base_model": base.ref, "base_model_id": base.id, "base_weights_sha256": base.meta.get("weights_sha256"),
@@ -80,7 +81,8 @@ def publish(ws: Workspace, run_id: str, folder: Path, spec: RunSpec, prepared: P
     if opts.method == "lora":
         meta.update({"rank": opts.lora.rank, "alpha": opts.lora.alpha, "dropout": opts.lora.dropout,
                      "target_modules": res.targets})
-    parents: list[Any] = [(base.id, "base_model")] + [(d.id, "trained_on") for d in prepared.datasets]
+    parents: list[Any] = [(base.id, "base_model")] + [(d.id, "trained_on") for d in prepared.datasets] + [
+        (d.id, "context_from") for d in prepared.context_datasets]
     config = {"train": opts.model_dump(mode="json"), "base_model_id": base.id,
               "dataset_ids": [d.id for d in prepared.datasets], "max_seq_length": prepared.max_seq_length}
     kind = "adapter" if opts.method == "lora" else "model"

@@ -29,7 +29,14 @@ from typing import Any
 from kifabrik.evaluate.metrics import bbq_bias_scores
 from kifabrik.evaluate.runner import run_task
 from kifabrik.evaluate.stats import Measured, bootstrapped, proportion
-from kifabrik.evaluate.suites import Suite, SuiteContext, SuiteResult, data_file, package_file, spread
+from kifabrik.evaluate.suites import (
+    Suite,
+    SuiteContext,
+    SuiteResult,
+    data_file,
+    package_file,
+    spread,
+)
 from kifabrik.evaluate.tasks import TaskSpec, build_task
 from kifabrik.mission_ki import chance_caveat
 from kifabrik.registry import register

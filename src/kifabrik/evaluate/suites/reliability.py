@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from functools import partial
 from itertools import combinations
-
 from typing import Any
 
 from kifabrik.evaluate.backends import GenOptions

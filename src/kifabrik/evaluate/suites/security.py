@@ -27,7 +27,13 @@ from typing import Any
 
 from kifabrik.evaluate.runner import per_group, run_task
 from kifabrik.evaluate.stats import proportion_of
-from kifabrik.evaluate.suites import Suite, SuiteContext, SuiteResult, package_file, spread
+from kifabrik.evaluate.suites import (
+    Suite,
+    SuiteContext,
+    SuiteResult,
+    package_file,
+    spread,
+)
 from kifabrik.evaluate.tasks import TaskSpec, build_task
 from kifabrik.registry import register
 

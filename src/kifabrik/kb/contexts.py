@@ -1,0 +1,123 @@
+"""Training rows that teach a model to answer from retrieved sources (`train` option `context:`).
+
+For every chat row of the training split, the last user message is searched (BM25, the knowledge
+base's tokenizer) among the final answers of *the same training split* — so an adapter trained
+this way depends on no data outside its own lineage — and the row is rewritten into the prompt
+format of `kb.grounding`:
+
+- answerable rows (the default share 1 - `unanswerable`): the `k` best passages in retrieval order,
+  as the knowledge base will give them at serving time, with the row's own answer among them (where
+  retrieval ranked it, or at a random place when retrieval missed it, so the model also learns to
+  find the answer further down);
+- unanswerable rows (share `unanswerable`): sources that do not contain the answer (the row's own
+  answer and every passage that shares most of its words are left out), and the target becomes
+  `NOT_FOUND` — so the model learns to say that the sources do not answer the question.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kifabrik.kb.grounding import NOT_FOUND, with_sources
+from kifabrik.kb.tokenize import Tokenizer
+
+
+@dataclass(frozen=True)
+class ContextStats:
+    rows: int
+    answerable: int
+    unanswerable: int
+    passages: int
+
+
+def _final_answer(messages: Sequence[dict[str, Any]]) -> str | None:
+    if messages and messages[-1].get("role") == "assistant" and isinstance(messages[-1].get("content"), str):
+        return str(messages[-1]["content"])
+    return None
+
+
+def _overlap(a: set[str], b: set[str]) -> float:
+    return len(a & b) / max(1, len(a | b))
+
+
+def add_contexts(rows: list[dict[str, Any]], *, k: int = 3, unanswerable: float = 0.2, seed: int = 0,
+                 pool: Sequence[str] = (), near_duplicate: float = 0.5,
+                 same: float = 0.8) -> tuple[list[dict[str, Any]], ContextStats]:
+    """Rewrite chat rows (`{"messages": [...]}`) into grounded rows; rows without a final answer stay as they are.
+
+    Args:
+        rows: Chat rows of the training (or test) split.
+        k: Sources per row.
+        unanswerable: Share of rows to turn into "the sources do not say" rows. Only a question that
+            names something specific (a machine, an error code, a part number: a term with a digit)
+            can be made unanswerable safely: its sources are chosen among passages that do not mention
+            it, so they cannot hold its answer. Other questions stay answerable.
+        seed: Seed of the choices (same seed, same rows).
+        pool: More passages (document sections) that may appear as sources, as they will at serving time.
+        near_duplicate: Passages sharing this much of the answer's words count as holding the answer.
+        same: Passages this similar to a better one are skipped, as at serving time (`grounding.diverse`).
+    """
+    import bm25s
+    import numpy as np
+
+    tok = Tokenizer.default()
+    answers = list(dict.fromkeys(a for r in rows if (a := _final_answer(r["messages"])) is not None))
+    texts = answers + [t for t in dict.fromkeys(pool) if t not in set(answers)]
+    if len(texts) < 2:
+        return rows, ContextStats(len(rows), 0, 0, len(texts))
+    terms = [tok.tokens(t) for t in texts]
+    word_sets = [set(t) for t in terms]
+    index = bm25s.BM25()
+    index.index(terms, show_progress=False)
+    position = {a: i for i, a in enumerate(answers)}
+    rng = random.Random(seed)
+    out, n_ans, n_un = [], 0, 0
+    for row in rows:
+        messages = row["messages"]
+        gold_text = _final_answer(messages)
+        question = next((m["content"] for m in reversed(messages[:-1]) if m.get("role") == "user"), None)
+        if gold_text is None or not isinstance(question, str):
+            out.append(row)
+            continue
+        gold = position[gold_text]
+        q = tok.query_terms(question)
+        scores = index.get_scores(q) if q else np.zeros(len(texts))
+        order = [int(i) for i in np.argsort(-scores, kind="stable")]
+        ranked = [i for i in order if i != gold]
+        entities = {t for t in tok.tokens(question) if any(c.isdigit() for c in t)}
+        sources: list[int] = []
+        if entities and rng.random() < unanswerable:
+            sources = _pick([i for i in ranked if not entities & word_sets[i]
+                             and _overlap(word_sets[i], word_sets[gold]) < near_duplicate], word_sets, k, same)
+        if len(sources) == k:
+            target = NOT_FOUND
+            n_un += 1
+        else:
+            # the sources in retrieval order, as at serving time; when retrieval misses the answer, it
+            # takes a random place, so the model also learns to find it further down
+            picked = _pick([i for i in order if i == gold or _overlap(word_sets[i], word_sets[gold]) < same],
+                           word_sets, k, same)
+            if gold in picked:
+                sources = picked
+            else:
+                sources = picked[:k - 1]
+                sources.insert(rng.randrange(len(sources) + 1), gold)
+            target = gold_text
+            n_ans += 1
+        grounded = with_sources(messages[:-1], [texts[i] for i in sources])
+        out.append({**row, "messages": [*grounded, {"role": "assistant", "content": target}]})
+    return out, ContextStats(len(rows), n_ans, n_un, len(texts))
+
+
+def _pick(candidates: list[int], word_sets: list[set[str]], k: int, same: float) -> list[int]:
+    """The first `k` candidates, skipping near-copies of one already picked."""
+    chosen: list[int] = []
+    for i in candidates:
+        if len(chosen) == k:
+            break
+        if all(_overlap(word_sets[i], word_sets[c]) < same for c in chosen):
+            chosen.append(i)
+    return chosen

@@ -1,0 +1,173 @@
+"""Grounded answers: retrieved passages go into the prompt, and no relevant passage means "not known".
+
+One prompt format for everything that answers from a knowledge base — the training rows that
+teach a model to use its sources (`train` with `context:`), `generate`, `eval`, the server and
+agents — so a model is asked at serving time exactly as it was taught:
+
+    system:  <the system message>\n\nQuellen:\n[1] <passage>\n[2] <passage>...
+    user:    <the question>
+
+When retrieval finds nothing relevant (every hit under the knowledge base's `min_score`), the
+answer is `NOT_FOUND` without running the model: a Fach-LLM says that the information is not in
+its documents instead of inventing one.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kifabrik.kb.search import Hit, KnowledgeBase
+
+#: The answer when the knowledge base holds nothing relevant (and the target of training rows whose
+#: sources lack the answer). Contains "keine Informationen", which the `facts` metric counts as a refusal.
+NOT_FOUND = "Dazu liegen mir keine Informationen vor."
+SOURCES_HEADING = "Quellen:"
+DEFAULT_SYSTEM = "Sie sind ein hilfreicher Assistent. Antworten Sie nur mit den Angaben aus den Quellen."
+
+
+@dataclass(frozen=True)
+class Source:
+    """One passage an answer was grounded on (returned to API clients as `sources`)."""
+
+    n: int
+    passage_id: str
+    dataset: str
+    source: str
+    score: float
+    text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "id": self.passage_id, "dataset": self.dataset, "source": self.source,
+                "score": self.score, "text": self.text}
+
+
+@dataclass(frozen=True)
+class Grounded:
+    """A conversation with its sources written in; `found` is False when nothing relevant was retrieved."""
+
+    messages: list[dict[str, Any]]
+    sources: list[Source] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        return bool(self.sources)
+
+
+@functools.lru_cache(maxsize=16)
+def _answers(kb: KnowledgeBase) -> dict[str, str]:
+    """Passage id -> the text put into prompts (a chat passage's answer alone, else the passage)."""
+    return {p.id: p.answer or p.text for p in kb.passages}
+
+
+def passage_text(kb: KnowledgeBase, hit: Hit) -> str:
+    return _answers(kb).get(hit.passage_id, hit.text)
+
+
+def diverse(kb: KnowledgeBase, hits: Sequence[Hit], k: int, *, same: float = 0.8) -> list[Hit]:
+    """The `k` best hits, skipping any whose words are mostly (Jaccard >= `same`) those of a better one.
+
+    Company data repeats itself (the same answer with a different greeting or an added sentence);
+    three copies of one answer would waste the prompt's room for sources.
+    """
+    words = {h.passage_id: set(kb.tokenizer.tokens(passage_text(kb, h))) for h in hits}
+    chosen: list[Hit] = []
+    for h in hits:
+        w = words[h.passage_id]
+        if all(len(w & words[c.passage_id]) / max(1, len(w | words[c.passage_id])) < same for c in chosen):
+            chosen.append(h)
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def question_of(messages: Sequence[dict[str, Any]]) -> str:
+    """What to search for: the last user message."""
+    for m in reversed(messages):
+        if m.get("role") == "user" and isinstance(m.get("content"), str):
+            return str(m["content"])
+    return ""
+
+
+def with_sources(messages: Sequence[dict[str, Any]], texts: Sequence[str]) -> list[dict[str, Any]]:
+    """`messages` with numbered sources appended to the system message (one is added if there is none)."""
+    block = SOURCES_HEADING + "\n" + "\n".join(f"[{n}] {t}" for n, t in enumerate(texts, 1))
+    out = [dict(m) for m in messages]
+    if out and out[0].get("role") == "system":
+        out[0]["content"] = f"{out[0].get('content') or ''}\n\n{block}".strip()
+    else:
+        out.insert(0, {"role": "system", "content": f"{DEFAULT_SYSTEM}\n\n{block}"})
+    return out
+
+
+def ground(kb: KnowledgeBase, messages: Sequence[dict[str, Any]], *, k: int = 3, purpose: str = "serving",
+           actor: str = "cli", min_score: float | None = None, relative: float = 0.0,
+           fits: Callable[[list[dict[str, Any]]], bool] | None = None) -> Grounded:
+    """Retrieve for the last user message (each passage checked against its dataset's policy) and write the sources in.
+
+    `fits(messages)` says whether a prompt still leaves room for the answer in the model's context; the
+    lowest-ranked sources are dropped until it does (the best one is always kept). `relative` drops
+    sources scoring under that share of the best one: a clear best match is not diluted by
+    distractors, which a small model copies from as readily as from the right source.
+    """
+    kwargs = {} if min_score is None else {"min_score": min_score}
+    hits = diverse(kb, kb.search(question_of(messages), k=4 * k, purpose=purpose, actor=actor, **kwargs), k)
+    hits = [h for h in hits if h.score >= relative * hits[0].score] if hits else hits
+    if not hits:
+        return Grounded([dict(m) for m in messages])
+    sources = [Source(n, h.passage_id, h.dataset_ref, h.source, h.score, passage_text(kb, h))
+               for n, h in enumerate(hits, 1)]
+    grounded = with_sources(messages, [s.text for s in sources])
+    while fits is not None and len(sources) > 1 and not fits(grounded):
+        sources = sources[:-1]
+        grounded = with_sources(messages, [s.text for s in sources])
+    return Grounded(grounded, sources)
+
+
+@dataclass(frozen=True)
+class GroundedAnswer:
+    text: str
+    sources: list[Source]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+
+
+class Grounding:
+    """A knowledge base bound to its retrieval settings, as a Fach-LLM record states them."""
+
+    def __init__(self, kb: KnowledgeBase, *, k: int = 3, min_score: float | None = None, relative: float = 0.0,
+                 purpose: str = "serving", actor: str = "cli") -> None:
+        self.kb, self.k, self.min_score, self.relative = kb, k, min_score, relative
+        self.purpose, self.actor = purpose, actor
+
+    @classmethod
+    def of(cls, ws: Any, runnable: Any, *, purpose: str = "serving", actor: str = "cli") -> Grounding | None:
+        """The grounding of a runtime `Runnable` that is a Fach-LLM; None for a plain model."""
+        if runnable.knowledge is None:
+            return None
+        kb_id, k, min_score = runnable.knowledge
+        relative = float(runnable.fach_llm.meta.get("relative") or 0.0)
+        return cls(KnowledgeBase.open(ws, ws.catalog.get_artifact(kb_id, "index")), k=k, min_score=min_score,
+                   relative=relative, purpose=purpose, actor=actor)
+
+    def ground(self, messages: Sequence[dict[str, Any]],
+               fits: Callable[[list[dict[str, Any]]], bool] | None = None) -> Grounded:
+        return ground(self.kb, messages, k=self.k, purpose=self.purpose, actor=self.actor, min_score=self.min_score,
+                      relative=self.relative, fits=fits)
+
+    def answer(self, loaded: Any, conversations: Sequence[Sequence[dict[str, Any]]], opts: Any, *,
+               batch_size: int = 8, progress: Any = None) -> list[GroundedAnswer]:
+        """Answer every conversation from its sources; NOT_FOUND (no model call) where nothing relevant is found."""
+        room = loaded.context_length - opts.max_new_tokens
+        grounded = [self.ground(c, fits=lambda m: len(loaded.chat_ids(m)) <= room) for c in conversations]
+        todo = [i for i, g in enumerate(grounded) if g.found]
+        done = loaded.generate([grounded[i].messages for i in todo], opts, batch_size=batch_size, progress=progress)
+        out = [GroundedAnswer(NOT_FOUND, []) for _ in grounded]
+        for i, c in zip(todo, done, strict=True):
+            out[i] = GroundedAnswer(c.text, grounded[i].sources, c.prompt_tokens, c.completion_tokens, c.finish_reason)
+        if progress and len(todo) < len(grounded):
+            progress(len(grounded) - len(todo))
+        return out

@@ -1,0 +1,120 @@
+"""Grounded answers: training rows with sources, and a Fach-LLM (model + knowledge base) served,
+generated and evaluated under one name, with every passage's policy checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kb_datafiles import QA, SECRET_QA, Data
+
+from kifabrik.catalog import ArtifactRecord
+from kifabrik.workspace import Workspace
+
+
+def _rows() -> list[dict[str, Any]]:
+    system = {"role": "system", "content": "Sie sind der Service."}
+    return [{"messages": [system, {"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+            for q, a in QA]
+
+
+def test_context_rows_hold_the_answer_among_sources_or_teach_to_say_not_found() -> None:
+    from kifabrik.kb.contexts import add_contexts
+    from kifabrik.kb.grounding import NOT_FOUND, SOURCES_HEADING
+
+    rows = _rows()
+    out, stats = add_contexts(rows, k=3, unanswerable=0.25, seed=3)
+    assert (stats.rows, stats.passages) == (8, 8)
+    assert stats.answerable + stats.unanswerable == 8 and stats.unanswerable >= 1 and stats.answerable >= 1
+    for before, after in zip(rows, out, strict=True):
+        system, user, answer = after["messages"]
+        assert user == before["messages"][1]
+        sources = system["content"].split(SOURCES_HEADING + "\n", 1)[1].splitlines()
+        assert system["content"].startswith("Sie sind der Service.") and len(sources) == 3
+        gold = before["messages"][2]["content"]
+        if answer["content"] == NOT_FOUND:
+            assert not any(gold in s for s in sources)
+        else:
+            assert answer["content"] == gold and sum(gold in s for s in sources) == 1
+    again, _ = add_contexts(rows, k=3, unanswerable=0.25, seed=3)
+    assert again == out  # same seed, same rows
+
+
+@pytest.fixture
+def fach_llm(ws: Workspace, data: Data, tiny_model: ArtifactRecord) -> ArtifactRecord:
+    from kifabrik.kb.build import build_kb
+    from kifabrik.kb.fachllm import create_fach_llm
+
+    kb = build_kb(ws, "wissen", [data.chats, data.handbook, data.secret])
+    return create_fach_llm(ws, "tiny-fach", tiny_model, kb, k=2)
+
+
+def test_fach_llm_is_served_under_one_name_with_sources(ws: Workspace, fach_llm: ArtifactRecord) -> None:
+    from helpers import start_server
+
+    from kifabrik.kb.grounding import NOT_FOUND
+    from kifabrik.serve.keys import create_key
+
+    srv = start_server(ws, models=["tiny-fach"], max_batch=2)
+    try:
+        srv.keys["all"] = create_key(ws, ["*"])[1]
+        client = srv.client()
+        asked = client.chat.completions.create(model="tiny-fach", max_tokens=4, temperature=0,
+                                               messages=[{"role": "user", "content": QA[0][0]}])
+        sources = asked.model_extra["sources"]
+        # k=2, but the tiny model's 256-token context holds only the best source next to the AI notice:
+        # the lower-ranked one is dropped instead of refusing the request
+        assert [s["n"] for s in sources] == [1] and sources[0]["text"] == QA[0][1]
+        assert sources[0]["dataset"].startswith("service")
+        # the only passage that answers this is in a dataset whose policy forbids serving: never shown
+        secret = client.chat.completions.create(model="tiny-fach", max_tokens=4, temperature=0,
+                                                messages=[{"role": "user", "content": SECRET_QA[0]}])
+        assert all(SECRET_QA[1] not in s["text"] for s in secret.model_extra["sources"])
+        assert all(not s["dataset"].startswith("geheim") for s in secret.model_extra["sources"])
+        unrelated = client.chat.completions.create(model="tiny-fach", max_tokens=4, temperature=0,
+                                                   messages=[{"role": "user", "content": "Wie wird das Wetter in Paris?"}])
+        assert unrelated.choices[0].message.content == NOT_FOUND and unrelated.model_extra["sources"] == []
+        stream = client.chat.completions.create(model="tiny-fach", max_tokens=4, temperature=0, stream=True,
+                                                messages=[{"role": "user", "content": QA[0][0]}])
+        last = list(stream)[-1]
+        assert last.model_extra["sources"][0]["text"] == QA[0][1]
+    finally:
+        srv.stop()
+    audit = [e for e in ws.catalog.audit_entries("kb.search") if e.decision == "filtered"]
+    assert audit and audit[-1].details["purpose"] == "serving"
+
+
+def test_generate_and_evaluate_answer_from_the_knowledge_base(ws: Workspace, fach_llm: ArtifactRecord) -> None:
+    from kifabrik.evaluate.backends import GenOptions, open_target
+    from kifabrik.generate import generate_text
+    from kifabrik.kb.grounding import NOT_FOUND, SOURCES_HEADING
+
+    [plain, unrelated] = generate_text(ws, "tiny-fach", [QA[2][0], "Wie wird das Wetter in Paris?"])
+    assert unrelated.text == NOT_FOUND and plain.prompt_tokens > 0
+    backend = open_target(ws, "tiny-fach")
+    sent: list[str] = []
+    original = backend.loaded.generate  # type: ignore[attr-defined]
+
+    def spy(prompts: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.extend(p[0]["content"] for p in prompts)
+        return original(prompts, *args, **kwargs)
+
+    backend.loaded.generate = spy  # type: ignore[attr-defined]
+    backend.generate([[{"role": "user", "content": QA[2][0]}]], GenOptions(max_new_tokens=2), chat=True)
+    assert len(sent) == 1 and SOURCES_HEADING in sent[0] and QA[2][1] in sent[0]
+
+
+def test_agent_searches_the_knowledge_base_with_policies(ws: Workspace, data: Data) -> None:
+    import json
+
+    from kifabrik.agents.recipe import knowledge_tool
+    from kifabrik.kb.build import build_kb
+
+    build_kb(ws, "wissen", [data.chats, data.handbook, data.secret])
+    tool = knowledge_tool(ws, "wissen", k=2)
+    assert tool.openai()["function"]["name"] == "search_knowledge"
+    found = json.loads(tool({"query": QA[2][0]}))
+    assert found["found"] and found["sources"][0]["text"] == QA[2][1]
+    secret = json.loads(tool({"query": SECRET_QA[0]}))
+    assert all(SECRET_QA[1] not in s["text"] for s in secret.get("sources", []))
+    assert json.loads(tool({"query": "Wie wird das Wetter in Paris?"}))["found"] is False
