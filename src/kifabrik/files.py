@@ -50,7 +50,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise KifabrikError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})",
+                raise KifabrikError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})",
                                     hint="each line must be one JSON object") from None
             if not isinstance(value, dict):
                 raise KifabrikError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}",

@@ -74,7 +74,7 @@ def test_read_dataset_names_the_bad_line(ws):
     assert len(rows.train) == 3 and rows.format == "text"
     path.chmod(0o644)
     path.write_text(path.read_text() + "{broken\n")
-    with pytest.raises(KifabrikError, match=r"train.jsonl:4: not valid JSON"):
+    with pytest.raises(KifabrikError, match=r"train.jsonl:4: invalid JSON"):
         read_dataset(ws.path(ds), ds)
 
 

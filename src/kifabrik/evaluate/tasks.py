@@ -21,7 +21,6 @@ choices, bad checks, an empty task) is reported with file:line before any model 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -204,25 +203,14 @@ def build_task(spec: TaskSpec, *, base: Path | None = None, source: str = "<task
 
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """`(line number, object)` for every non-empty line; errors name file:line."""
+    from kifabrik.files import iter_jsonl
+
     try:
-        text = path.read_text(encoding="utf-8")
+        return list(iter_jsonl(path))
     except FileNotFoundError:
         raise KifabrikError(f"{path}: no such items file", hint="`items:` is relative to the task file") from None
     except UnicodeDecodeError:
         raise KifabrikError(f"{path}: not UTF-8 text", hint="save the items file as UTF-8") from None
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise KifabrikError(f"{path}:{n}: invalid JSON ({exc.msg} at column {exc.colno})",
-                                hint="one JSON object per line") from None
-        if not isinstance(obj, dict):
-            raise KifabrikError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
-        rows.append((n, obj))
-    return rows
 
 
 def render_item(spec: TaskSpec, row: dict[str, Any], where: str, line: int) -> Item:

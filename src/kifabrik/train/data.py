@@ -13,13 +13,13 @@ unpacked training see exactly the same targets.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
+from kifabrik.files import iter_jsonl
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -75,16 +75,9 @@ def read_dataset(ws_path: Path, record: ArtifactRecord) -> DatasetRows:
         path = ws_path / f"{split}.jsonl"
         rows = []
         if path.exists():
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise KifabrikError(f"{path}:{n}: not valid JSON ({exc.msg})",
-                                        hint="the dataset artifact is damaged; see `kifabrik verify`") from None
+            for n, row in iter_jsonl(path):  # a bad line raises naming file:line
                 key = "messages" if fmt == "chat" else "text"
-                if not isinstance(row, dict) or key not in row:
+                if key not in row:
                     raise KifabrikError(f"{path}:{n}: a {fmt} row needs a `{key}` field",
                                         hint="the dataset artifact does not follow the dataset format")
                 row["_where"] = f"{record.ref}:{split}:{n}"
