@@ -78,7 +78,7 @@ def test_run_recipe_records_everything(cli, home, tiny_model_dir, tmp_path):
         rows = [json.loads(line) for line in (ws.path(ask) / "answers.jsonl").read_text().splitlines()]
         assert [row["lang"] for row in rows] == ["de", "en"]
         assert all(row["completion_tokens"] <= 6 and row["chat_template"] for row in rows)
-        assert ask.id in again.outputs or ask.id in next(x for x in runs if x.name == "ask").outputs
+        assert ask.id in next(x for x in runs if x.name == "ask").outputs and ask.id not in again.outputs
 
     lineage = json.loads(cli("lineage", "tiny", "--format", "json").out)
     assert {e["relation"] for e in lineage["descendants"]} == {"generated_by"}
