@@ -122,3 +122,26 @@ def test_load_yaml_keeps_lines(tmp_path):
     data = load_yaml(_write(tmp_path, "a:\n  b: 1\n  c:\n    - x\n    - y\n"))
     assert data.lines == {"a": 1} and data["a"].lines == {"b": 2, "c": 3}
     assert data["a"]["c"].lines == [4, 5]
+
+
+def test_recipe_datasets_are_typed_at_load_with_their_line(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: r
+        model: {source: embedded:smollm2-135m-instruct}
+        datasets:
+          a:
+            path: x.jsonl
+            polcy_preset: internal-only
+          b:
+            test_fraction: 2
+        stages:
+          - stage: generate
+            prompts: [hi]
+    """))
+    with pytest.raises(KifabrikError) as info:
+        load_recipe(path)
+    message = str(info.value)
+    assert f"{path}:6: datasets.a.polcy_preset: unknown key" in message
+    assert f"{path}:7: datasets.b.path: required field is missing" in message  # the line of `b:`
+    assert f"{path}:8: datasets.b.test_fraction" in message

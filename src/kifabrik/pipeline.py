@@ -95,6 +95,15 @@ def validate_recipe(data: Any, source: str = "<recipe>") -> ValidatedRecipe:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         problems += validation_messages(exc, data, source)
+    datasets = data.get("datasets")
+    if isinstance(datasets, dict) and datasets:  # typed at load (file:line), not first when the data step runs
+        from kifabrik.data.options import DatasetSpec
+
+        for name, spec in datasets.items():
+            try:
+                DatasetSpec.model_validate(spec)
+            except ValidationError as exc:
+                problems += validation_messages(exc, data, source, prefix=("datasets", name))
     steps: list[StageOptions] = []
     seen: list[str] = []
     for i, raw in enumerate(data.get("stages") or [] if isinstance(data.get("stages"), list) else []):
