@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kifabrik.kb.grounding import NOT_FOUND, with_sources
+from kifabrik.kb.search import search_terms
 from kifabrik.kb.tokenize import Tokenizer
 
 
@@ -83,7 +84,7 @@ def add_contexts(rows: list[dict[str, Any]], *, k: int = 3, unanswerable: float 
             out.append(row)
             continue
         gold = position[gold_text]
-        q = tok.query_terms(question)
+        q = [t for t in search_terms(tok, index.vocab_dict, question) if t in index.vocab_dict]
         scores = index.get_scores(q) if q else np.zeros(len(texts))
         order = [int(i) for i in np.argsort(-scores, kind="stable")]
         ranked = [i for i in order if i != gold]

@@ -175,12 +175,7 @@ class KnowledgeBase:
 
         ix = self._index
         vocab = ix.retriever.vocab_dict
-        terms = ix.tokenizer.query_terms(query)
-        parts = {p for t in terms if t in vocab for p in ix.tokenizer.parts_of(t)}
-        terms = [t for t in terms if t not in parts]
-        for t in list(terms):  # a compound the passages never use whole: look for its parts
-            if t not in vocab and t.isalpha():
-                terms += [p for p in split_compound(t, vocab) if p not in terms]
+        terms = search_terms(ix.tokenizer, vocab, query)
         ids = list(dict.fromkeys(vocab[t] for t in terms if t in vocab))
         if not ids:
             return np.zeros(len(ix.passages), dtype=np.float32), np.zeros(len(ix.passages))
@@ -258,6 +253,21 @@ class KnowledgeBase:
         p = self._index.passages[i]
         return Hit(rank, round(float(norm[i]), 4), p.id, p.text, p.dataset_ref, p.dataset_id,
                    source_label(p.sources[0]), round(float(raw[i]), 4))
+
+
+def search_terms(tokenizer: Tokenizer, vocab: Any, query: str) -> list[str]:
+    """The terms a query is searched with in an index of vocabulary `vocab` (used for every BM25 search).
+
+    A joined term the index knows ("fz400") stands for its parts, which are left out; a compound the
+    index never uses whole is looked for by its parts (`split_compound`).
+    """
+    terms = tokenizer.query_terms(query)
+    parts = {p for t in terms if t in vocab for p in tokenizer.parts_of(t)}
+    terms = [t for t in terms if t not in parts]
+    for t in list(terms):
+        if t not in vocab and t.isalpha():
+            terms += [p for p in split_compound(t, vocab) if p not in terms]
+    return terms
 
 
 def split_compound(word: str, vocab: Any, *, shortest: int = 3) -> list[str]:
