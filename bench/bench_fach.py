@@ -63,7 +63,7 @@ def main() -> None:
         for step in result.steps:
             for rec in step.outputs:
                 if rec.kind == "adapter":
-                    tokens[step.name] = rec.meta.get("tokens_seen") or rec.meta.get("train_tokens")
+                    tokens[step.name] = (rec.meta.get("accounting") or {}).get("tokens_seen")
                 if rec.kind != "evaluation":
                     continue
                 res = json.loads((Path(ws.path(rec)) / "results.json").read_text(encoding="utf-8"))
