@@ -84,7 +84,8 @@ def test_fach_llm_is_served_under_one_name_with_sources(ws: Workspace, fach_llm:
     assert audit and audit[-1].details["purpose"] == "serving"
 
 
-def test_generate_and_evaluate_answer_from_the_knowledge_base(ws: Workspace, fach_llm: ArtifactRecord) -> None:
+def test_generate_and_evaluate_answer_from_the_knowledge_base(ws: Workspace, fach_llm: ArtifactRecord,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from kifabrik.evaluate.backends import GenOptions, open_target
     from kifabrik.generate import generate_text
     from kifabrik.kb.grounding import NOT_FOUND, SOURCES_HEADING
@@ -99,7 +100,8 @@ def test_generate_and_evaluate_answer_from_the_knowledge_base(ws: Workspace, fac
         sent.extend(p[0]["content"] for p in prompts)
         return original(prompts, *args, **kwargs)
 
-    backend.loaded.generate = spy  # type: ignore[attr-defined]
+    # the loaded model is the runtime's cached one: monkeypatch puts its method back for later tests
+    monkeypatch.setattr(backend.loaded, "generate", spy)  # type: ignore[attr-defined]
     backend.generate([[{"role": "user", "content": QA[2][0]}]], GenOptions(max_new_tokens=2), chat=True)
     assert len(sent) == 1 and SOURCES_HEADING in sent[0] and QA[2][1] in sent[0]
 
