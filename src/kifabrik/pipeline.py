@@ -1,13 +1,12 @@
 """The recipe runner: validate the whole recipe first, then run stage by stage.
 
 Stages register themselves with `@register("stage", NAME)` on a `StageDef`. The runner
-imports a stage's module only when a recipe names it (see `STAGE_MODULES`), and a stage
+imports a stage's module only when a recipe names it (see `kifabrik.registry`), and a stage
 that is planned but not built yet is refused at validation, never silently skipped.
 """
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,20 +28,6 @@ from kifabrik.stages import StageContext, StageDef, StageOptions
 from kifabrik.workspace import Workspace
 
 __all__ = ["StageContext", "StageDef", "StageOptions", "load_recipe", "run_recipe", "validate_recipe"]
-
-#: Stage name -> module that registers it. Imported on demand (no torch at import time).
-STAGE_MODULES: dict[str, str] = {
-    "generate": "kifabrik.generate",
-    "data": "kifabrik.data.stage",
-    "train": "kifabrik.train.stage",
-    "merge": "kifabrik.merge.stage",
-    "merge-gate": "kifabrik.merge.stage",
-    "evaluate": "kifabrik.evaluate.stage",
-    "document": "kifabrik.document.stage",
-    "release": "kifabrik.release.stage",
-    "fach-llm": "kifabrik.kb.fachllm",
-    "kb": "kifabrik.kb.stage",
-}
 
 #: Stages on the roadmap that this version cannot run yet.
 PLANNED_STAGES: dict[str, str] = {
@@ -76,11 +61,9 @@ class PipelineResult:
 
 
 def stage_def(name: str) -> StageDef:
-    if name in STAGE_MODULES:
-        importlib.import_module(STAGE_MODULES[name])
     if name in PLANNED_STAGES and name not in registry.names("stage"):
         raise KifabrikError(f"stage {name!r} ({PLANNED_STAGES[name]}) is not built yet in this version of kifabrik",
-                            hint=f"remove it from the recipe; stages you can use now: {', '.join(sorted(STAGE_MODULES))}")
+                            hint=f"remove it from the recipe; stages you can use now: {', '.join(registry.names('stage'))}")
     return registry.lookup("stage", name)
 
 

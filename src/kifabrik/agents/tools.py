@@ -19,8 +19,6 @@ from kifabrik.errors import KifabrikError
 from kifabrik.registry import lookup, register
 
 KIND = "agent-tool"
-# Modules whose tools are registered on import (by registry name, never from user input).
-TOOL_MODULES = {"schmidt": "kifabrik.agents.demo"}
 
 
 class ToolError(Exception):
@@ -72,15 +70,11 @@ def agent_tool(name: str, description: str, parameters: dict[str, Any]) -> Calla
 
 def resolve(names: list[str]) -> list[Tool]:
     """The allow-listed tools, by registry name (`schmidt.order_status`) or group (`schmidt.*`)."""
-    import importlib
-
-    from kifabrik.registry import names as registered
+    from kifabrik.registry import load_all, registered
 
     tools: list[Tool] = []
     for name in names:
-        group = name.split(".", 1)[0]
-        if group in TOOL_MODULES:
-            importlib.import_module(TOOL_MODULES[group])
+        load_all(KIND, group=name.split(".", 1)[0])  # a tool group's module registers its tools
         if name.endswith(".*"):
             found = [n for n in registered(KIND) if n.startswith(name[:-1])]
             if not found:

@@ -61,18 +61,14 @@ def ancestors_of(lin: Lineage) -> list[ArtifactRecord]:
     return list(seen.values())
 
 
-def base_of(ws: Workspace, target: ArtifactRecord, lin: Lineage) -> ArtifactRecord | None:
-    """The model the target was made from (its `base_model` edge); None for a registered base model."""
-    for e in lin.ancestors:
-        if e.child_id == target.id and e.relation == "base_model":
-            return lin.nodes[e.parent_id]
-    base_id = target.meta.get("base_model_id")
-    if base_id:
-        try:
-            return ws.catalog.get_artifact(base_id)
-        except NotFoundError:
-            return None
-    return None
+def base_of(ws: Workspace, target: ArtifactRecord) -> ArtifactRecord | None:
+    """The model the target was made from (the runtime's rule); None for a registered base model or a deleted base."""
+    from kifabrik.models.runtime import recorded_base
+
+    try:
+        return recorded_base(ws, target)
+    except NotFoundError:
+        return None
 
 
 def software_versions(ws: Workspace, record: ArtifactRecord) -> dict[str, Fact]:
@@ -261,7 +257,7 @@ def collect_lineage(ws: Workspace, target: ArtifactRecord) -> dict[str, Any]:
     lin = lineage(ws.catalog, target.id)
     ups = ancestors_of(lin)
     chain = [target] + ups
-    base = base_of(ws, target, lin)
+    base = base_of(ws, target)
     evaluated = [lin.nodes[e.child_id] for e in lin.descendants
                  if e.parent_id == target.id and e.relation == "evaluated"]
     evaluations = sorted({r.id: r for r in evaluated if r.kind == "evaluation" and r.status == "ok"}.values(),

@@ -9,7 +9,6 @@ recorded as the suite's `stats`). Suites take `limit` (items per check) so a dem
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -24,15 +23,6 @@ from kifabrik.evaluate.tasks import Task
 from kifabrik.registry import lookup, names
 from kifabrik.workspace import Workspace
 
-#: Suite name -> module that registers it (imported on demand).
-SUITE_MODULES = {
-    "ve": "kifabrik.evaluate.suites.reliability",
-    "nd": "kifabrik.evaluate.suites.fairness",
-    "cy": "kifabrik.evaluate.suites.security",
-    "da": "kifabrik.evaluate.suites.privacy",
-    "tr": "kifabrik.evaluate.suites.transparency",
-    "lang": "kifabrik.evaluate.suites.languages",
-}
 #: The order suites run in; `lang` summarises what the others measured, so it comes last.
 ORDER = ["ve", "nd", "cy", "da", "tr", "lang"]
 
@@ -91,15 +81,11 @@ class Suite:
 
 
 def get_suite(name: str) -> Suite:
-    if name in SUITE_MODULES:
-        importlib.import_module(SUITE_MODULES[name])
     suite: Suite = lookup("suite", name)
     return suite
 
 
 def suite_names() -> list[str]:
-    for module in SUITE_MODULES.values():
-        importlib.import_module(module)
     return names("suite")
 
 

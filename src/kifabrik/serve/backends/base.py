@@ -7,7 +7,6 @@ token ids, checks the context limit, and submits a `GenRequest`.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +15,6 @@ from typing import Any
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.registry import lookup, names
 from kifabrik.serve.engine import GenRequest
-
-# Backends register themselves on import; recipes and the CLI name them, never import paths.
-BACKEND_MODULES = {
-    "transformers": "kifabrik.serve.backends.hf",
-    "vllm": "kifabrik.serve.backends.vllm",
-}
 
 
 @dataclass(frozen=True)
@@ -94,11 +87,9 @@ class Backend(ABC):
 
 def backend_class(kind: str) -> type[Backend]:
     """The backend class registered as `kind` (its module is imported only now)."""
-    if kind in BACKEND_MODULES:
-        importlib.import_module(BACKEND_MODULES[kind])
     cls: type[Backend] = lookup("serve-backend", kind)
     return cls
 
 
 def backend_names() -> list[str]:
-    return sorted(set(BACKEND_MODULES) | set(names("serve-backend")))
+    return names("serve-backend")
