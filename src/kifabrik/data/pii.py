@@ -11,21 +11,21 @@ counts and redacted text.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from functools import cache
+from pathlib import Path
+from typing import Any, NamedTuple
 
 PII_TYPES = ("email", "phone", "iban", "payment_card", "tax_id", "social_insurance", "ipv4", "ipv6", "person")
 PLACEHOLDERS = {"email": "[EMAIL]", "phone": "[PHONE]", "iban": "[IBAN]", "payment_card": "[CARD]",
                 "tax_id": "[TAX_ID]", "social_insurance": "[SV_NUMBER]", "ipv4": "[IP]", "ipv6": "[IP]",
                 "person": "[NAME]"}
-# ISO 13616 lengths of the countries a European company meets most; others: 15-34 characters.
-IBAN_LENGTHS = {"AT": 20, "BE": 16, "BG": 22, "CH": 21, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "EE": 20, "ES": 24,
-                "FI": 18, "FR": 27, "GB": 22, "GR": 27, "HR": 21, "HU": 28, "IE": 22, "IS": 26, "IT": 27, "LI": 21,
-                "LT": 20, "LU": 20, "LV": 21, "MT": 31, "NL": 18, "NO": 15, "PL": 28, "PT": 25, "RO": 24, "SE": 24,
-                "SI": 19, "SK": 24}
+#: Checksum tables (IBAN lengths, SV-number factors, card issuers) with their sources.
+TABLES = Path(__file__).parent / "tables" / "pii.json"
 
 EMAIL = re.compile(r"(?<![\w.+%-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}(?![\w-])")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
@@ -40,6 +40,33 @@ PHONE_HINT = re.compile(r"(?:\+|\b0)\d[\d ()/.-]{5,}\d")
 PHONE_CONTEXT = re.compile(r"(?i)(tel|telefon|phone|handy|mobil|fax|ruf|erreich|call|durchwahl|nummer)\W{0,3}\S{0,20}\W*$")
 
 
+class CardIssuer(NamedTuple):
+    issuer: str
+    prefixes: tuple[tuple[str, str], ...]  # (low, high): the leading len(low) digits lie in that range
+    lengths: frozenset[int]
+
+
+class Tables(NamedTuple):
+    iban_lengths: dict[str, int]
+    iban_any_length: tuple[int, int]  # (shortest, longest) for countries not in iban_lengths
+    sv_weights: tuple[int, ...]
+    card_issuers: tuple[CardIssuer, ...]
+
+
+@cache
+def tables() -> Tables:
+    """The checksum tables of `tables/pii.json`, read once per process."""
+    data: dict[str, Any] = json.loads(TABLES.read_text(encoding="utf-8"))
+    shortest, longest = data["iban"]["any_length"]
+    return Tables(
+        iban_lengths=dict(data["iban"]["lengths"]),
+        iban_any_length=(shortest, longest),
+        sv_weights=tuple(data["social_insurance"]["weights"]),
+        card_issuers=tuple(CardIssuer(c["issuer"], tuple((low, high) for low, high in c["prefixes"]),
+                                      frozenset(c["lengths"])) for c in data["payment_card"]["issuers"]),
+    )
+
+
 def luhn_ok(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
@@ -49,20 +76,18 @@ def luhn_ok(digits: str) -> bool:
 
 
 def card_ok(digits: str) -> bool:
-    """Issuer prefix (Visa, Mastercard, Amex, Maestro, Discover, JCB, Diners) and Luhn."""
+    """Issuer prefix and length (Visa, Mastercard, Amex, Maestro, Discover, JCB, Diners) and Luhn."""
     n = len(digits)
-    prefix2, prefix4 = int(digits[:2]), int(digits[:4])
-    issuer = (digits[0] == "4" and n in (13, 16, 19)) or (51 <= prefix2 <= 55 and n == 16) \
-        or (2221 <= prefix4 <= 2720 and n == 16) or (prefix2 in (34, 37) and n == 15) \
-        or (prefix2 in (50, 56, 57, 58, 63, 67) and 12 <= n <= 19) or (digits.startswith("6011") and n == 16) \
-        or (3528 <= prefix4 <= 3589 and n == 16) or (prefix2 in (36, 38) and n == 14)
+    # digit strings of equal length compare like their numbers
+    issuer = any(n in c.lengths and any(low <= digits[:len(low)] <= high for low, high in c.prefixes)
+                 for c in tables().card_issuers)
     return issuer and luhn_ok(digits)
 
 
 def iban_ok(iban: str) -> bool:
     iban = iban.replace(" ", "")
-    country = iban[:2]
-    if IBAN_LENGTHS.get(country, len(iban)) != len(iban) or not 15 <= len(iban) <= 34:
+    shortest, longest = tables().iban_any_length
+    if tables().iban_lengths.get(iban[:2], len(iban)) != len(iban) or not shortest <= len(iban) <= longest:
         return False
     moved = iban[4:] + iban[:4]
     return int("".join(str(int(ch, 36)) for ch in moved)) % 97 == 1
@@ -94,7 +119,7 @@ def social_insurance_ok(value: str) -> bool:
     if not (1 <= day <= 31 and 1 <= month <= 12):
         return False
     digits = v[:8] + f"{ord(v[8].upper()) - 64:02d}" + v[9:11]
-    total = sum(sum(divmod(int(d) * w, 10)) for d, w in zip(digits, (2, 1, 2, 5, 7, 1, 2, 1, 2, 1, 2, 1), strict=True))
+    total = sum(sum(divmod(int(d) * w, 10)) for d, w in zip(digits, tables().sv_weights, strict=True))
     return total % 10 == int(v[11])
 
 
