@@ -61,7 +61,7 @@ def test_demo_import_through_the_cli(cli, home: Path) -> None:
 def test_bad_rows_import_nothing_unless_skipped(ws: Workspace, tmp_path: Path, chats: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(chats.read_text() + "{oops\n" + '{"messages": []}\n', encoding="utf-8")
-    opts = dict(name="kunden", path=str(bad), policy_preset="internal-only")
+    opts = {"name": "kunden", "path": str(bad), "policy_preset": "internal-only"}
     with pytest.raises(KifabrikError) as info:
         import_dataset(ws, ImportOptions(**opts))
     assert f"{bad}:41: invalid JSON" in str(info.value) and f"{bad}:42: `messages` must be" in str(info.value)
