@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from kifabrik.catalog import EdgeRecord
 from kifabrik.errors import KifabrikError
 from kifabrik.merge.api import MergeOptions, merge
 from kifabrik.models.loading import load_model
@@ -53,7 +54,8 @@ def test_single_adapter_at_weight_one_equals_base_plus_adapter(ws, tiny_model, a
     assert merged.kind == "adapter" and merged.meta["rank"] == 4
     assert torch.allclose(peft_logits(ws, tiny_model, ws.path(merged)), expected, atol=ATOL)
     full = merge(ws, opts("task_arithmetic", [(a.ref, 1.0)], into_base=True), "m1-full")
-    from transformers import AutoModelForCausalLM  # plain transformers, no kifabrik, no PEFT
+    # plain transformers, no kifabrik, no PEFT
+    from transformers import AutoModelForCausalLM
 
     plain = AutoModelForCausalLM.from_pretrained(ws.path(full) / "weights")
     with torch.inference_mode():
@@ -162,11 +164,7 @@ def test_a_policy_that_forbids_merging_is_enforced(ws, tiny_model):
                                                                                 preset("evaluation-only"))]) as d:
         d.write_text("train.jsonl", "")
     restricted = make_adapter(ws, tiny_model, "restricted", seed=3)
-    ws.catalog.update_meta(restricted.id, {})
-    with ws.catalog._session.begin() as s:  # record that the adapter was trained on that dataset
-        from kifabrik.catalog import schema
-
-        s.add(schema.Edge(parent_id=d.record.id, child_id=restricted.id, relation="trained_on", attributes={}))
+    ws.catalog.add_edge(EdgeRecord(d.record.id, restricted.id, "trained_on"))  # the adapter was trained on it
     free = make_adapter(ws, tiny_model, "free", seed=4)
     with pytest.raises(PolicyDenied, match="merging") as info:
         merge(ws, opts("linear", [(restricted.ref, 0.5), (free.ref, 0.5)]), "forbidden")

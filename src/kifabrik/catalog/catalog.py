@@ -209,6 +209,28 @@ class Catalog:
                 q = q.where(t.Edge.child_id == child)
             return [EdgeRecord(e.parent_id, e.child_id, e.relation, e.attributes) for e in s.scalars(q)]
 
+    def add_edge(self, edge: EdgeRecord) -> EdgeRecord:
+        """Record one lineage edge between two artifacts already in the catalog.
+
+        Edges normally come with `add_artifact(parents=...)`; this records one learned
+        later (e.g. a dataset an existing adapter was trained on). Recording an edge
+        that exists returns it unchanged, attributes included.
+
+        Raises:
+            NotFoundError: parent or child is not in the catalog.
+        """
+        with self._session.begin() as s:
+            for end, artifact_id in (("parent", edge.parent_id), ("child", edge.child_id)):
+                if s.get(t.Artifact, artifact_id) is None:
+                    raise NotFoundError(f"{end} artifact {artifact_id} is not in the catalog")
+            row = s.scalars(select(t.Edge).where(t.Edge.parent_id == edge.parent_id, t.Edge.child_id == edge.child_id,
+                                                 t.Edge.relation == edge.relation)).first()
+            if row is None:
+                row = t.Edge(parent_id=edge.parent_id, child_id=edge.child_id, relation=edge.relation,
+                             attributes=dict(edge.attributes))
+                s.add(row)
+            return EdgeRecord(row.parent_id, row.child_id, row.relation, row.attributes)
+
     # ------------------------------------------------------------------ runs
     def start_run(self, stage: str, config: dict[str, Any], *, name: str | None = None,
                   pipeline_id: str | None = None, recipe: str | None = None) -> str:
