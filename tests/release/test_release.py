@@ -13,12 +13,7 @@ from kifabrik.release import Gate, ReleaseOptions, ReleaseRefused, check_gates, 
 
 
 def _audit(ws, action="release"):
-    from sqlalchemy import select
-
-    from kifabrik.catalog import schema as t
-
-    with ws.catalog._session() as s:
-        return [(e.decision, e.details) for e in s.scalars(select(t.AuditEntry).where(t.AuditEntry.action == action))]
+    return [(e.decision, e.details) for e in ws.catalog.audit_entries(action)]
 
 
 def _refused_cleanly(ws, run_error: str):

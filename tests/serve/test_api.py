@@ -109,10 +109,5 @@ def test_curl_style_request_and_openapi(server):
 
 
 def _audit(server):
-    from sqlalchemy import select
-
-    from kifabrik.catalog import schema as t
-
-    with server.ws.catalog._session() as s:  # read-only look at the rows the server wrote
-        return [{"action": e.action, "decision": e.decision, "details": e.details, "actor": e.actor}
-                for e in s.scalars(select(t.AuditEntry).order_by(t.AuditEntry.seq))]
+    return [{"action": e.action, "decision": e.decision, "details": e.details, "actor": e.actor}
+            for e in server.ws.catalog.audit_entries()]

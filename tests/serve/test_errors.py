@@ -113,9 +113,4 @@ def test_policy_denial_is_403_and_audited(server_factory, serve_ws):
 
 
 def _actions(server):
-    from sqlalchemy import select
-
-    from kifabrik.catalog import schema as t
-
-    with server.ws.catalog._session() as s:
-        return [(e.action, e.decision) for e in s.scalars(select(t.AuditEntry))]
+    return [(e.action, e.decision) for e in server.ws.catalog.audit_entries()]

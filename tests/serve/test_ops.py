@@ -130,18 +130,8 @@ def test_keys_cli(cli, ws, tiny_model):
 
 
 def _details(server):
-    from sqlalchemy import select
-
-    from kifabrik.catalog import schema as t
-
-    with server.ws.catalog._session() as s:
-        return [(e.action, e.details) for e in s.scalars(select(t.AuditEntry).order_by(t.AuditEntry.seq))]
+    return [(e.action, e.details) for e in server.ws.catalog.audit_entries()]
 
 
 def _actions(server):
-    from sqlalchemy import select
-
-    from kifabrik.catalog import schema as t
-
-    with server.ws.catalog._session() as s:
-        return [(e.action, e.decision) for e in s.scalars(select(t.AuditEntry).order_by(t.AuditEntry.seq))]
+    return [(e.action, e.decision) for e in server.ws.catalog.audit_entries()]
