@@ -32,6 +32,10 @@ def add(
     out.print(f"registered model [bold]{rec.ref}[/bold]  id {rec.id}")
     out.print(f"  {rec.meta.get('architecture')}, {human(rec.meta.get('parameters'))} parameters, "
               f"licence {rec.meta.get('license')}")
+    for same in rec.meta.get("same_content") or []:
+        out.print(f"  [yellow]same weights as {same['kind']} {escape(same['ref'])}[/yellow] ({same['id'][:12]}, "
+                  f"{escape(', '.join(same['files']))}): it carries that artifact's usage restrictions "
+                  f"(see `kifabrik models show {escape(rec.ref)}`)")
 
 
 @app.command("list")

@@ -133,6 +133,17 @@ def inspect_folder(folder: Path, *, trust_remote_code: bool = False) -> dict[str
     }
 
 
+def weight_file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every `*.safetensors` file directly in `folder` (the files a model or adapter loads), by name."""
+    from kifabrik import progress
+    from kifabrik.artifacts import sha256_file
+
+    shards = sorted(folder.glob("*.safetensors"))
+    with progress.bar(f"hashing the weights in {folder.name}", sum(s.stat().st_size for s in shards),
+                      bytes_=True) as advance:
+        return {s.name: sha256_file(s, advance) for s in shards}
+
+
 def weights_sha256(file_hashes: dict[str, str]) -> str:
     """One hash for all weight shards: sha256 over `name:sha256` lines (a single shard: its own hash)."""
     if len(file_hashes) == 1:

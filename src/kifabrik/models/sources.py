@@ -13,7 +13,7 @@ import re
 import shutil
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -21,7 +21,7 @@ from kifabrik import progress
 from kifabrik.artifacts import sha256_file
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
-from kifabrik.models.folder import inspect_folder, weights_sha256
+from kifabrik.models.folder import inspect_folder, weight_file_hashes, weights_sha256
 from kifabrik.models.gguf import convert_gguf, read_gguf_metadata
 from kifabrik.workspace import Workspace
 
@@ -29,6 +29,8 @@ KIND = "model"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 COPY_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "README.md", "LICENSE*")
+#: Lineage relation of a registered model to an artifact in the catalog that holds the same weights.
+SAME_CONTENT = "same_content"
 
 
 @cache
@@ -81,10 +83,76 @@ def _existing(ws: Workspace, name: str, source_sha256: str | None) -> ArtifactRe
     return None
 
 
+class ContentMatch(NamedTuple):
+    """An artifact already in the catalog that holds weights being registered."""
+
+    record: ArtifactRecord
+    files: tuple[str, ...]  # the matching weight files of the new model ("(source file)": the same GGUF)
+
+    def edge(self) -> tuple[str, str, dict[str, Any]]:
+        return self.record.id, SAME_CONTENT, {"files": list(self.files)}
+
+    def fact(self) -> dict[str, Any]:
+        return {"id": self.record.id, "ref": self.record.ref, "kind": self.record.kind, "files": list(self.files)}
+
+
+def same_content(ws: Workspace, hashes: dict[str, str], source_sha256: str | None = None) -> list[ContentMatch]:
+    """Artifacts in the catalog holding any of these weight files (`{name: sha256}`), or made from the same source file.
+
+    Every `*.safetensors` file the manifests record counts: a model's weights (stored or
+    referenced), an adapter's `adapter_model.safetensors`, a release bundle's copy.
+    """
+    wanted = {digest: name for name, digest in hashes.items()}
+    found = []
+    for rec in ws.catalog.list_artifacts():
+        external = rec.manifest.get("external") or {}
+        held = {wanted[info["sha256"]] for section in (rec.manifest.get("files") or {}, external.get("files") or {})
+                for rel, info in section.items() if rel.endswith(".safetensors") and info.get("sha256") in wanted}
+        if source_sha256 and rec.meta.get("source_sha256") == source_sha256:
+            held.add("(source file)")
+        if held:
+            found.append(ContentMatch(rec, tuple(sorted(held))))
+    return found
+
+
+def refuse_store_path(ws: Workspace, path: Path) -> None:
+    """Refuse a source inside the artifact store unless it belongs to a model artifact.
+
+    A release bundle, an adapter or a half-written draft in the store is not a model to
+    register; a model artifact's weights are (they are then linked to that model).
+    """
+    root = ws.store.root.resolve()
+    where = path.resolve()
+    if not where.is_relative_to(root):
+        return
+    parts = where.relative_to(root).parts
+    owner = None
+    if parts and not parts[0].startswith("."):
+        try:
+            owner = ws.catalog.get_artifact(parts[0])
+        except KifabrikError:
+            owner = None
+    if owner is not None and owner.id == parts[0] and owner.kind == KIND:
+        return
+    what = f"belongs to {owner.kind} {owner.ref}" if owner is not None and owner.id == parts[0] else \
+        "belongs to no model in the catalog"
+    raise KifabrikError(f"{path} lies inside the artifact store ({root}) and {what}; only a model artifact's "
+                        "weights may be registered from there",
+                        hint="use artifacts in the store by name (see `kifabrik artifacts list`); register models "
+                             "from their own folders")
+
+
 def _register(ws: Workspace, name: str, folder: Path, *, source: str, source_kind: str, copy: bool,
               trust_remote_code: bool, extra: dict[str, Any], convert: Any = None) -> ArtifactRecord:
     config = {"source": source, "trust_remote_code": trust_remote_code, "copy": copy}
-    with ws.create(KIND, name, config=config) as draft:
+    # Weights already in the catalog (a merged model's, an adapter's) carry their restrictions into the new
+    # record: its lineage edges are written in the same transaction as the record, so no record exists without them.
+    hashes = weight_file_hashes(folder) if convert is None else {}
+    matches = [m for m in same_content(ws, hashes, extra.get("source_sha256"))
+               if not (m.record.kind == KIND and m.record.name == name and m.record.meta.get("source") == source)]
+    if matches:
+        extra = {**extra, "same_content": [m.fact() for m in matches]}
+    with ws.create(KIND, name, parents=[m.edge() for m in matches], config=config) as draft:
         weights = draft.dir / "weights"
         if convert is not None:
             convert(weights)
@@ -102,7 +170,8 @@ def _register(ws: Workspace, name: str, folder: Path, *, source: str, source_kin
         facts["languages"] = extra.pop("languages", None) or facts["languages"]
         draft.meta = {"source": source, "source_kind": source_kind, **extra, **facts}
     record = record_weights_hash(ws, draft.record)
-    ws.catalog.audit("model.add", subject=record.id, details={"name": name, "source": source})
+    ws.catalog.audit("model.add", subject=record.id, details={
+        "name": name, "source": source, **({"same_content": [m.record.id for m in matches]} if matches else {})})
     return record
 
 
@@ -141,6 +210,8 @@ def add_model(ws: Workspace, source: str, *, name: str | None = None, online: bo
                          trust_remote_code=False, extra=extra, convert=lambda out: _convert(gguf_path, out))
 
     path = Path(source).expanduser()
+    if path.exists():
+        refuse_store_path(ws, path)
     if path.suffix.lower() == ".gguf" or (path.is_file() and path.suffix.lower() != ".json"):
         meta = read_gguf_metadata(path)
         name = check_name(name or path.stem)
