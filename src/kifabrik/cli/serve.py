@@ -32,4 +32,4 @@ def _serve(config: ServeConfig) -> None:
 
 
 #: Every option of `kifabrik serve` comes from `ServeConfig`, so it cannot drift from the Python API.
-serve = options_command(_serve, ServeConfig, rename={"ai_notice_off_reason": "reason"})
+serve = options_command(_serve, ServeConfig, flags={"ai_notice_off_reason": "reason"})

@@ -19,18 +19,19 @@ from typing import Annotated, Any
 import typer
 
 from kifabrik.cli.common import human, out, workspace
-from kifabrik.config import apply_overrides, load_yaml, validation_messages
+from kifabrik.cli.options import ModelFlags, overlay
+from kifabrik.config import apply_overrides, load_yaml
 from kifabrik.errors import KifabrikError
+from kifabrik.train.options import TrainOptions
 
-#: CLI flag -> TrainOptions path. Given flags override the config file.
-FLAG_FIELDS = {"method": "method", "epochs": "epochs", "max_steps": "max_steps", "batch_size": "batch_size",
-               "grad_accum": "grad_accum", "lr": "learning_rate", "max_seq_length": "max_seq_length",
-               "packing": "packing", "seed": "seed", "save_steps": "save_steps", "eval_steps": "eval_steps",
-               "mlflow": "mlflow", "rank": "lora.rank", "alpha": "lora.alpha", "dropout": "lora.dropout",
-               "target": "lora.target_modules"}
+#: Every field of TrainOptions is a flag; these keep the short names users know.
+TRAIN = ModelFlags(TrainOptions, flags={"learning_rate": "lr", "lora.rank": "rank", "lora.alpha": "alpha",
+                                        "lora.dropout": "dropout", "lora.target_modules": "target"},
+                   what="training options", hint="see `kifabrik train --help`; nothing was run")
 
 
-def train(
+def _train(
+    given: dict[str, Any],
     recipe: Annotated[Path | None, typer.Argument(help="A train config YAML (base, data and options), or a whole "
                                                        "recipe with `stages:` (then run like `kifabrik run`).")] = None,
     base: Annotated[str | None, typer.Option("--base", help="Base model: name, name@version or id.")] = None,
@@ -38,22 +39,6 @@ def train(
     name: Annotated[str | None, typer.Option(help="Name of the adapter (default <base>-<dataset>-<method>).")] = None,
     resume: Annotated[str | None, typer.Option("--resume",
                                                help="Continue the run RUN_ID from its last checkpoint.")] = None,
-    method: Annotated[str | None, typer.Option(help="lora (default) or full (small models).")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Passes over the training split.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Rows per micro-batch and device.")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per optimizer step.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    max_seq_length: Annotated[int | None, typer.Option(help="Longest sequence / packed row, in tokens.")] = None,
-    packing: Annotated[bool | None, typer.Option("--packing/--no-packing", help="Pack sequences into rows.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
-    eval_steps: Annotated[int | None, typer.Option(help="Held-out loss every N steps.")] = None,
-    rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
-    alpha: Annotated[float | None, typer.Option(help="LoRA alpha.")] = None,
-    dropout: Annotated[float | None, typer.Option(help="LoRA dropout.")] = None,
-    target: Annotated[list[str] | None, typer.Option("--target", help="LoRA target module (repeatable).")] = None,
-    mlflow: Annotated[bool | None, typer.Option("--mlflow/--no-mlflow", help="Also log to MLflow.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override an option: --set lora.rank=8.")] = None,
 ) -> None:
     """Fine-tune a model (LoRA or full) on chat data, or continue pre-training on text."""
@@ -78,17 +63,7 @@ def train(
             run_recipe_file(recipe, set_ or [], False, False)
             return
         source = str(recipe)
-    given = {"method": method, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
-             "grad_accum": grad_accum, "lr": lr, "max_seq_length": max_seq_length, "packing": packing, "seed": seed,
-             "save_steps": save_steps, "eval_steps": eval_steps, "mlflow": mlflow, "rank": rank, "alpha": alpha,
-             "dropout": dropout, "target": target}
-    for flag, value in given.items():
-        if value is not None:
-            node = raw
-            *parents, leaf = FLAG_FIELDS[flag].split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
+    overlay(raw, given)  # defaults < config file < flags < --set
     apply_overrides(raw, set_ or [])
     base = base or raw.pop("base", None)
     data = data or _as_list(raw.pop("data", None))
@@ -96,25 +71,15 @@ def train(
     if not base or not data:
         raise KifabrikError("say what to train: --base MODEL and --data DATASET (or a config file with base and data)",
                             hint="kifabrik train --base smollm2-135m-instruct --data my-chats")
-    options = _validate(raw, source)
+    options = TRAIN.validate(raw, given=given, source=source)
     _show(api.train(ws, base, data, options, name=name))
+
+
+train = TRAIN.command(_train, layered=True)
 
 
 def _as_list(v: Any) -> list[str] | None:
     return None if v is None else [v] if isinstance(v, str) else [str(x) for x in v]
-
-
-def _validate(raw: dict[str, Any], source: str) -> Any:
-    from pydantic import ValidationError
-
-    from kifabrik.train.options import TrainOptions
-
-    try:
-        return TrainOptions.model_validate(raw)
-    except ValidationError as exc:
-        problems = validation_messages(exc, raw, source)
-        raise KifabrikError("invalid training options:\n  " + "\n  ".join(problems),
-                            hint="see `kifabrik train --help`; nothing was run") from None
 
 
 def _show(rec: Any) -> None:

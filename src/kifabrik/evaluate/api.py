@@ -42,7 +42,8 @@ class EvalOptions(StrictModel):
     suites: list[str] = Field(default_factory=list, description="Quality suites: ve, nd, cy, da, tr, lang, or all.")
     limit: int | None = Field(default=None, ge=1, description="At most this many items per task and suite check.")
     judge: str | None = Field(default=None, description="Judge for LLM-as-judge tasks: a registered model or a URL.")
-    needs: dict[str, int] = Field(default_factory=dict, description="Protection need per criterion, e.g. {VE1: 3}.")
+    needs: dict[str, int] = Field(default_factory=dict, description="Protection need per criterion: 1 low, 2 moderate, "
+                                                         "3 high (e.g. VE1: 3).")
     questionnaire: str | None = Field(default=None, description="Answers to the MISSION KI protection-needs "
                                                                 "questionnaire (JSON/YAML: question id -> answer).")
     catalogue: str | None = Field(default=None, description="MISSION KI VCIO.json (or its folder); "
