@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kifabrik.errors import KifabrikError
+from kifabrik.files import MAX_DEPTH, MAX_FILE_BYTES, NestingError, read_input
 
 
 # --------------------------------------------------------------------------- settings
@@ -129,7 +130,56 @@ class Recipe(StrictModel):
 
 # --------------------------------------------------------------------------- YAML with lines
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping key and sequence item."""
+    """SafeLoader that remembers the line of every mapping key and sequence item.
+
+    It also counts how deep nodes nest while composing (PyYAML recurses once per level) and
+    stops at `MAX_DEPTH`, long before Python's recursion limit.
+    """
+
+    depth = 0
+    deep_line: int | None = None
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        try:
+            event = self.peek_event()
+            if self.depth > MAX_DEPTH and isinstance(event, yaml.CollectionStartEvent):  # scalars add no level
+                self.deep_line = event.start_mark.line + 1
+                raise NestingError(MAX_DEPTH)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _check_graph(root: yaml.Node) -> None:
+    """Refuse what aliases hide from `compose_node`'s count: a chain of aliases that nests deeper
+    than `MAX_DEPTH`, a cycle (`&a [*a]`), or a document that would, expanded, have more nodes
+    than `MAX_FILE_BYTES` (a file without aliases never does: every node takes a byte)."""
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (depth, expanded node count)
+    open_ids: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in done:
+            continue
+        kids = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if not children_done:
+            if id(node) in open_ids:
+                raise NestingError(message="an alias refers to its own anchor (endless nesting)")
+            open_ids.add(id(node))
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if id(k) not in done)
+            continue
+        open_ids.discard(id(node))
+        depth = 1 + max((done[id(k)][0] for k in kids if isinstance(k, yaml.CollectionNode)), default=0)
+        count = 1 + sum(done[id(k)][1] for k in kids)
+        if depth > MAX_DEPTH:
+            raise NestingError(MAX_DEPTH)
+        if count > MAX_FILE_BYTES:
+            raise NestingError(message=f"its aliases expand to more than {MAX_FILE_BYTES:,} nodes "
+                                       "(the size limit for YAML input, kifabrik.files.MAX_FILE_BYTES)")
+        done[id(node)] = (depth if isinstance(node, yaml.CollectionNode) else 0, count)
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
@@ -164,19 +214,33 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 
 
 def load_yaml(path: Path) -> Any:
-    """Parse a YAML file, keeping line numbers; syntax errors name file:line."""
+    """Parse a YAML file, keeping line numbers; syntax errors name file:line.
+
+    Every YAML file a user gives (recipes, train configs, tasks, gates, organisation files)
+    comes through here, under the input limits of `kifabrik.files` (size and nesting depth).
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_input(path)
     except FileNotFoundError:
         raise KifabrikError(f"{path}: no such file", hint="check the path of the recipe") from None
     except UnicodeDecodeError as exc:
         raise KifabrikError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})", hint="save the file as UTF-8") from None
+    loader = _LineLoader(text)
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_graph(node)
+        return loader.construct_document(node)
+    except NestingError as exc:
+        where = f"{path}:{loader.deep_line}" if loader.deep_line else str(path)
+        raise KifabrikError(f"{where}: {exc}", hint="flatten the YAML; nothing was read from it") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise KifabrikError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}", hint="fix the YAML syntax") from None
+    finally:
+        loader.dispose()
 
 
 def line_of(data: Any, loc: tuple[int | str, ...]) -> int | None:

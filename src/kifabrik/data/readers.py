@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kifabrik.data.rows import Problem, Row, record_row
 from kifabrik.errors import KifabrikError
+from kifabrik.files import NestingError, parse_json
 
 CSV_ROLES = ("system", "user", "assistant", "instruction", "input", "output", "text")
 #: Column names tried, in order, when no --csv-map is given.
@@ -65,9 +66,12 @@ def read_jsonl(path: Path, fmt: str, encoding: str, max_line_bytes: int) -> tupl
         if not text.strip():
             continue
         try:
-            obj = json.loads(text.rstrip("\r\n"))
+            obj = parse_json(text.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             problems.append(Problem(src, lineno, f"invalid JSON at column {exc.colno}: {exc.msg}"))
+            continue
+        except NestingError as exc:
+            problems.append(Problem(src, lineno, str(exc)))
             continue
         record, reason = record_row(obj, fmt)
         if record is None:
@@ -81,12 +85,14 @@ def read_json_array(path: Path, fmt: str, encoding: str) -> tuple[list[Row], lis
     """A `.json` file holding one array of records; rows are named `item N` (from 1)."""
     src = str(path)
     try:
-        data = json.loads(path.read_bytes().decode(encoding).lstrip("\ufeff"))
+        data = parse_json(path.read_bytes().decode(encoding).lstrip("\ufeff"))
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[:exc.start].count(b"\n") + 1
         return [], [Problem(src, line, decode_hint(encoding))]
     except json.JSONDecodeError as exc:
         return [], [Problem(src, exc.lineno, f"invalid JSON at column {exc.colno}: {exc.msg}")]
+    except NestingError as exc:
+        return [], [Problem(src, None, str(exc))]
     if not isinstance(data, list):
         return read_single(src, data, fmt)
     rows, problems = [], []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kifabrik.errors import KifabrikError
+from kifabrik.files import load_json_text, read_input
 
 DATA = Path(__file__).parent / "data"
 POLICY_TYPES = ("Set", "Offer", "Agreement", "Policy")
@@ -340,13 +341,13 @@ def parse_policy(document: Any, source: str = "policy") -> Policy:
 def load_policy_file(path: Path) -> tuple[dict[str, Any], Policy]:
     """Read and validate an ODRL JSON(-LD) file; errors name the file (and line for JSON syntax)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_input(path)
     except FileNotFoundError:
         raise KifabrikError(f"{path}: no such policy file", hint="give an ODRL JSON-LD file or use --policy-preset") from None
     except UnicodeDecodeError as exc:
         raise KifabrikError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})", hint="save it as UTF-8") from None
     try:
-        doc = json.loads(text)
+        doc = load_json_text(text, str(path))
     except json.JSONDecodeError as exc:
         raise KifabrikError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
                             hint="an ODRL policy is a JSON-LD document") from None
