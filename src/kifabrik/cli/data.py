@@ -2,56 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from kifabrik.cli.common import out, print_json, when, workspace
+from kifabrik.cli.options import Flag, ModelFlags
+from kifabrik.data.options import ImportOptions
 
 app = typer.Typer(help="Datasets (Datenraum): import with a usage policy, PII protection, dedup and a card.",
                   no_args_is_help=True)
 
 
-@app.command("import")
-def import_(
-    paths: Annotated[list[str], typer.Argument(help="Files or folders (JSONL, JSON, CSV/TSV, TXT/MD, PDF).")],
-    name: Annotated[str, typer.Option(help="Dataset name.")],
-    policy: Annotated[Path | None, typer.Option(help="ODRL 2.2 JSON-LD policy file.")] = None,
-    policy_preset: Annotated[str | None, typer.Option(help="internal-only, evaluation-only, research-non-commercial, "
-                                                           "open-with-attribution[:PARTY], expires-on:DATE.")] = None,
-    test_file: Annotated[list[str] | None, typer.Option(help="Held-out file(s) for the test split (repeatable).")] = None,
-    format: Annotated[str, typer.Option(help="auto, chat, instruction, text-jsonl, csv, text or pdf.")] = "auto",
-    csv_map: Annotated[str | None, typer.Option(help="CSV columns, e.g. user=Frage,assistant=Antwort or text=Inhalt.")] = None,
-    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
-    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Import the valid rows; list the bad ones in the card.")] = False,
-    pii: Annotated[str, typer.Option(help="redact, drop or report personal data.")] = "redact",
-    test_fraction: Annotated[float, typer.Option(help="Share of rows held out for testing.")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = 0,
-    model: Annotated[str | None, typer.Option(help="Registered model whose tokenizer counts tokens and chunks text.")] = None,
-    chunk_size: Annotated[int | None, typer.Option(help="Text chunk size (tokens with --model, else characters).")] = None,
-    no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Keep duplicates.")] = False,
-    max_line_bytes: Annotated[int, typer.Option(help="Longest accepted line in bytes.")] = 8 * 2**20,
-    collected: Annotated[str | None, typer.Option(help="When the data was collected (for the card).")] = None,
-    description: Annotated[str | None, typer.Option(help="What the data is (for the card).")] = None,
-) -> None:
+#: Every field of ImportOptions is a flag; the files are the arguments.
+IMPORT = ModelFlags(ImportOptions, flags={"path": Flag("paths", argument=True), "test_path": "test-file"})
+
+
+def _import(opts: ImportOptions) -> None:
     """Import data as a dataset: validated line by line, with a usage policy, PII handling, dedup, split and card."""
-    from pydantic import ValidationError
+    from kifabrik.data import import_dataset
 
-    from kifabrik.data import ImportOptions, import_dataset
-    from kifabrik.errors import KifabrikError
-
-    raw = {"name": name, "path": paths, "test_path": test_file or None, "policy": str(policy) if policy else None,
-           "policy_preset": policy_preset, "format": format, "csv_map": csv_map, "encoding": encoding,
-           "skip_invalid": skip_invalid, "pii": pii, "test_fraction": test_fraction, "seed": seed, "model": model,
-           "chunk_size": chunk_size, "dedup": not no_dedup, "max_line_bytes": max_line_bytes,
-           "collected": collected, "description": description}
-    try:
-        opts = ImportOptions.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-') or 'options'}: {e['msg']}" for e in exc.errors()]
-        raise KifabrikError("invalid options:\n  " + "\n  ".join(lines), hint="see `kifabrik data import --help`") from None
     result = import_dataset(workspace(), opts)
     rec, card = result.record, result.card
     rows, pii_counts = card["rows"], {k: v for k, v in card["pii"]["counts"].items() if v}
@@ -61,6 +32,9 @@ def import_(
     out.print(f"  personal data ({card['pii']['mode']}): {pii_counts or 'none found'}")
     out.print(f"  policy {card['policy']['name']}: " + " ".join(card["policy"]["words"]))
     out.print(f"  card: {workspace().path(rec) / 'card.md'}")
+
+
+app.command("import")(IMPORT.command(_import))
 
 
 @app.command("list")

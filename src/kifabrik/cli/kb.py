@@ -14,37 +14,26 @@ from rich.markup import escape
 from rich.table import Table
 
 from kifabrik.cli.common import out, print_json, when, workspace
-from kifabrik.errors import KifabrikError
+from kifabrik.cli.options import ModelFlags
 from kifabrik.kb.build import KbOptions
 
 app = typer.Typer(help="Knowledge bases (Wissensbasis): dataset passages in a BM25 index, searched with each "
                        "passage's usage policy checked.", no_args_is_help=True)
 
 
-def _help(field: str) -> str:
-    # One description per option: the pydantic model's, shared with recipes and the Python API.
-    return str(KbOptions.model_fields[field].description)
+#: Every field of KbOptions is a flag (`splits` is `--split`, one per split).
+BUILD = ModelFlags(KbOptions, flags={"splits": "split"})
 
 
-@app.command("build")
-def build(
+def _build(
+    opts: KbOptions,
     name: Annotated[str, typer.Argument(help="Name of the knowledge base.")],
     data: Annotated[list[str], typer.Option("--data", help="Dataset to index: name, name@version or id (repeatable).")],
-    chunk_tokens: Annotated[int, typer.Option(help=_help("chunk_tokens"))] = 200,
-    split: Annotated[list[str] | None, typer.Option("--split", help=_help("splits") + " Repeatable.")] = None,
 ) -> None:
     """Index datasets as a knowledge base (an `index` artifact with lineage to each dataset)."""
-    from pydantic import ValidationError
-
     from kifabrik.kb import build_kb, resolve_dataset
     from kifabrik.kb.build import check_name
 
-    try:
-        opts = KbOptions.model_validate({"chunk_tokens": chunk_tokens, **({"splits": split} if split else {})})
-    except ValidationError as exc:
-        lines = [f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" for e in exc.errors()]
-        raise KifabrikError("invalid options:\n  " + "\n  ".join(lines),
-                            hint="see `kifabrik kb build --help`") from None
     check_name(name)  # before the datasets, so a bad name is reported first and alone
     ws = workspace()
     record = build_kb(ws, name, [resolve_dataset(ws, ref) for ref in data], opts)
@@ -54,6 +43,9 @@ def build(
         out.print(f"  {escape(d['ref'])}: {d['passages']} passages ({d['format']})")
     merged = f", {meta['duplicates_merged']} duplicates merged" if meta["duplicates_merged"] else ""
     out.print(f"  {meta['passages']} passages, {meta['vocabulary']} terms{merged}; splits: {', '.join(meta['splits'])}")
+
+
+app.command("build")(BUILD.command(_build))
 
 
 @app.command("list")

@@ -9,7 +9,9 @@ import typer
 from rich.table import Table
 
 from kifabrik.cli.common import out, print_json, workspace
+from kifabrik.cli.options import Flag, ModelFlags
 from kifabrik.errors import KifabrikError
+from kifabrik.merge.api import MergeOptions
 
 adapters_app = typer.Typer(help="Inspect LoRA adapters.", no_args_is_help=True)
 
@@ -31,33 +33,22 @@ def parse_weighted(spec: str) -> list[dict[str, object]]:
     return items
 
 
-def merge_command(
-    method: Annotated[str, typer.Option(help="linear, task_arithmetic, ties, dare_linear, dare_ties or svd.")],
-    adapters: Annotated[str, typer.Option(help="NAME:WEIGHT,NAME:WEIGHT (weights may be negative).")],
-    name: Annotated[str, typer.Option(help="Name of the merged artifact.")],
-    density: Annotated[float | None, typer.Option(help="Fraction of delta values kept (ties, dare_*).")] = None,
-    into_base: Annotated[bool, typer.Option("--into-base", help="Write a full merged model instead of an adapter.")] = False,
-    svd_rank: Annotated[int | None, typer.Option(help="Output rank for svd-based methods.")] = None,
-    majority_sign_method: Annotated[str, typer.Option(help="total or frequency (TIES).")] = "total",
-    seed: Annotated[int, typer.Option(help="Random seed (DARE).")] = 0,
-) -> None:
+#: Every field of MergeOptions is a flag; `--adapters` is written NAME:WEIGHT,NAME:WEIGHT.
+MERGE = ModelFlags(MergeOptions, flags={"adapters": Flag(type=str, parse=parse_weighted,
+                                                         metavar="NAME:WEIGHT,NAME:WEIGHT")})
+
+
+def _merge(options: MergeOptions, name: Annotated[str, typer.Option(help="Name of the merged artifact.")]) -> None:
     """Merge LoRA adapters into a new adapter or (--into-base) a full model."""
-    from pydantic import ValidationError
+    from kifabrik.merge.api import merge
 
-    from kifabrik.merge.api import MergeOptions, merge
-
-    try:
-        options = MergeOptions.model_validate({
-            "method": method, "adapters": parse_weighted(adapters), "density": density, "into_base": into_base,
-            "svd_rank": svd_rank, "majority_sign_method": majority_sign_method, "seed": seed})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "options"
-        raise KifabrikError(f"--{field.replace('_', '-')}: {first['msg']}", hint="see `kifabrik merge --help`") from None
     rec = merge(workspace(), options, name)
-    out.print(f"merged {len(options.adapters)} adapter(s) with {method} into {rec.kind} [bold]{rec.ref}[/bold] "
+    out.print(f"merged {len(options.adapters)} adapter(s) with {options.method} into {rec.kind} [bold]{rec.ref}[/bold] "
               f"({rec.id[:12]})")
     out.print(f"  {workspace().path(rec)}")
+
+
+merge_command = MERGE.command(_merge)
 
 
 @adapters_app.command("list")
@@ -97,8 +88,6 @@ def export_command(
 
     path = export(workspace(), model, out_dir, format)
     out.print(f"exported to {path}")
-
-
 
 
 def gate_command(
