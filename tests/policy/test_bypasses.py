@@ -111,3 +111,75 @@ def test_a_path_in_the_store_that_is_no_model_is_refused(ws, tiny_model, tiny_mo
         add_model(ws, str(ws.path(bundle) / "weights"), name="unbundled", copy=True)
     assert "by name" in info.value.hint
     assert ws.catalog.list_artifacts("model") == before
+
+
+# --------------------------------------------------------------------------- 2. rows imported again
+
+def chat_line(q: str, a: str) -> str:
+    return json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
+                      ensure_ascii=False) + "\n"
+
+
+def service_chats(path: Path, n: int = 12, offset: int = 0) -> Path:
+    path.write_text("".join(chat_line(f"Welches Drehmoment braucht Schraube {i} an Baugruppe {i * 3} der Presse?",
+                                      f"Schraube {i} an Baugruppe {i * 3} ziehen Sie mit {20 + i} Nm an, danach "
+                                      f"prüfen Sie die Dichtung {i} auf Risse.")
+                            for i in range(offset, offset + n)), encoding="utf-8")
+    return path
+
+
+def imported(ws: Workspace, name: str, path: Path, policy: str):
+    from kifabrik.data import ImportOptions, import_dataset
+
+    return import_dataset(ws, ImportOptions(name=name, path=str(path), policy_preset=policy, test_fraction=0.25))
+
+
+def test_the_stores_own_rows_imported_under_an_open_policy_keep_the_restrictions(ws, tmp_path):
+    first = imported(ws, "pruefung", service_chats(tmp_path / "eval.jsonl"), "evaluation-only").record
+    stored = ws.path(first) / "train.jsonl"  # 9 of the 12 rows; the other 3 are the test split
+    again = imported(ws, "offen", stored, "open-with-attribution:Schmidt GmbH")
+    rec = again.record
+    assert [(e.parent_id, e.relation) for e in ws.catalog.edges(child=rec.id)] == [(first.id, "derived_from")]
+    assert ws.catalog.edges(child=rec.id)[0].attributes == {"rows": 9, "share": 1.0, "covered": 0.75,
+                                                            "match": "same_content"}
+    with pytest.raises(PolicyDenied, match=r"dataset pruefung@1 .*policy 'evaluation-only'.*\[inherited by offen@1\]"):
+        require(ws, [rec.id], "training")
+    [source] = again.card["provenance"]["sources"]
+    assert (source["ref"], source["rows"], source["exact"], source["share"], source["inherited"]) == \
+        ("pruefung@1", 9, 9, 1.0, True)
+    card = (ws.path(rec) / "card.md").read_text(encoding="utf-8")
+    assert "| inherited restrictions | from dataset pruefung@1 (100% of the rows match) |" in card
+    assert f"**The restrictions of dataset pruefung@1 (`{first.id[:12]}`) apply as well**: 100% of the rows" in card
+    assert "- must not use for training a model or merging models" in card
+
+
+def test_near_identical_rows_keep_the_restrictions_and_unrelated_rows_do_not(ws, tmp_path):
+    first = imported(ws, "intern", service_chats(tmp_path / "a.jsonl"), "evaluation-only").record
+    rows = (ws.path(first) / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    edited = tmp_path / "edited.jsonl"  # one word more in every answer, and another system prompt
+    edited.write_text("".join(
+        json.dumps({"messages": [{"role": "system", "content": "Du bist der Service-Assistent."}]
+                    + [{**m, "content": m["content"] + (" Danke." if m["role"] == "assistant" else "")}
+                       for m in json.loads(line)["messages"]]}, ensure_ascii=False) + "\n" for line in rows),
+        encoding="utf-8")
+    near = imported(ws, "kopie", edited, "open-with-attribution")
+    [source] = near.card["provenance"]["sources"]
+    assert (source["rows"], source["exact"], source["near"], source["inherited"]) == (9, 0, 9, True)
+    assert {e.parent_id for e in ws.catalog.edges(child=near.record.id)} == {first.id}
+    other = imported(ws, "andere", service_chats(tmp_path / "b.jsonl", offset=100), "open-with-attribution")
+    assert other.card["provenance"]["sources"] == [] and other.card["provenance"]["datasets_checked"] == 2
+    assert ws.catalog.edges(child=other.record.id) == []
+    require(ws, [other.record.id], "training")
+
+
+def test_a_few_copied_rows_are_reported_but_not_inherited(ws, tmp_path):
+    first = imported(ws, "intern", service_chats(tmp_path / "a.jsonl", n=20), "evaluation-only").record
+    copied = (ws.path(first) / "train.jsonl").read_text(encoding="utf-8").splitlines()[:3]
+    mixed = service_chats(tmp_path / "b.jsonl", n=9, offset=100)
+    mixed.write_text(mixed.read_text(encoding="utf-8") + "\n".join(copied) + "\n", encoding="utf-8")
+    res = imported(ws, "gemischt", mixed, "open-with-attribution")
+    [source] = res.card["provenance"]["sources"]  # 3 of 12 rows (25 %), 3 of the 20 rows of intern (15 %)
+    assert (source["rows"], source["share"], source["covered"], source["inherited"]) == (3, 0.25, 0.15, False)
+    assert ws.catalog.edges(child=res.record.id) == []
+    card = (ws.path(res.record) / "card.md").read_text(encoding="utf-8")
+    assert "3 of 12 rows (25%) were found there" in card and "| 25% | 15% | no |" in card

@@ -23,6 +23,33 @@ def normalise(text: str) -> list[str]:
     return _WORDS.findall(text.casefold())
 
 
+def exact_key(words: list[str]) -> bytes:
+    """The key under which two rows are exact duplicates: sha256 of the normalised words."""
+    return hashlib.sha256(" ".join(words).encode()).digest()
+
+
+def shingles(words: list[str]) -> set[bytes]:
+    """Word 3-grams, the features of a row's MinHash (a row under three words is one shingle)."""
+    return {" ".join(words[j:j + 3]).encode() for j in range(max(1, len(words) - 2))}
+
+
+class Hasher:
+    """MinHash signatures with one set of permutations, so that any two signatures compare."""
+
+    def __init__(self, num_perm: int = 128) -> None:
+        from datasketch import MinHash
+
+        template = MinHash(num_perm=num_perm, seed=1)  # permutations are made once and shared
+        self.num_perm, self._perms, self._scheme = num_perm, template.permutations, template.scheme
+
+    def __call__(self, words: list[str]) -> Any:
+        from datasketch import MinHash
+
+        m = MinHash(num_perm=self.num_perm, seed=1, permutations=self._perms, scheme=self._scheme)
+        m.update_batch(list(shingles(words)))
+        return m
+
+
 @dataclass
 class DedupReport:
     exact: int = 0
@@ -40,7 +67,7 @@ def dedup(rows: list[Row], *, near: bool = True, threshold: float = 0.9, num_per
     unique: list[tuple[Row, list[str]]] = []
     for row in rows:
         words = normalise(row_text(row.record))
-        key = hashlib.sha256(" ".join(words).encode()).digest()
+        key = exact_key(words)
         if key in seen:
             report.exact += 1
             _example(report, row, seen[key], "exact", max_examples)
@@ -49,17 +76,14 @@ def dedup(rows: list[Row], *, near: bool = True, threshold: float = 0.9, num_per
         unique.append((row, words))
     if not near or len(unique) < 2:
         return [r for r, _ in unique], report
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    template = MinHash(num_perm=num_perm, seed=1)  # permutations are made once and shared
-    perms, scheme = template.permutations, template.scheme
+    minhash = Hasher(num_perm)
     kept: list[Row] = []
     hashes: dict[str, Any] = {}
-    for i, (row, words) in enumerate(unique):
-        shingles = {" ".join(words[j:j + 3]) for j in range(max(1, len(words) - 2))} or {""}
-        m = MinHash(num_perm=num_perm, seed=1, permutations=perms, scheme=scheme)
-        m.update_batch([s.encode() for s in shingles])
+    for row, words in unique:
+        m = minhash(words)
         match = next((k for k in lsh.query(m) if hashes[k].jaccard(m) >= threshold), None)
         if match is not None:
             report.near += 1

@@ -19,6 +19,7 @@ from kifabrik.artifacts import sha256_file
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.config import resolve_path
 from kifabrik.data import card as cards
+from kifabrik.data import provenance
 from kifabrik.data.dedup import DedupReport, contamination, dedup, split
 from kifabrik.data.documents import Chunker, document_rows
 from kifabrik.data.names import name_detector
@@ -211,13 +212,16 @@ def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") ->
         "contamination": contamination(train, test, opts.contamination_ngram),
         "policy": {"name": policy_name, "words": policy_words(parse_policy(policy_doc)), "document": policy_doc},
     }
+    origin = provenance.trace(ws, train + test)  # rows copied from a dataset in the catalog keep its restrictions
+    facts["provenance"] = origin.facts(ws)
     policy_id = ws.catalog.add_policy(policy_name, policy_doc)
     facts["policy"]["id"] = policy_id
     meta = {"format": fmt, "rows": {"train": len(train), "test": len(test)}, "policy_ids": [policy_id],
             "policy": policy_name, "pii": {k: v for k, v in facts["pii"]["counts"].items() if v},
             "pii_mode": opts.pii, "languages": facts["languages"]["shares"], "size": facts["size"],
             "sources": [{"path": s["path"], "sha256": s["sha256"]} for s in sources]}
-    with ws.create(KIND, opts.name, config=opts.model_dump(), meta=meta, policies=[policy_id]) as draft:
+    with ws.create(KIND, opts.name, parents=origin.parents(), config=opts.model_dump(), meta=meta,
+                   policies=[policy_id]) as draft:
         for split_name, group in (("train", train), ("test", test)):
             draft.write_text(f"{split_name}.jsonl", "".join(json.dumps(r.record, ensure_ascii=False) + "\n" for r in group))
         draft.write_json("card.json", facts)
