@@ -25,7 +25,7 @@ from kifabrik.data.documents import Chunker, document_rows
 from kifabrik.data.names import name_detector
 from kifabrik.data.options import ImportOptions
 from kifabrik.data.pii import PII_TYPES, Scanner
-from kifabrik.data.readers import parse_csv_map, read_csv, read_json_array, read_jsonl
+from kifabrik.data.readers import binary_problem, parse_csv_map, read_csv, read_json_array, read_jsonl
 from kifabrik.data.rows import Problem, Row, map_text, row_text
 from kifabrik.data.stats import languages, token_counts
 from kifabrik.errors import KifabrikError
@@ -94,6 +94,8 @@ def read_file(path: Path, opts: ImportOptions, chunker: Chunker, csv_map: dict[s
     if kind == "auto":
         kind = SUFFIXES.get(path.suffix.lower(), "text")
     row_fmt = {"chat": "chat", "instruction": "instruction", "text-jsonl": "text"}.get(opts.format, "auto")
+    if kind != "pdf" and (binary := binary_problem(path, opts.encoding)):
+        return [], [binary]
     if kind == "jsonl":
         return read_jsonl(path, row_fmt, opts.encoding, opts.max_line_bytes)
     if kind == "json":
