@@ -29,6 +29,10 @@ def _import(opts: ImportOptions) -> None:
     out.print(f"imported dataset [bold]{rec.ref}[/bold]  id {rec.id}")
     out.print(f"  {card['format']} rows: {rows['train']} train, {rows['test']} test; skipped {rows['invalid_skipped']} "
               f"invalid, removed {rows['duplicates_exact']} exact + {rows['duplicates_near']} near duplicates")
+    if card["skipped_links"]:
+        n = len(card["skipped_links"])
+        out.print(f"  [yellow]skipped {n} symbolic link{'s' if n > 1 else ''}[/yellow] in the folders "
+                  "(listed in the card; --follow-links follows those that stay inside the folder)")
     out.print(f"  personal data ({card['pii']['mode']}): {pii_counts or 'none found'}")
     out.print(f"  policy {card['policy']['name']}: " + " ".join(card["policy"]["words"]))
     out.print(f"  card: {workspace().path(rec) / 'card.md'}")

@@ -85,4 +85,7 @@ def markdown(f: dict[str, Any]) -> str:
         if rows["invalid_skipped"] > 200:
             out.append(f"- ... {rows['invalid_skipped'] - 200} more in card.json")
         out.append("")
+    if f.get("skipped_links"):  # cards written before links were reported have no such key
+        out += ["## Skipped symbolic links", "", "These links in the imported folders were not read:", ""]
+        out += [f"- {s['path']} -> {s['target']}: {s['reason']}" for s in f["skipped_links"]] + [""]
     return "\n".join(out)

@@ -8,11 +8,12 @@ expired policy or a missing column stops the import with every problem listed, u
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kifabrik import progress
 from kifabrik.artifacts import sha256_file
@@ -49,26 +50,83 @@ class ImportResult:
     card: dict[str, Any]
 
 
-def expand(specs: list[str], fmt: str) -> list[Path]:
-    """Files named directly, plus every supported file below named folders (sorted, hidden ones skipped)."""
+class Expanded(NamedTuple):
+    """The files an import reads, and the symbolic links in its folders that it did not follow."""
+
+    files: list[Path]
+    links: list[dict[str, str]]  # {"path", "target", "reason"}
+
+
+def expand(specs: list[str], fmt: str, *, follow_links: bool = False) -> Expanded:
+    """Files named directly, plus every supported file below named folders (sorted, hidden ones skipped).
+
+    Inside a folder no symbolic link is followed (a link to /etc/shadow must not end up in a
+    dataset): each is skipped and reported. With `follow_links`, a link is followed when its
+    target, resolved, stays inside the folder. A file or folder named directly is read as named.
+    """
     files: list[Path] = []
+    links: list[dict[str, str]] = []
     for spec in specs:
         path = resolve_path(spec)
         if not path.exists():
             raise KifabrikError(f"{path}: no such file or folder", hint="check the path")
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            found = _walk(path, follow_links, links)
             if not found:
                 raise KifabrikError(f"{path}: no importable files in the folder",
-                                    hint=f"supported: {', '.join(sorted(SUFFIXES))}")
+                                    hint=f"supported: {', '.join(sorted(SUFFIXES))}"
+                                    + ("; symbolic links are not followed (see --follow-links)" if links else ""))
             files += found
         else:
             if fmt == "auto" and path.suffix.lower() not in SUFFIXES:
                 raise KifabrikError(f"{path}: cannot tell the format from the extension {path.suffix!r}",
                                     hint="pass --format chat|instruction|text-jsonl|csv|text|pdf")
             files.append(path)
-    return files
+    return Expanded(files, links)
+
+
+def _walk(root: Path, follow_links: bool, links: list[dict[str, str]]) -> list[Path]:
+    """Supported, non-hidden regular files below `root`; links skipped (or followed, see `expand`) into `links`."""
+    inside = root.resolve()
+    found: dict[Path, Path] = {}  # real path -> first path (sorted) to it: a followed link never reads a file twice
+    seen_dirs, folders = {inside}, [root]
+    while folders:
+        folder = folders.pop()
+        for entry in os.scandir(folder):
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            if entry.is_symlink():
+                target = path.resolve()
+                why = _unfollowed(target, inside, follow_links, seen_dirs)
+                if why is not None:
+                    links.append({"path": str(path), "target": os.readlink(path), "reason": why})
+                elif target.is_dir():
+                    seen_dirs.add(target)
+                    folders.append(path)
+                elif path.suffix.lower() in SUFFIXES:
+                    found[target] = min(found.get(target, path), path)
+            elif entry.is_dir(follow_symlinks=False):
+                seen_dirs.add(path.resolve())
+                folders.append(path)
+            elif entry.is_file(follow_symlinks=False) and path.suffix.lower() in SUFFIXES:
+                real = path.resolve()
+                found[real] = min(found.get(real, path), path)
+    links.sort(key=lambda link: link["path"])
+    return sorted(found.values())
+
+
+def _unfollowed(target: Path, inside: Path, follow_links: bool, seen_dirs: set[Path]) -> str | None:
+    """Why a link to `target` (resolved) is not followed, or None to follow it."""
+    if not follow_links:
+        return "symbolic link, not followed (--follow-links follows links that stay inside the folder)"
+    if not target.is_relative_to(inside):
+        return "symbolic link to outside the imported folder, not followed"
+    if target in seen_dirs:
+        return "symbolic link to a folder that is read already, not followed"
+    if not (target.is_dir() or target.is_file()):
+        return "broken symbolic link, or not to a regular file"
+    return None
 
 
 def load_policy(opts: ImportOptions, now: datetime) -> tuple[str, dict[str, Any]]:
@@ -129,7 +187,9 @@ def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") ->
     now = datetime.now(UTC)
     policy_name, policy_doc = load_policy(opts, now)
     csv_map = parse_csv_map(opts.csv_map)
-    train_files, test_files = expand(opts.paths(), opts.format), expand(opts.test_paths(), opts.format)
+    train_found = expand(opts.paths(), opts.format, follow_links=opts.follow_links)
+    test_found = expand(opts.test_paths(), opts.format, follow_links=opts.follow_links)
+    train_files, test_files = train_found.files, test_found.files
     chunker, tokenizer_model = make_chunker(ws, opts)
     sources, rows, test_rows, problems = [], [], [], []
     with progress.bar(f"reading {len(train_files) + len(test_files)} file(s)", len(train_files) + len(test_files)) as step:
@@ -203,6 +263,7 @@ def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") ->
         "rows": {"train": len(train), "test": len(test), "valid_read": valid_read, "invalid_skipped": len(problems), "pii_dropped": dropped,
                  "duplicates_exact": report.exact, "duplicates_near": report.near},
         "skipped": [{"source": p.source, "line": p.line, "reason": p.reason} for p in problems[:1000]],
+        "skipped_links": train_found.links + test_found.links,
         "size": _size(train, test, chunker, tokenizer_model, fmt),
         "languages": languages(train + test, seed=opts.seed),
         "pii": {"mode": opts.pii, "counts": {k: pii_counts.get(k, 0) for k in PII_TYPES}, "rows_with_pii": pii_rows,

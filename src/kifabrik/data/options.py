@@ -24,6 +24,9 @@ class DatasetSpec(StrictModel):
     format: Format = Field(default="auto", description="How to read the files; auto decides by extension and keys.")
     csv_map: str | dict[str, str] | None = Field(default=None, description="CSV columns: user=Frage,assistant=Antwort "
                                                                          "or text=Inhalt.")
+    follow_links: bool = Field(default=False, description="Follow symbolic links inside imported folders when "
+                               "their target stays inside the folder (without it, and for targets outside, "
+                               "links are skipped and listed in the card).")
     encoding: str = Field(default="utf-8", description="Text encoding of the files (e.g. cp1252 for old exports).")
     skip_invalid: bool = Field(default=False, description="Import the valid rows and list the invalid ones in the "
                                                           "card, instead of importing nothing.")
