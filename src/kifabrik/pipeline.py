@@ -8,7 +8,7 @@ that is planned but not built yet is refused at validation, never silently skipp
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,12 @@ from kifabrik.catalog import ArtifactRecord
 from kifabrik.config import (
     Recipe,
     apply_overrides,
+    format_loc,
+    line_of,
     load_yaml,
     validation_messages,
 )
-from kifabrik.errors import KifabrikError
+from kifabrik.errors import KifabrikError, NotFoundError
 from kifabrik.stages import StageContext, StageDef, StageOptions
 from kifabrik.workspace import Workspace
 
@@ -40,6 +42,7 @@ class ValidatedRecipe:
     recipe: Recipe
     steps: list[StageOptions]
     source: str
+    data: Any = None  # the raw mapping, for the file lines of later checks
 
     def step_name(self, i: int) -> str:
         return self.steps[i].name or self.steps[i].stage
@@ -67,8 +70,14 @@ def stage_def(name: str) -> StageDef:
     return registry.lookup("stage", name)
 
 
-def validate_recipe(data: Any, source: str = "<recipe>") -> ValidatedRecipe:
-    """Check a raw recipe mapping completely; raise one error listing every problem."""
+def validate_recipe(data: Any, source: str = "<recipe>", ws: Workspace | None = None) -> ValidatedRecipe:
+    """Check a raw recipe mapping completely; raise one error listing every problem.
+
+    Every reference a step makes (`data:`, `model:`, `kb:`, ...) must name an earlier step, a
+    dataset an earlier data step imports, or `base`; with a workspace `ws`, also a registered
+    artifact. Without one, a name that is none of these may still be in the catalog and is
+    left to `run_recipe`, which checks every reference again before it runs anything.
+    """
     if not isinstance(data, dict):
         raise KifabrikError(f"{source}: a recipe must be a YAML mapping with name, model and stages",
                             hint="see kifabrik/recipes/demo.yaml for an example")
@@ -112,22 +121,145 @@ def validate_recipe(data: Any, source: str = "<recipe>") -> ValidatedRecipe:
             problems += [f"{where}: {p}" for p in sdef.check(opts, seen)]
         seen.append(step)
         steps.append(opts)
+    if not problems:  # every step is valid, so `steps[i]` is `stages[i]` of the file
+        problems += reference_problems(data, source, steps, ws)
     if problems:
-        raise KifabrikError(f"{source}: the recipe is invalid ({len(problems)} problem"
-                            f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(problems),
-                            hint="fix these and run again; nothing was run")
+        raise _invalid(source, problems)
     assert recipe is not None
-    return ValidatedRecipe(recipe, steps, source)
+    return ValidatedRecipe(recipe, steps, source, data)
 
 
-def load_recipe(path: Path, overrides: list[str] | None = None) -> ValidatedRecipe:
-    """Read, override (`--set`) and validate a recipe file."""
+# --------------------------------------------------------------------------- references between steps
+@dataclass(frozen=True)
+class Reference:
+    """One name a step uses: where (inside the step), what it must be, and how it is resolved."""
+
+    loc: tuple[int | str, ...]
+    what: str  # "dataset", "model", "knowledge base", ...
+    ref: str
+    kind: str | None  # the artifact kind a catalog ref must have (None: any)
+    steps: bool  # resolved through earlier steps (`StageContext.resolve`), not only the catalog
+
+
+#: Option fields that name one model, adapter or artifact: resolved like `StageContext.resolve`.
+_ONE = {"model": ("model", None), "base": ("model", None), "baseline": ("model", None),
+        "merged": ("merge step or artifact", None), "kb": ("knowledge base", "index"),
+        "documents": ("documents", "document")}
+
+
+def references(opts: StageOptions) -> Iterator[Reference]:
+    """Every reference of a step's options, found by field name the same way in every stage."""
+    for field, (what, kind) in _ONE.items():
+        value = getattr(opts, field, None)
+        if isinstance(value, str) and not value.startswith(("http://", "https://")):
+            yield Reference((field,), what, value, kind, True)
+    for j, ref in enumerate(getattr(opts, "data", None) or []):  # train and kb: earlier steps or catalog
+        yield Reference(("data", j), "dataset", ref, "dataset", True)
+    for j, item in enumerate(getattr(opts, "adapters", None) or []):
+        yield Reference(("adapters", j, "adapter"), "adapter", item.adapter, None, True)
+    for ref in getattr(opts, "metrics", None) or {}:  # merge-gate: parent -> metric key
+        yield Reference(("metrics", ref), "adapter", ref, None, True)
+    context = getattr(opts, "context", None)
+    for j, ref in enumerate(getattr(context, "passages_from", None) or []):  # train: catalog refs only
+        yield Reference(("context", "passages_from", j), "dataset", ref, "dataset", False)
+    for j, ref in enumerate(getattr(opts, "train_data", None) or []):  # evaluate: catalog refs only
+        yield Reference(("train_data", j), "dataset", ref, "dataset", False)
+    judge = getattr(opts, "judge", None)
+    if isinstance(judge, str) and not judge.startswith(("http://", "https://")):
+        yield Reference(("judge",), "judge model", judge, None, False)
+
+
+def reference_problems(data: Any, source: str, steps: list[StageOptions], ws: Workspace | None) -> list[str]:
+    """`file:line: stages[i].field: unknown ... 'x'; known: ...` for every reference that cannot resolve.
+
+    Mirrors the run: `base` is the recipe's model, an earlier step's name is its output (for a
+    dataset: what an earlier data step imported), a dataset a data step imports is registered
+    under its key by the time later steps run; anything else is looked up in the catalog.
+    """
+    recipe_datasets = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
+    names = [o.name or o.stage for o in steps]
+    problems: list[str] = []
+    earlier: dict[str, str] = {}  # step name -> stage
+    imported: list[str] = []  # datasets earlier data steps import
+    for i, opts in enumerate(steps):
+        for r in references(opts):
+            why = _unresolved(r, earlier, imported, names[i + 1:], ws)
+            if why and r.what == "dataset" and r.ref in recipe_datasets:
+                why = (f"dataset {r.ref!r} is in the recipe's datasets:, but no data step before this step "
+                       "imports it (put a `- stage: data` step first)")
+            if why:
+                line = line_of(data, ("stages", i, *r.loc))
+                where = f"{source}:{line}" if line else source
+                problems.append(f"{where}: {format_loc(('stages', i, *r.loc))}: {why}"
+                                + _known(r, earlier, imported, ws))
+        if opts.stage == "data":
+            only = getattr(opts, "only", None)
+            for j, name in enumerate(only or []):
+                if name not in recipe_datasets:
+                    line = line_of(data, ("stages", i, "only", j))
+                    problems.append(f"{source}:{line or '?'}: stages[{i}].only[{j}]: unknown dataset {name!r}; known "
+                                    f"(the recipe's datasets:): {', '.join(recipe_datasets) or 'none'}")
+            imported += [n for n in (recipe_datasets if only is None else only)
+                         if n in recipe_datasets and n not in imported]
+            imported += [n for n in getattr(opts, "datasets", {}) if n not in imported]
+        earlier[names[i]] = opts.stage
+    return problems
+
+
+def _unresolved(r: Reference, earlier: dict[str, str], imported: list[str], later: list[str],
+                ws: Workspace | None) -> str | None:
+    """Why `r` does not resolve at this point of the recipe, or None when it does (or may, without `ws`)."""
+    if r.steps and r.what != "dataset" and r.ref == "base":
+        return None
+    if r.steps and r.ref in earlier:
+        if r.what == "dataset" and earlier[r.ref] != "data":
+            return f"step {r.ref!r} ({earlier[r.ref]}) produces no dataset; name a data step or a dataset"
+        return None
+    if r.what == "dataset" and r.ref in imported:
+        return None
+    if ws is not None:
+        try:
+            ws.catalog.get_artifact(r.ref, r.kind)
+            return None
+        except NotFoundError:
+            pass
+        except KifabrikError as exc:  # e.g. an ambiguous id prefix
+            return exc.message
+    if r.steps and r.ref in later:
+        return f"step {r.ref!r} runs later; a step can only use the steps before it"
+    if ws is None:
+        return None  # may be a registered artifact: checked against the catalog before the run
+    return f"unknown {r.what} {r.ref!r}"
+
+
+def _known(r: Reference, earlier: dict[str, str], imported: list[str], ws: Workspace | None) -> str:
+    """`; known: ...`: what `r` could name at this point of the recipe."""
+    if r.what == "dataset":
+        known = imported + ([n for n, stage in earlier.items() if stage == "data"] if r.steps else [])
+        text = f"; known: {', '.join(known) or 'none'}"
+    else:
+        known = (["base"] + list(earlier)) if r.steps else []
+        text = f"; known: {', '.join(known)}" if known else ""
+    if ws is not None:
+        listing = "kifabrik data list" if r.kind == "dataset" else "kifabrik artifacts list"
+        text += f" (or a registered {r.what}: {listing})"
+    return text
+
+
+def _invalid(source: str, problems: list[str]) -> KifabrikError:
+    return KifabrikError(f"{source}: the recipe is invalid ({len(problems)} problem"
+                         f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(problems),
+                         hint="fix these and run again; nothing was run")
+
+
+def load_recipe(path: Path, overrides: list[str] | None = None, ws: Workspace | None = None) -> ValidatedRecipe:
+    """Read, override (`--set`) and validate a recipe file (references against `ws`'s catalog, when given)."""
     data = load_yaml(path)
     if overrides:
         if not isinstance(data, dict):
             raise KifabrikError(f"{path}: a recipe must be a YAML mapping")
         apply_overrides(data, overrides)
-    return validate_recipe(data, str(path))
+    return validate_recipe(data, str(path), ws)
 
 
 def run_recipe(ws: Workspace, validated: ValidatedRecipe, *, online: bool = False,
@@ -136,6 +268,10 @@ def run_recipe(ws: Workspace, validated: ValidatedRecipe, *, online: bool = Fals
     from kifabrik.models.sources import preflight_model_source, resolve_model_source
 
     recipe = validated.recipe
+    problems = reference_problems(validated.data if isinstance(validated.data, dict) else {}, validated.source,
+                                  validated.steps, ws)
+    if problems:  # checked against this workspace's catalog before anything is registered
+        raise _invalid(validated.source, problems)
     preflight_model_source(ws, recipe.model.source, online=online)
     pipeline_id = uuid.uuid4().hex
     model = _recorded(ws, pipeline_id, recipe.name, "model", "model", recipe.model.model_dump(),

@@ -103,13 +103,14 @@ def test_invalid_recipe_runs_nothing(cli, home, tmp_path):
 
 def test_failing_stage_leaves_a_failed_run_and_no_output(cli, home, tiny_model_dir, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE.format(source=tiny_model_dir).replace("model: base", "model: no-such-model"))
+    # `ask` is an earlier step, so the check passes; its output (answers) is found to be no model only at run time
+    recipe.write_text(RECIPE.format(source=tiny_model_dir).replace("model: base", "model: ask"))
     r = cli("run", str(recipe))
-    assert r.code == 1 and "no artifact 'no-such-model'" in r.err
+    assert r.code == 1 and "shop-ask@1 is a generations; a model, an adapter or a Fach-LLM is needed" in r.err
     with _ws(home) as ws:
         failed = [x for x in ws.catalog.list_runs() if x.status == "failed"]
         assert [x.name for x in failed] == ["ask-again"]
-        assert "no-such-model" in failed[0].error and failed[0].ended_at is not None
+        assert "is a generations" in failed[0].error and failed[0].ended_at is not None
         assert "shop-ask-again" not in {a.name for a in ws.catalog.list_artifacts()}
     runs = cli("runs", "list", "--json")
     assert runs.code == 0 and len(json.loads(runs.out)) == 3

@@ -16,12 +16,12 @@ def run_recipe_file(path: Path, overrides: list[str], online: bool, check_only: 
     set_offline(online)
     from kifabrik.pipeline import StepResult, load_recipe, run_recipe
 
-    validated = load_recipe(path, overrides)
+    ws = workspace()  # --check resolves the recipe's references against this catalog too
+    validated = load_recipe(path, overrides, ws)
     steps = ", ".join(validated.step_name(i) for i in range(len(validated.steps))) or "none"
     out.print(f"recipe [bold]{validated.recipe.name}[/bold] is valid: model {validated.recipe.model.source}; steps: {steps}")
     if check_only:
         return
-    ws = workspace()
 
     def show(step: StepResult) -> None:
         out.print(f"[green]✓[/green] {step.name} ({step.stage}), run {step.run_id[:12]}")
