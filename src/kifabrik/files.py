@@ -20,7 +20,6 @@ from typing import Any
 
 from kifabrik.errors import KifabrikError
 
-
 #: Deepest nesting of lists and mappings accepted in JSON or YAML input (real recipes and policies stay under 10).
 MAX_DEPTH = 64
 #: Largest JSON or YAML file read whole (recipes, configs, policies, task files); dataset rows are limited per line.

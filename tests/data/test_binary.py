@@ -34,8 +34,8 @@ def test_a_binary_file_is_one_problem(tmp_path: Path, name: str) -> None:
     rows, problems = read_file(path, opts, Chunker(2000, "characters"), None)
     assert rows == []
     assert [str(p) for p in problems] == [
-        f"{path}: not a text file (binary content at byte 8); give the JSONL, CSV, text or Markdown file itself "
-        "(UTF-16 text: pass --encoding utf-16)"]
+        (f"{path}: not a text file (binary content at byte 8); give the JSONL, CSV, text or Markdown file itself "
+         "(UTF-16 text: pass --encoding utf-16)")]
 
 
 def test_undecodable_bytes_without_nul(tmp_path: Path) -> None:
@@ -63,5 +63,5 @@ def test_import_names_the_binary_file_once(ws: Workspace, tmp_path: Path) -> Non
         import_dataset(ws, ImportOptions(path=[str(good), str(bad)], name="x", policy_preset="internal-only"))
     assert str(info.value).splitlines()[:2] == [
         "1 invalid row or file; nothing was imported:",
-        f"  {bad}: not a text file (binary content at byte 8); give the JSONL, CSV, text or Markdown file itself "
-        "(UTF-16 text: pass --encoding utf-16)"]
+        (f"  {bad}: not a text file (binary content at byte 8); give the JSONL, CSV, text or Markdown file itself "
+         "(UTF-16 text: pass --encoding utf-16)")]

@@ -26,7 +26,13 @@ from kifabrik.data.documents import Chunker, document_rows
 from kifabrik.data.names import name_detector
 from kifabrik.data.options import ImportOptions
 from kifabrik.data.pii import PII_TYPES, Scanner
-from kifabrik.data.readers import binary_problem, parse_csv_map, read_csv, read_json_array, read_jsonl
+from kifabrik.data.readers import (
+    binary_problem,
+    parse_csv_map,
+    read_csv,
+    read_json_array,
+    read_jsonl,
+)
 from kifabrik.data.rows import Problem, Row, map_text, row_text
 from kifabrik.data.stats import languages, token_counts
 from kifabrik.errors import KifabrikError
