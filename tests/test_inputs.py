@@ -136,3 +136,21 @@ def test_dataset_rows_too_deep_are_problems_of_their_line(tmp_path: Path) -> Non
     array.write_text("[" * DEEP + "]" * DEEP, encoding="utf-8")
     assert [str(p) for p in read_json_array(array, "auto", "utf-8")[1]] == [
         f"{array}: {DEPTH_MESSAGE} (the limit for JSON and YAML input, kifabrik.files.MAX_DEPTH)"]
+
+
+def test_evaluation_inputs_thresholds_catalogue_and_questionnaire(tmp_path: Path) -> None:
+    from kifabrik.evaluate.verdict import load_thresholds, needs_from_questionnaire
+    from kifabrik.mission_ki import load_catalogue
+
+    thresholds = tmp_path / "thresholds.yaml"
+    thresholds.write_text("acc: " + "[" * DEEP + "]" * DEEP + "\n", encoding="utf-8")
+    with pytest.raises(KifabrikError, match=f"{thresholds}:1: {DEPTH_MESSAGE}"):
+        load_thresholds(thresholds)
+    catalogue = tmp_path / "VCIO.json"
+    catalogue.write_text('{"VE": ' + "[" * DEEP + "]" * DEEP + "}", encoding="utf-8")
+    with pytest.raises(KifabrikError, match=f"{catalogue}: {DEPTH_MESSAGE}"):
+        load_catalogue(catalogue)
+    questionnaire = tmp_path / "ProtectionNeedsAnalysis.json"  # read from beside VCIO.json
+    questionnaire.write_text("[" * DEEP + "]" * DEEP, encoding="utf-8")
+    with pytest.raises(KifabrikError, match=f"{questionnaire}: {DEPTH_MESSAGE}"):
+        needs_from_questionnaire(catalogue, {})

@@ -222,7 +222,7 @@ def load_yaml(path: Path) -> Any:
     try:
         text = read_input(path)
     except FileNotFoundError:
-        raise KifabrikError(f"{path}: no such file", hint="check the path of the recipe") from None
+        raise KifabrikError(f"{path}: no such file", hint="check the path") from None
     except UnicodeDecodeError as exc:
         raise KifabrikError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})", hint="save the file as UTF-8") from None
     loader = _LineLoader(text)

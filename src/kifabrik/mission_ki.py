@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from kifabrik.errors import KifabrikError
+from kifabrik.files import load_json_text, read_input
 
 LETTER = {3: "A", 2: "B", 1: "C", 0: "D"}
 LEVEL = {v: k for k, v in LETTER.items()}
@@ -256,7 +257,7 @@ def catalogue_path(given: str | Path | None = None, *, recorded: str | Path | No
 def load_catalogue(path: Path) -> dict[str, Any]:
     """Dimension id -> {title, criteria: [{id, type_id, title, indicators: [{id, title, weighting, type}]}]}."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = load_json_text(read_input(Path(path)), str(path))
         out = {}
         for dim, body in data.items():
             criteria = []

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from kifabrik import progress
 from kifabrik.catalog import ArtifactRecord
-from kifabrik.config import StrictModel, resolve_path
+from kifabrik.config import StrictModel, load_yaml, resolve_path
 from kifabrik.errors import KifabrikError
 from kifabrik.evaluate import verdict as vd
 from kifabrik.evaluate.suites import SuiteContext, SuiteResult, get_suite, ordered
@@ -112,7 +112,7 @@ def prepare(ws: Workspace | None, opts: EvalOptions) -> Prepared:
 
 def _read_mapping(path: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))  # YAML is a superset of JSON
+        data = load_yaml(Path(path))  # YAML is a superset of JSON; read under the input limits
     except (OSError, yaml.YAMLError) as exc:
         raise KifabrikError(f"{path}: cannot read it ({exc})") from None
     if not isinstance(data, dict):

@@ -26,7 +26,9 @@ from typing import Any, Literal
 import yaml
 
 from kifabrik import mission_ki as mk
+from kifabrik.config import load_yaml
 from kifabrik.errors import KifabrikError
+from kifabrik.files import load_json_text, read_input
 from kifabrik.mission_ki import (
     CATALOGUE_ENV,
     LETTER,
@@ -63,7 +65,7 @@ def load_thresholds(override: Path | None = None) -> dict[str, Threshold]:
     raw = yaml.safe_load(data_file("thresholds.yaml").read_text(encoding="utf-8"))
     if override is not None:
         try:
-            extra = yaml.safe_load(Path(override).read_text(encoding="utf-8")) or {}
+            extra = load_yaml(Path(override)) or {}  # under the input limits, errors name file:line
         except (OSError, yaml.YAMLError) as exc:
             raise KifabrikError(f"{override}: cannot read the thresholds file ({exc})") from None
         if not isinstance(extra, dict):
@@ -109,7 +111,7 @@ def needs_from_questionnaire(catalogue: Path, answers: dict[str, Any]) -> tuple[
     """
     path = catalogue.parent / "ProtectionNeedsAnalysis.json"
     try:
-        pna = json.loads(path.read_text(encoding="utf-8"))
+        pna = load_json_text(read_input(path), str(path))
     except (OSError, json.JSONDecodeError) as exc:
         raise KifabrikError(f"{path}: cannot read the protection-needs questionnaire ({exc})",
                             hint="keep ProtectionNeedsAnalysis.json beside VCIO.json") from None
