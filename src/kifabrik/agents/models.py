@@ -23,11 +23,8 @@ class LocalModel:
     def __init__(self, ws: Workspace, name: str, *, max_tokens: int = 256, temperature: float = 0.0,
                  actor: str = "agent") -> None:
         from kifabrik.models.runtime import load, resolve
-        from kifabrik.policy import require
 
-        record = ws.catalog.get_artifact(name)
-        runnable = resolve(ws, record)
-        require(ws, [record.id], "serving", actor=actor)
+        runnable = resolve(ws, ws.catalog.get_artifact(name), purpose="serving", actor=actor)
         self.loaded = load(runnable)
         self.max_tokens = max_tokens
         self.temperature = temperature

@@ -155,7 +155,7 @@ def evaluate(ws: Workspace, ref: str, opts: EvalOptions, *, baseline: str | None
     if opts.judge:
         from kifabrik.evaluate.backends import open_target
 
-        judge = open_target(ws, opts.judge, endpoint_model=opts.endpoint_model, api_key=opts.api_key)
+        judge = open_target(ws, opts.judge, endpoint_model=opts.endpoint_model, api_key=opts.api_key, actor=actor)
     base_outcome = None
     if baseline:
         base_outcome = _evaluate_one(ws, baseline, base_record, opts, prep, judge, datasets, None, None, None, actor)
@@ -187,14 +187,15 @@ def _evaluate_one(ws: Workspace, ref: str, record: ArtifactRecord | None, opts: 
     from kifabrik.evaluate.runner import run_task
 
     progress.info(f"evaluating {ref}")
-    backend = open_target(ws, ref, endpoint_model=opts.endpoint_model, api_key=opts.api_key)
+    backend = open_target(ws, ref, endpoint_model=opts.endpoint_model, api_key=opts.api_key, actor=actor)
     train = datasets.get("train", [])
     ctx = SuiteContext(backend=backend, ws=ws, tasks=prep.tasks, limit=opts.limit, judge=judge, seed=opts.seed,
                        training_datasets=train)
     for task in prep.tasks:
         task_judge = judge
         if task.spec.judge and task.spec.judge.model:
-            task_judge = open_target(ws, task.spec.judge.model, endpoint_model=opts.endpoint_model, api_key=opts.api_key)
+            task_judge = open_target(ws, task.spec.judge.model, endpoint_model=opts.endpoint_model, api_key=opts.api_key,
+                                     actor=actor)
         ctx.cache[task.name] = run_task(backend, task, judge=task_judge, seed=opts.seed)
     for suite_name in prep.suites:
         progress.info(f"  suite {suite_name}")

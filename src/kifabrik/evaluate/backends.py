@@ -182,8 +182,12 @@ class EndpointBackend:
 
 
 def open_target(ws: Workspace | None, ref: str, *, endpoint_model: str | None = None, api_key: str | None = None,
-                mode: Mode = "shared", device: str | None = None) -> Backend:
-    """A backend for `ref`: an http(s) URL, or a registered model / adapter (name, name@version or id)."""
+                mode: Mode = "shared", device: str | None = None, actor: str = "cli") -> Backend:
+    """A backend for `ref`: an http(s) URL, or a registered model / adapter (name, name@version or id).
+
+    A registered model (the one evaluated, a baseline or a judge) runs only where the usage policies
+    along its lineage permit `evaluation` (raises `PolicyDenied`; audited).
+    """
     if ref.startswith(("http://", "https://")):
         return EndpointBackend(name=f"{endpoint_model or 'default'}@{ref}", base_url=ref,
                                model_name=endpoint_model or "default", api_key=api_key)
@@ -196,7 +200,7 @@ def open_target(ws: Workspace | None, ref: str, *, endpoint_model: str | None = 
     if record.kind not in ("model", "adapter", "fach-llm"):
         raise KifabrikError(f"{record.ref} is a {record.kind}; evaluation needs a model, an adapter, a Fach-LLM or an "
                             "endpoint URL", hint="list models with `kifabrik models list`")
-    runnable = resolve(ws, record)
+    runnable = resolve(ws, record, purpose="evaluation", actor=actor)
     loaded = load(runnable, device=device)
     return LocalBackend(name=record.ref, kind=record.kind, record=record, loaded=loaded, mode=mode,
                         grounding=Grounding.of(ws, runnable, purpose="serving", actor="evaluate"))

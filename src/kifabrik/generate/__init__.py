@@ -43,21 +43,27 @@ class GenerateOptions(StageOptions):
 
 
 def generate_text(ws: Workspace, ref: str, prompts: list[str], *, system: str | None = None,
-                  options: GenerationOptions | None = None) -> list[Generation]:
-    """Answer `prompts` with the registered model or adapter `ref` (name, name@version or id)."""
-    return [g for g, _ in _answer(ws, ws.catalog.get_artifact(ref), prompts, system, options or GenerationOptions())]
+                  options: GenerationOptions | None = None, actor: str = "cli") -> list[Generation]:
+    """Answer `prompts` with the registered model or adapter `ref` (name, name@version or id).
+
+    Raises:
+        PolicyDenied: a usage policy along the model's lineage does not permit `serving` (answering
+            prompts); the decision is in the audit log either way.
+    """
+    return [g for g, _ in _answer(ws, ws.catalog.get_artifact(ref), prompts, system, options or GenerationOptions(),
+                                  actor)]
 
 
 def _answer(ws: Workspace, record: ArtifactRecord, prompts: list[str], system: str | None,
-            options: GenerationOptions) -> list[tuple[Generation, list[dict[str, object]]]]:
+            options: GenerationOptions, actor: str) -> list[tuple[Generation, list[dict[str, object]]]]:
     """(answer, sources) per prompt; a Fach-LLM answers from its knowledge base."""
     from kifabrik.kb.grounding import Grounding
     from kifabrik.models.generate import chat, messages_of
     from kifabrik.models.runtime import load, resolve
 
-    runnable = resolve(ws, record)
+    runnable = resolve(ws, record, purpose="serving", actor=actor)  # answering prompts is serving the model
     loaded = load(runnable)
-    grounding = Grounding.of(ws, runnable, purpose="serving", actor="generate")
+    grounding = Grounding.of(ws, runnable, purpose="serving", actor=actor)
     if grounding is None:
         return [(chat(loaded, p, system=system, options=options), []) for p in prompts]
     answers = grounding.answer(loaded, [messages_of(p, system) for p in prompts], options, batch_size=1)
@@ -69,7 +75,8 @@ def _run(ctx: StageContext, opts: GenerateOptions) -> list[ArtifactRecord]:
     record = ctx.resolve(opts.model)
     prompt_list = opts.prompt_list()
     rows = []
-    answered = _answer(ctx.ws, record, [p.text for p in prompt_list], opts.system, opts.generation_options())
+    answered = _answer(ctx.ws, record, [p.text for p in prompt_list], opts.system, opts.generation_options(),
+                       f"recipe:{ctx.recipe.name}")
     for p, (g, sources) in zip(prompt_list, answered, strict=True):
         rows.append({"id": p.id, "lang": p.lang, "prompt": p.text, "answer": g.text,
                      "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,

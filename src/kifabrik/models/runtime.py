@@ -4,7 +4,7 @@ Serve, evaluate, generate, agents, merge and the knowledge base run models only 
 this module (and `models.prompts` for prompt rendering), so they load the same weights, send
 the same token ids for the same messages and obey the same context-length rule.
 
-    runnable = resolve(ws, ws.catalog.get_artifact("fach-llm"))
+    runnable = resolve(ws, ws.catalog.get_artifact("fach-llm"), purpose="serving")  # policy-checked, audited
     loaded = load(runnable)                        # cached per process
     [answer] = loaded.generate([messages], GenerationOptions(max_new_tokens=64))
 """
@@ -83,12 +83,29 @@ class Runnable:
                     or self.base.manifest.get("config", {}).get("trust_remote_code"))
 
 
-def resolve(ws: Workspace, record: ArtifactRecord) -> Runnable:
-    """Check cheaply (record kind, files, base) what running `record` needs, before any weights load."""
+def resolve(ws: Workspace, record: ArtifactRecord, *, purpose: str | None = None, actor: str = "cli") -> Runnable:
+    """Check cheaply (record kind, files, base) what running `record` needs, before any weights load.
+
+    Args:
+        purpose: What the model is run for (`serving` to answer prompts, `evaluation`, ...): the usage
+            policies along its lineage must permit it (`policy.require`: raises `PolicyDenied`, and every
+            decision is audited). Of a Fach-LLM the model part is checked here; its knowledge base's
+            passages are checked one by one at retrieval. Only callers that check for themselves leave it out.
+        actor: Who asks, for the audit log.
+    """
+    runnable = _resolve(ws, record)
+    if purpose is not None:
+        from kifabrik.policy import require
+
+        require(ws, [runnable.record.id], purpose, actor=actor)
+    return runnable
+
+
+def _resolve(ws: Workspace, record: ArtifactRecord) -> Runnable:
     from kifabrik.models.sources import model_path
 
     if record.kind == "fach-llm":  # model + knowledge base: the model part runs, the caller grounds
-        inner = resolve(ws, ws.catalog.get_artifact(record.meta["model_id"]))
+        inner = _resolve(ws, ws.catalog.get_artifact(record.meta["model_id"]))
         return Runnable(inner.record, inner.base, inner.path, inner.adapters, fach_llm=record)
     if record.kind == "model":
         base, adapters = record, ()

@@ -114,7 +114,8 @@ def _execute(ws: Workspace, run_id: str, spec: RunSpec, *, resume: bool, callbac
     opts = spec.options
     sources = context_datasets(ws, opts)
     # The decision comes before any data is read; the use is counted only once nothing else can refuse the run.
-    check_policies(ws, datasets + sources, count=False)
+    # The base model is asked too: a model made from data carries that data's policies into further training.
+    check_policies(ws, [base, *datasets, *sources], count=False)
     trust = bool(base.meta.get("trust_remote_code"))
     path = model_path(ws, base)
     tokenizer = load_tokenizer(path, trust_remote_code=trust)
@@ -135,7 +136,7 @@ def _execute(ws: Workspace, run_id: str, spec: RunSpec, *, resume: bool, callbac
 
         def before_first_step(fingerprint: str) -> None:
             if not resume:
-                check_policies(ws, datasets + sources, count=True)
+                check_policies(ws, [base, *datasets, *sources], count=True)
                 files.write_json_atomic(folder / "run.json", {**spec.to_json(), "fingerprint": fingerprint})
 
         res = run_session(path, folder, prepared, opts, trust=trust, session=session, resume_from=checkpoint,

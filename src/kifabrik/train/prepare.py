@@ -91,11 +91,11 @@ def context_datasets(ws: Workspace, opts: TrainOptions) -> list[ArtifactRecord]:
     return [ws.catalog.get_artifact(ref, "dataset") for ref in opts.context.passages_from]
 
 
-def check_policies(ws: Workspace, datasets: list[ArtifactRecord], *, count: bool) -> None:
-    """The policy engine decides whether these datasets may be used for training (audited)."""
+def check_policies(ws: Workspace, records: list[ArtifactRecord], *, count: bool) -> None:
+    """The policy engine decides whether these artifacts (base model, datasets) may be used for training (audited)."""
     from kifabrik.policy import require
 
-    require(ws, [d.id for d in datasets], "training", count=count)
+    require(ws, [r.id for r in records], "training", count=count)
 
 
 def encode(ws: Workspace, tokenizer: Any, base: ArtifactRecord, datasets: list[ArtifactRecord],
