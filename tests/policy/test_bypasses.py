@@ -79,8 +79,8 @@ def test_the_same_folder_under_the_same_name_is_not_linked_to_itself(ws, tiny_mo
 
 
 def test_an_adapters_weights_in_a_model_folder_keep_its_restrictions(ws, tiny_model, tiny_model_dir, tmp_path):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     from kifabrik.models.sources import add_model
 

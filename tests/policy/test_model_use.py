@@ -114,7 +114,7 @@ def run_cli(*args: str) -> None:
     """The real command line, in process, raising what it raises (main() would print it and exit 1)."""
     from typer.main import get_command
 
-    import kifabrik.cli.common as common
+    from kifabrik.cli import common
     from kifabrik.cli.main import app
 
     common._ws = None

@@ -32,22 +32,22 @@ def markdown(f: dict[str, Any]) -> str:
         "", "Every use (training, evaluation, serving, merging, release) is checked against this policy, "
             "also for models derived from the data.", ""]
     for s in inherited:
-        out += [f"**The restrictions of dataset {s['ref']} (`{s['id'][:12]}`) apply as well**: {s['share']:.0%} of the "
-                f"rows of this dataset are identical or near-identical to its rows ({_n(s['rows'])} rows: {_n(s['exact'])} "
-                f"exact, {_n(s['near'])} near), which covers {s['covered']:.0%} of that dataset. "
-                "This dataset is recorded as derived from it and carries every policy it carries:", ""]
+        out += [(f"**The restrictions of dataset {s['ref']} (`{s['id'][:12]}`) apply as well**: {s['share']:.0%} of "
+                 f"the rows of this dataset are identical or near-identical to its rows ({_n(s['rows'])} rows: "
+                 f"{_n(s['exact'])} exact, {_n(s['near'])} near), which covers {s['covered']:.0%} of that dataset. "
+                 "This dataset is recorded as derived from it and carries every policy it carries:"), ""]
         out += [f"- {text}" for text in s["restrictions"]] + [""]
     out += ["## Sources", "", "| file | role | sha256 | bytes | valid rows | invalid rows |", "|---|---|---|---|---|---|"]
     out += [f"| {s['path']} | {s['role']} | `{s['sha256']}` | {_n(s['bytes'])} | {_n(s['rows_valid'])} | "
             f"{_n(s['rows_invalid'])} |" for s in f["sources"]]
     if prov is not None:
         out += ["", "## Rows found in other datasets", "",
-                f"The rows were compared with the rows of {_n(prov['datasets_checked'])} dataset(s) in the catalog "
-                f"({prov['method']}): {_n(prov['rows_matched'])} of {_n(prov['rows'])} rows "
-                f"({prov['share_matched']:.0%}) were found there."]
+                (f"The rows were compared with the rows of {_n(prov['datasets_checked'])} dataset(s) in the catalog "
+                 f"({prov['method']}): {_n(prov['rows_matched'])} of {_n(prov['rows'])} rows "
+                 f"({prov['share_matched']:.0%}) were found there.")]
         if prov["sources"]:
-            out += ["", "| dataset | rows of this dataset found there | exact | near | share | its rows found here "
-                        "| restrictions inherited |", "|---|---|---|---|---|---|---|"]
+            out += ["", ("| dataset | rows of this dataset found there | exact | near | share | its rows found here "
+                         "| restrictions inherited |"), "|---|---|---|---|---|---|---|"]
             out += [f"| {s['ref']} (`{s['id'][:12]}`) | {_n(s['rows'])} | {_n(s['exact'])} | {_n(s['near'])} | "
                     f"{s['share']:.0%} | {s['covered']:.0%} | {'yes' if s['inherited'] else 'no'} |" for s in prov["sources"]]
     tokens = size["tokens"]

@@ -109,9 +109,9 @@ def notice_text(ws: Workspace, record: ArtifactRecord, *, licence: str | None = 
     lines = [FILENAME, "", f"{record.kind} {record.ref} (id {record.id})", f"Licence: {licence}",
              f"Written by kifabrik {kifabrik.__version__} from the usage policies recorded along its lineage.", ""]
     if duties:
-        lines += ["Attribution. The usage policies of the data this model was made from permit its distribution "
-                  "on condition that the source is attributed. Keep this notice with every copy and name these "
-                  "sources where the model is used or described:", ""]
+        lines += [("Attribution. The usage policies of the data this model was made from permit its distribution "
+                   "on condition that the source is attributed. Keep this notice with every copy and name these "
+                   "sources where the model is used or described:"), ""]
         for n, a in enumerate(duties, 1):
             lines.append(f"{n}. {a.source.kind} {a.source.name} (version {a.source.version}, id {a.source.id[:12]})")
             lines.append(f"   Policy: {a.policy} (id {a.policy_id[:12]}, {a.rule})")
