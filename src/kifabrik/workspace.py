@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,10 @@ class Workspace:
     """
 
     def __init__(self, settings: Settings) -> None:
+        created = not settings.home.exists()
         settings.ensure_writable()
+        if created:  # the owner's only: the catalog holds API key hashes, the store the artifacts
+            os.chmod(settings.home, 0o700)
         self.settings = settings
         self.catalog = Catalog(settings.database_url)
         self.store = ArtifactStore(settings.store_dir)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +29,7 @@ def make_engine(url: str) -> Engine:
             url = "postgresql+psycopg://" + url[len("postgresql://"):]
     engine = create_engine(url, future=True, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
+        _private(make_url(url).database)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -38,6 +40,24 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
     return engine
+
+
+def _private(database: str | None) -> None:
+    """Create the SQLite file readable by its owner only (it holds API key hashes and the audit log).
+
+    SQLite gives its -wal and -shm files the mode of the database file. A file that exists with
+    wider permissions is narrowed when this user owns it.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        if not os.path.exists(database):
+            os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        for path in (database, f"{database}-wal", f"{database}-shm"):
+            if os.path.exists(path) and os.stat(path).st_uid == os.getuid() and os.stat(path).st_mode & 0o077:
+                os.chmod(path, 0o600)
+    except OSError:
+        pass  # a missing directory or a read-only file: SQLite reports it when it opens the database
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
