@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kifabrik.serve.errors import QueueFull, ShuttingDown
+from kifabrik.serve.errors import QueueFull, ShuttingDown, log
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Event:
     finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error"
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    error: str | None = None
+    error: str | None = None  # with finish_reason "error": the id the traceback is logged under
 
 
 @dataclass
@@ -135,8 +136,10 @@ class Scheduler:
             try:
                 self.run_batch(first, self.take)
             except Exception as exc:  # a backend bug must not kill the worker or hang clients
+                error_id = uuid.uuid4().hex[:12]
+                log.error("generation failed in the batch of %s (error id %s)", self.name, error_id, exc_info=exc)
                 for req in self._current:  # a second final event is ignored by requests that had one
-                    req.emit(Event(finish_reason="error", error=f"{type(exc).__name__}: {exc}"))
+                    req.emit(Event(finish_reason="error", error=error_id))
             finally:
                 self._current = []
                 self.running = 0

@@ -5,11 +5,20 @@ Core layer (no FastAPI import), so backends and the key store can raise them too
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
+log = logging.getLogger("kifabrik.serve")
+
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error",
-          500: "server_error", 503: "service_unavailable"}
+          404: "not_found_error", 413: "invalid_request_error", 421: "invalid_request_error",
+          429: "rate_limit_error", 500: "server_error", 503: "service_unavailable"}
+
+
+def printable(text: str) -> str:
+    """`text` with lone surrogates written as `\\udXXX`, so that it can always be sent as UTF-8 JSON."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class APIError(Exception):
@@ -25,6 +34,7 @@ class APIError(Exception):
 
     def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
                  retry_after: int | None = None) -> None:
+        message, param = printable(message), printable(param) if param is not None else None
         super().__init__(message)
         self.status = status
         self.message = message
@@ -55,5 +65,15 @@ class ShuttingDown(APIError):
 
 
 def model_not_found(name: str) -> APIError:
-    return APIError(404, f"The model `{name}` does not exist. List the models with GET /v1/models.",
-                    code="model_not_found", param="model")
+    """404 for a name that is not served *and* for one outside the key's scope (OpenAI's wording and code):
+    one answer for both, so that a key limited to some models cannot probe which other names exist."""
+    return APIError(404, f"The model `{name}` does not exist or you do not have access to it. "
+                         "List the models with GET /v1/models.", code="model_not_found", param="model")
+
+
+def internal_error(exc: BaseException, what: str = "internal error", code: str = "internal_error") -> APIError:
+    """Log `exc` with its traceback under a fresh error id; the client gets the id, never the exception text."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("%s (error id %s)", what, error_id, exc_info=exc)
+    return APIError(500, f"{what}; the server log has the details under error id {error_id}", code=code)
+

@@ -8,34 +8,66 @@ means something else than it says.
 
 from __future__ import annotations
 
-import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from kifabrik.config import StrictModel
 
-_FN_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+FN_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+INT64 = 2**63  # OpenAI's seed range is a signed 64-bit integer; torch takes all of it
+MAX_TOKENS = 2**31 - 1  # far above any context; the context check names the real limit
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first string inside `value` (keys too) that holds a lone UTF-16 surrogate, else None.
+
+    JSON may spell `"\\ud800"`, which Python decodes to a string no UTF-8 encoder, tokenizer or
+    database accepts; such text is refused at the door instead of failing deep inside.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value
+        return None
+    if isinstance(value, dict):
+        items: list[Any] = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    return next((bad for item in items if (bad := lone_surrogate(item)) is not None), None)
+
+
+def _text(value: str) -> str:
+    if lone_surrogate(value) is not None:
+        raise ValueError("text holds a lone UTF-16 surrogate (e.g. \\ud800), which is not valid Unicode text")
+    return value
+
+
+#: Every string of a request body: Unicode text, never a lone surrogate.
+Text = Annotated[str, AfterValidator(_text)]
 
 
 class TextPart(StrictModel):
     """One text part of a message's content (images and audio are not supported)."""
 
     type: Literal["text"] = Field(description="Only `text` parts are supported.")
-    text: str = Field(description="The text.")
+    text: Text = Field(description="The text.")
 
 
 class FunctionCall(StrictModel):
     """A call the assistant made: function name and JSON-encoded arguments."""
 
-    name: str = Field(description="Function name.")
-    arguments: str = Field(default="{}", description="Arguments as a JSON string.")
+    name: Text = Field(description="Function name.")
+    arguments: Text = Field(default="{}", description="Arguments as a JSON string.")
 
 
 class ToolCall(StrictModel):
     """One tool call in an assistant message."""
 
-    id: str = Field(description="Call id, echoed by the tool message that answers it.")
+    id: Text = Field(description="Call id, echoed by the tool message that answers it.")
     type: Literal["function"] = Field(default="function", description="Always `function`.")
     function: FunctionCall = Field(description="The call.")
 
@@ -44,11 +76,11 @@ class Message(StrictModel):
     """A chat message in the OpenAI format."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"] = Field(description="Who speaks.")
-    content: str | list[TextPart] | None = Field(default=None, description="Text, or a list of text parts.")
-    name: str | None = Field(default=None, description="Optional participant name.")
+    content: Text | list[TextPart] | None = Field(default=None, description="Text, or a list of text parts.")
+    name: Text | None = Field(default=None, description="Optional participant name.")
     tool_calls: list[ToolCall] | None = Field(default=None, description="Calls made by an assistant message.")
-    tool_call_id: str | None = Field(default=None, description="For `tool` messages: the call answered.")
-    refusal: str | None = Field(default=None, description="Accepted and ignored (assistant refusals).")
+    tool_call_id: Text | None = Field(default=None, description="For `tool` messages: the call answered.")
+    refusal: Text | None = Field(default=None, description="Accepted and ignored (assistant refusals).")
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -59,18 +91,11 @@ class Message(StrictModel):
 class FunctionDef(StrictModel):
     """A function the model may call; `parameters` is a JSON Schema object."""
 
-    name: str = Field(description="Function name: letters, digits, `_` and `-`, at most 64 characters.")
-    description: str | None = Field(default=None, description="What the function does.")
+    name: str = Field(pattern=FN_NAME, description="Function name: letters, digits, `_` and `-`, at most 64 characters.")
+    description: Text | None = Field(default=None, description="What the function does.")
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}},
                                        description="JSON Schema of the arguments.")
     strict: bool | None = Field(default=None, description="Accepted; arguments are not constrained while decoding.")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _FN_NAME.match(v):
-            raise ValueError("must be 1-64 characters of letters, digits, '_' or '-'")
-        return v
 
     @field_validator("parameters")
     @classmethod
@@ -78,6 +103,8 @@ class FunctionDef(StrictModel):
         from jsonschema import SchemaError
         from jsonschema.validators import validator_for
 
+        if lone_surrogate(v) is not None:
+            raise ValueError("the schema holds a lone UTF-16 surrogate (e.g. \\ud800), which is not valid Unicode text")
         try:
             validator_for(v).check_schema(v)
         except SchemaError as exc:
@@ -95,7 +122,7 @@ class Tool(StrictModel):
 
 
 class NamedFunction(StrictModel):
-    name: str = Field(description="Name of the function the model must call.")
+    name: str = Field(pattern=FN_NAME, description="Name of the function the model must call (one of `tools`).")
 
 
 class NamedToolChoice(StrictModel):
@@ -110,28 +137,40 @@ class StreamOptions(StrictModel):
 class _Sampling(StrictModel):
     """Fields shared by both endpoints."""
 
-    model: str = Field(description="A model name from GET /v1/models.")
-    max_tokens: int | None = Field(default=None, ge=1, description="Most tokens to generate (default: server limit).")
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0, description="0 = greedy decoding.")
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    stop: str | list[str] | None = Field(default=None, description="Up to 4 sequences that end the output.")
-    seed: int | None = Field(default=None, description="Seed for reproducible sampling.")
+    model: Text = Field(min_length=1, max_length=256, description="A model name from GET /v1/models.")
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS,
+                                   description="Most tokens to generate (default: server limit).")
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False, description="0 = greedy decoding.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False, description="Nucleus sampling mass.")
+    stop: Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]], Field(
+        max_length=4)] | None = Field(default=None, description="Up to 4 non-empty sequences that end the output.")
+    seed: int | None = Field(default=None, ge=-INT64, le=INT64 - 1,
+                             description="Seed for reproducible sampling (a signed 64-bit integer).")
     stream: bool = Field(default=False, description="Stream server-sent events.")
     stream_options: StreamOptions | None = Field(default=None, description="Streaming options.")
-    n: int = Field(default=1, description="Number of choices; only 1 is supported.")
-    user: str | None = Field(default=None, description="End-user id (recorded in the audit log).")
-    frequency_penalty: float = Field(default=0.0, description="Only 0 is supported.")
-    presence_penalty: float = Field(default=0.0, description="Only 0 is supported.")
-    logprobs: bool | int | None = Field(default=None, description="Not supported; must be unset or false.")
+    n: Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 1})] = Field(
+        default=1, description="Number of choices; only 1 is supported.")
+    user: Text | None = Field(default=None, max_length=256, description="End-user id (recorded in the audit log).")
+    frequency_penalty: Annotated[float, WithJsonSchema({"type": "number", "minimum": 0, "maximum": 0})] = Field(
+        default=0.0, description="Only 0 is supported.")
+    presence_penalty: Annotated[float, WithJsonSchema({"type": "number", "minimum": 0, "maximum": 0})] = Field(
+        default=0.0, description="Only 0 is supported.")
+    logprobs: Annotated[bool | int | None, WithJsonSchema({"anyOf": [{"enum": [False, 0]}, {"type": "null"}]})] = Field(
+        default=None, description="Not supported; must be unset, false or 0.")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_count(cls, v: Any) -> Any:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
+        if v == "" or (isinstance(v, list) and "" in v):
+            raise ValueError("stop sequences must not be empty")
+        return v
 
     @field_validator("stop")
     @classmethod
     def _stop(cls, v: str | list[str] | None) -> list[str] | None:
         items = [v] if isinstance(v, str) else list(v or [])
-        if len(items) > 4:
-            raise ValueError("at most 4 stop sequences")
-        if any(not s for s in items):
-            raise ValueError("stop sequences must not be empty")
         return items or None
 
     @field_validator("n")
@@ -161,13 +200,20 @@ class _Sampling(StrictModel):
 class ChatRequest(_Sampling):
     """Body of POST /v1/chat/completions."""
 
+    # what `_check` refuses, as far as JSON Schema can say it: a call is required only with tools to call
+    model_config = ConfigDict(json_schema_extra={"allOf": [{
+        "if": {"properties": {"tool_choice": {"enum": ["required"]}}, "required": ["tool_choice"]},
+        "then": {"properties": {"tools": {"type": "array", "minItems": 1}}, "required": ["tools"]}}]})
+
     messages: list[Message] = Field(min_length=1, description="The conversation so far.")
-    max_completion_tokens: int | None = Field(default=None, ge=1, description="Alias of max_tokens (newer clients).")
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS,
+                                              description="Alias of max_tokens (newer clients).")
     tools: list[Tool] | None = Field(default=None, max_length=128, description="Functions the model may call.")
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
         default=None, description="none, auto (default with tools), required, or a named function.")
     parallel_tool_calls: bool | None = Field(default=None, description="Allow several calls in one turn.")
-    top_logprobs: int | None = Field(default=None, description="Not supported; must be unset.")
+    top_logprobs: Annotated[int | None, WithJsonSchema({"anyOf": [{"enum": [0]}, {"type": "null"}]})] = Field(
+        default=None, description="Not supported; must be unset or 0.")
 
     @model_validator(mode="after")
     def _check(self) -> ChatRequest:
@@ -187,19 +233,26 @@ class ChatRequest(_Sampling):
 class CompletionRequest(_Sampling):
     """Body of POST /v1/completions (plain text continuation, no chat template)."""
 
-    prompt: str | list[str] = Field(description="The prompt (a list must hold exactly one string).")
+    prompt: Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]], Field(
+        min_length=1, max_length=1)] = Field(description="The prompt, not empty (a list must hold exactly one string).")
     echo: bool = Field(default=False, description="Prepend the prompt to the output.")
-    suffix: str | None = Field(default=None, description="Not supported; must be unset.")
+    suffix: Annotated[str | None, WithJsonSchema({"anyOf": [{"type": "string", "maxLength": 0}, {"type": "null"}]})] = (
+        Field(default=None, description="Not supported; must be unset or empty."))
     best_of: int | None = Field(default=None, ge=1, le=1, description="Only 1 is supported.")
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_count(cls, v: Any) -> Any:
+        if isinstance(v, list) and len(v) != 1:
+            raise ValueError("a list prompt must hold exactly one string (batch prompts are not supported)")
+        if v == "" or v == [""]:
+            raise ValueError("the prompt is empty")
+        return v
 
     @field_validator("prompt")
     @classmethod
     def _prompt(cls, v: str | list[str]) -> str:
-        if isinstance(v, list):
-            if len(v) != 1:
-                raise ValueError("a list prompt must hold exactly one string (batch prompts are not supported)")
-            return v[0]
-        return v
+        return v[0] if isinstance(v, list) else v
 
     @field_validator("suffix")
     @classmethod

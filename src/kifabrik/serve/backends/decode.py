@@ -66,7 +66,9 @@ def sample(logits: torch.Tensor, row: Row) -> int:
     req = row.req
     if req.temperature <= 0:
         return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / req.temperature, dim=-1)
+    # shifted so the best logit is 0, and in float64: a tiny temperature (1e-30) then gives a one-hot
+    # distribution instead of inf / inf = nan
+    probs = torch.softmax((logits.double() - logits.max().double()) / req.temperature, dim=-1)
     if req.top_p < 1.0:
         sorted_p, order = torch.sort(probs, descending=True)
         drop = torch.cumsum(sorted_p, dim=-1) - sorted_p > req.top_p  # keep the smallest set reaching top_p
