@@ -39,7 +39,9 @@ def test_chat_answer_is_disclosed_and_audited(server):
     entries = [e for e in _audit(server) if e["action"] == "serve.request" and e["details"].get("request_id") == resp.id]
     assert len(entries) == 1 and entries[0]["decision"] == "permit"
     assert entries[0]["details"]["ai_notice"] is True and "prompt" not in entries[0]["details"]  # content off
-    assert any(e["action"] == "policy.check" and e["details"].get("purpose") == "serving" for e in _audit(server))
+    policy = entries[0]["details"]["policy"]
+    assert policy["purpose"] == "serving" and policy["decision"] == "permit" and policy["checks"] == []  # no policy
+    assert not any(e["action"] == "policy.check" for e in _audit(server))  # decisions live in the one entry
     assert server.ws.catalog.verify_audit() == []
 
 
@@ -101,7 +103,9 @@ def test_curl_style_request_and_openapi(server):
     with urllib.request.urlopen(server.url + "/openapi.json", timeout=10) as r:
         paths = json.load(r)["paths"]
     assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"} <= set(paths)
-    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as r:
+    metrics_req = urllib.request.Request(server.url + "/metrics",
+                                         headers={"Authorization": f"Bearer {server.keys['all']}"})
+    with urllib.request.urlopen(metrics_req, timeout=10) as r:
         metrics = r.read().decode()
     assert "kifabrik_completion_tokens_total" in metrics and "kifabrik_batch_join_size" in metrics
     with urllib.request.urlopen(server.url + "/health", timeout=10) as r:

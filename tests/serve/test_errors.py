@@ -34,17 +34,20 @@ def test_malformed_json_and_unknown_fields_are_400(server):
 
 
 def test_auth_scope_and_unknown_model(server):
+    before = _actions(server).count(("serve.request", "deny"))
     with pytest.raises(openai.AuthenticationError):
         server.client("kf-00000000-notavalidkeynotavalidkey").chat.completions.create(model="tiny", messages=USER)
     code, body, _ = post(server, "/v1/chat/completions", json.dumps({"model": "tiny", "messages": USER}).encode(),
                          key="wrong")
     assert code == 401 and body["error"]["code"] == "invalid_api_key"
-    with pytest.raises(openai.PermissionDeniedError, match="may not use model `tiny`"):
+    # outside the key's scope and unknown: the same 404, so a scoped key cannot probe other names
+    with pytest.raises(openai.NotFoundError, match="does not exist or you do not have access") as scoped:
         server.client(server.keys["a"]).chat.completions.create(model="tiny", messages=USER, max_tokens=2)
-    with pytest.raises(openai.NotFoundError, match="does not exist"):
+    with pytest.raises(openai.NotFoundError, match="does not exist or you do not have access") as unknown:
         server.client().chat.completions.create(model="gpt-4o", messages=USER)
-    denied = [e for e in _actions(server) if e == ("serve.request", "deny")]
-    assert len(denied) >= 4
+    assert scoped.value.body["code"] == unknown.value.body["code"] == "model_not_found"
+    # the two 401s are counted in the metrics only; the two access decisions are one audit entry each
+    assert _actions(server).count(("serve.request", "deny")) == before + 2
     assert server.ws.catalog.verify_audit() == []
 
 
@@ -109,7 +112,11 @@ def test_policy_denial_is_403_and_audited(server_factory, serve_ws):
     with pytest.raises(openai.PermissionDeniedError, match="usage policy") as exc:
         srv.client(create_key(serve_ws, ["tiny-eval"])[1]).chat.completions.create(model="tiny-eval", messages=USER)
     assert exc.value.body["code"] == "policy_denied"
-    assert ("policy.check", "deny") in _actions(srv)
+    entry = [e for e in srv.ws.catalog.audit_entries("serve.request") if e.details["model"] == "tiny-eval"][-1]
+    assert entry.decision == "deny" and entry.details["status"] == 403
+    assert entry.details["policy"]["decision"] == "deny"
+    assert [c["policy"] for c in entry.details["policy"]["checks"] if c["decision"] == "deny"] == ["evaluation-only"]
+    assert ("policy.check", "deny") not in _actions(srv)  # the decision lives in the request's one entry
 
 
 def _actions(server):

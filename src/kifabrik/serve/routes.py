@@ -17,11 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from kifabrik.models import toolcalls
 from kifabrik.serve.backends.base import Backend
 from kifabrik.serve.engine import Event, GenRequest, async_sink
-from kifabrik.serve.errors import APIError
+from kifabrik.serve.errors import APIError, internal_error
 from kifabrik.serve.keys import KeyRecord
 from kifabrik.serve.models import Served
+from kifabrik.serve.openapi import CHAT_RESPONSES, COMPLETION_RESPONSES
 from kifabrik.serve.schemas import ChatRequest, CompletionRequest
-from kifabrik.serve.state import AI_NOTICE, ServerState, actor
+from kifabrik.serve.state import AI_NOTICE, ServerState, Trace, actor
 
 router = APIRouter()
 
@@ -36,10 +37,8 @@ def current_key(request: Request) -> KeyRecord | None:
     state = state_of(request)
     try:
         return state.authenticate(request.headers.get("authorization"))
-    except APIError as exc:
-        state.metrics.rejected.labels(exc.code or str(exc.status)).inc()
-        state.audit("serve.request", actor="anonymous", subject=None, decision="deny",
-                    details={"endpoint": request.url.path, "status": exc.status, "error": exc.code})
+    except APIError as exc:  # 401/429: counted, not audited (no key, no decision, no model used)
+        state.refused(None, request.url.path, exc)
         raise
 
 
@@ -54,6 +53,7 @@ class Job:
     served: Served
     key: KeyRecord | None
     body: ChatRequest | CompletionRequest
+    trace: Trace
     req: GenRequest
     prefill: str = ""
     tools: bool = False
@@ -64,13 +64,13 @@ class Job:
     start: float = field(default_factory=time.perf_counter)
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, responses=CHAT_RESPONSES)
 async def chat_completions(body: ChatRequest, request: Request, key: CurrentKey) -> Any:
     """Chat completion (OpenAI format), with tools and SSE streaming."""
     return await _handle(request, key, body, "chat")
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post("/v1/completions", response_model=None, responses=COMPLETION_RESPONSES)
 async def completions(body: CompletionRequest, request: Request, key: CurrentKey) -> Any:
     """Text completion of a raw prompt (no chat template)."""
     return await _handle(request, key, body, "completion")
@@ -78,23 +78,29 @@ async def completions(body: CompletionRequest, request: Request, key: CurrentKey
 
 async def _handle(request: Request, key: KeyRecord | None, body: Any, kind: str) -> Any:
     state = state_of(request)
-    endpoint = request.url.path
+    trace = Trace(request.url.path, body.model, key)
     try:
-        served = await run_in_threadpool(state.authorize, key, body.model)
+        served = await run_in_threadpool(state.authorize, trace)
+    except APIError as exc:  # 404 / 403 / a failed policy check: a decision about a model, audited
+        state.refused(trace, trace.endpoint, exc)
+        await run_in_threadpool(state.record, trace, exc.status, error=exc.code, message=exc.message[:500])
+        raise
+    try:
         backend = await run_in_threadpool(state.table.backend, served)
-        job = await run_in_threadpool(_prepare, state, backend, served, key, body, kind, endpoint)
+        job = await run_in_threadpool(_prepare, state, backend, served, body, kind, trace)
         queue = async_sink(job.req)
         if job.canned is not None:
             job.req.emit(Event(text=job.canned, finish_reason="stop", prompt_tokens=len(job.req.prompt_ids)))
         else:
             backend.submit(job.req)
-    except APIError as exc:
-        state.metrics.rejected.labels(exc.code or str(exc.status)).inc()
-        state.metrics.requests.labels(endpoint, body.model, str(exc.status)).inc()
-        await run_in_threadpool(state.audit, "serve.request", actor=actor(key), subject=None, decision="deny",
-                                details={"endpoint": endpoint, "model": body.model, "status": exc.status,
-                                         "error": exc.code, "message": exc.message[:500]})
+    except APIError as exc:  # context length, full queue, shutting down: counted, nothing was served
+        state.refused(trace, trace.endpoint, exc)
         raise
+    except Exception as exc:  # noqa: BLE001 - a bug after the access decision: audited with its error id
+        err = internal_error(exc)
+        state.refused(trace, trace.endpoint, err)
+        await run_in_threadpool(state.record, trace, 500, error=err.code, message=err.message)
+        raise err from None
     state.metrics.in_flight.inc()
     if body.stream:
         return StreamingResponse(_stream(state, job, queue), media_type="text/event-stream",
@@ -102,17 +108,16 @@ async def _handle(request: Request, key: KeyRecord | None, body: Any, kind: str)
     return await _collect(state, request, job, queue)
 
 
-def _prepare(state: ServerState, backend: Backend, served: Served, key: KeyRecord | None, body: Any, kind: str,
-             endpoint: str) -> Job:
+def _prepare(state: ServerState, backend: Backend, served: Served, body: Any, kind: str, trace: Trace) -> Job:
     prefill, tools_on = "", False
     if kind == "chat":
         messages = [_message(m.model_dump(exclude_none=True)) for m in body.messages]
         if state.config.ai_notice:
             if messages[0]["role"] == "system":
-                messages[0]["content"] = f"{messages[0]['content']}\n\n{AI_NOTICE}".strip()
+                messages[0]["content"] = f"{messages[0].get('content') or ''}\n\n{AI_NOTICE}".strip()
             else:
                 messages.insert(0, {"role": "system", "content": AI_NOTICE})
-        grounding = state.table.grounding(served, actor(key))
+        grounding = state.table.grounding(served, actor(trace.key))
         sources: list[dict[str, Any]] | None = None
         canned: str | None = None
         if grounding is not None:
@@ -130,7 +135,11 @@ def _prepare(state: ServerState, backend: Backend, served: Served, key: KeyRecor
         try:
             ids = backend.chat_ids(toolcalls.prompt_messages(messages, tools, native), tools if native else None, prefill)
         except Exception as exc:  # jinja templates raise for conversations they do not accept
-            raise APIError(400, f"the chat template of `{body.model}` rejects these messages: {exc}",
+            from jinja2 import TemplateError
+
+            # raise_exception("...") in a template is its author's message to the caller; other text stays here
+            why = f": {exc}" if isinstance(exc, TemplateError) else ""
+            raise APIError(400, f"the chat template of `{body.model}` rejects these messages{why}",
                            code="invalid_messages", param="messages") from None
     else:
         if served.fach_llm is not None:
@@ -138,6 +147,9 @@ def _prepare(state: ServerState, backend: Backend, served: Served, key: KeyRecor
                                 "use /v1/chat/completions", code="unsupported_endpoint", param="model")
         sources, canned = None, None
         ids = backend.text_ids(body.prompt)
+    if not ids:  # an empty sequence cannot be decoded (and would fail the whole batch it joins)
+        raise APIError(400, "the prompt gives no tokens; send some text", code="invalid_request",
+                       param="messages" if kind == "chat" else "prompt")
     limit = backend.context_length
     if body.max_tokens is not None:
         if len(ids) + body.max_tokens > limit:
@@ -155,7 +167,8 @@ def _prepare(state: ServerState, backend: Backend, served: Served, key: KeyRecor
         max_tokens = min(state.config.default_max_tokens, limit - len(ids))
     req = GenRequest(prompt_ids=ids, max_tokens=max_tokens, adapter=served.adapter, temperature=body.temperature,
                      top_p=body.top_p, seed=body.seed, stop=body.stop_list())
-    return Job(endpoint, served, key, body, req, prefill=prefill, tools=tools_on, sources=sources, canned=canned)
+    return Job(trace.endpoint, served, trace.key, body, trace, req, prefill=prefill, tools=tools_on, sources=sources,
+               canned=canned)
 
 
 def _message(m: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +221,7 @@ async def _collect(state: ServerState, request: Request, job: Job, queue: Any) -
     text = "".join(parts)
     if last.finish_reason == "error":
         await _finish(state, job, last, text, 500)
-        raise APIError(500, f"generation failed: {last.error}", code="generation_error")
+        raise _generation_failed(last)
     finish = last.finish_reason
     if job.endpoint.endswith("chat/completions"):
         content, calls = toolcalls.parse(text) if job.tools else (text, [])
@@ -258,7 +271,7 @@ async def _stream(state: ServerState, job: Job, queue: Any) -> AsyncIterator[str
                 break
         if last.finish_reason == "error":
             status = 500
-            yield sse(APIError(500, f"generation failed: {last.error}", code="generation_error").body())
+            yield sse(_generation_failed(last).body())
         else:
             finish = last.finish_reason
             if chat:
@@ -283,22 +296,29 @@ async def _stream(state: ServerState, job: Job, queue: Any) -> AsyncIterator[str
             await _finish(state, job, last, "".join(text), status)
 
 
+def _generation_failed(last: Event) -> APIError:
+    # the backend logged the exception under this id (engine.Scheduler); its text stays in the log
+    return APIError(500, f"generation failed; the server log has the details under error id {last.error}",
+                    code="generation_error")
+
+
 async def _finish(state: ServerState, job: Job, last: Event, text: str, status: int) -> None:
+    """Metrics and the request's one audit entry, written once when it ends."""
     name = job.served.name
     state.metrics.requests.labels(job.endpoint, name, str(status)).inc()
     state.metrics.latency.labels(job.endpoint, name).observe(time.perf_counter() - job.start)
     state.metrics.prompt_tokens.labels(name).inc(len(job.req.prompt_ids))
     state.metrics.completion_tokens.labels(name).inc(last.completion_tokens)
-    details: dict[str, Any] = {
-        "endpoint": job.endpoint, "model": name, "model_id": job.served.record.id, "request_id": _rid(job),
-        "status": status, "stream": bool(job.body.stream), "prompt_tokens": len(job.req.prompt_ids),
+    outcome: dict[str, Any] = {
+        "request_id": _rid(job), "stream": bool(job.body.stream), "prompt_tokens": len(job.req.prompt_ids),
         "completion_tokens": last.completion_tokens, "finish_reason": last.finish_reason or "client_disconnected",
         "latency_ms": round((time.perf_counter() - job.start) * 1000, 1), "user": job.body.user,
         "ai_disclosure": True, "ai_notice": state.config.ai_notice and job.endpoint.endswith("chat/completions")}
+    if last.finish_reason == "error":
+        outcome["error_id"] = last.error
     if state.config.log_content:
         body: Any = job.body
-        details["prompt"] = body.prompt if hasattr(body, "prompt") else [m.model_dump(exclude_none=True)
+        outcome["prompt"] = body.prompt if hasattr(body, "prompt") else [m.model_dump(exclude_none=True)
                                                                          for m in body.messages]
-        details["output"] = text
-    await run_in_threadpool(state.audit, "serve.request", actor=actor(job.key), subject=job.served.record.id,
-                            decision="permit", details=details)
+        outcome["output"] = text
+    await run_in_threadpool(state.record, job.trace, status, **outcome)

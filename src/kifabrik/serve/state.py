@@ -1,4 +1,13 @@
-"""Server settings and the per-request checks: key, rate limit, model scope, usage policy, audit."""
+"""Server settings and the per-request checks: key, rate limit, model scope, usage policy, audit.
+
+Audit volume: a request that reaches the model-access decision (a valid key within its rate
+limit, a valid body) is one `serve.request` entry in the hash-chained audit log, written once
+when the request ends, with every decision inside (`Trace`): key, model, scope, each usage
+policy along the lineage, outcome and token counts. Requests refused before that (401, 413,
+421, 429, invalid body 400) and requests refused after it for their size or the load (context
+length 400, full queue 429, 503) are counted in the metrics only: they used no model, and
+writing them would let anyone grow the chain at line rate.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +15,14 @@ import ipaddress
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from kifabrik.config import StrictModel
 from kifabrik.errors import KifabrikError
-from kifabrik.serve.errors import APIError
+from kifabrik.serve.errors import APIError, internal_error, model_not_found
 from kifabrik.serve.keys import KeyRecord, authenticate
 from kifabrik.serve.metrics import Metrics
 from kifabrik.serve.models import ModelTable, Served
@@ -41,6 +51,17 @@ class ServeConfig(StrictModel):
     ai_notice_off_reason: str | None = Field(default=None, description="Why the AI notice is off (recorded).")
     region: str | None = Field(default=None, description="Deployment region for policy checks (default: settings).")
     preload: bool = Field(default=False, description="Load every base model at start instead of on first use.")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024,
+                                description="Largest request body in bytes (default 1 MiB, about 250k tokens of text); "
+                                            "a larger one is refused with 413 before it is read or parsed.")
+    allowed_hosts: list[str] | None = Field(
+        default=None, description="Host header values accepted (names or addresses, without port); others get 421. "
+                                  "Default: the bound host, localhost, 127.0.0.1 and [::1], which stops DNS "
+                                  "rebinding. '*' accepts any host.")
+    metrics_public: bool = Field(default=False, description="Serve /metrics without an API key (for a scraper on "
+                                                            "a trusted network); by default it needs a valid key.")
+    docs: bool = Field(default=False, description="Serve /docs: the API as one HTML page rendered on the server "
+                                                  "from /openapi.json (no scripts, nothing loaded from elsewhere).")
 
     @model_validator(mode="after")
     def _check(self) -> ServeConfig:
@@ -49,6 +70,13 @@ class ServeConfig(StrictModel):
         if not self.auth and not is_loopback(self.host):
             raise ValueError(f"--no-auth is only allowed when binding to loopback, not {self.host}")
         return self
+
+    def hosts(self) -> frozenset[str] | None:
+        """The accepted Host header names (lower case, IPv6 in brackets); None accepts every host."""
+        names = self.allowed_hosts if self.allowed_hosts is not None else [self.host, "localhost", "127.0.0.1", "::1"]
+        if "*" in names:
+            return None
+        return frozenset(f"[{n.strip('[]')}]" if ":" in n else n for n in (n.strip().lower() for n in names) if n)
 
 
 def is_loopback(host: str) -> bool:
@@ -82,6 +110,30 @@ class RateLimiter:
             window.append(now)
 
 
+@dataclass
+class Trace:
+    """The decisions about one request, collected on its way and written once as its audit entry."""
+
+    endpoint: str
+    model: str
+    key: KeyRecord | None
+    served: Served | None = None
+    scope: str | None = None  # why a name was refused: "not served" or "outside the key's scope"
+    policy: dict[str, Any] | None = None
+    start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def label(self) -> str:
+        """The model as a metrics label: only served names (a label per unknown name would grow without end)."""
+        return self.served.name if self.served is not None else "-"
+
+    def details(self, status: int, **outcome: Any) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "model": self.model,
+                "model_id": self.served.record.id if self.served else None,
+                "key": self.key.id if self.key else None, "scope": self.scope or "allowed", "policy": self.policy,
+                "status": status, **outcome}
+
+
 class ServerState:
     """Everything a request handler needs; catalog writes are serialised (one hash chain)."""
 
@@ -99,8 +151,19 @@ class ServerState:
         with self._db:
             self.ws.catalog.audit(action, actor=actor, subject=subject, decision=decision, details=details)
 
+    def record(self, trace: Trace, status: int, **outcome: Any) -> None:
+        """Write the one `serve.request` entry of a request that reached the access decision."""
+        permitted = trace.scope is None and trace.policy is not None and trace.policy["decision"] == "permit"
+        self.audit("serve.request", actor=actor(trace.key), subject=trace.served.record.id if trace.served else None,
+                   decision="permit" if permitted else "deny", details=trace.details(status, **outcome))
+
+    def refused(self, trace: Trace | None, endpoint: str, exc: APIError) -> None:
+        """Count a refusal in the metrics (refusals before any model work are not audited)."""
+        self.metrics.rejected.labels(exc.code or str(exc.status)).inc()
+        self.metrics.requests.labels(endpoint, trace.label if trace else "-", str(exc.status)).inc()
+
     def authenticate(self, header: str | None) -> KeyRecord | None:
-        """The caller's key (None when auth is off); 401 without a valid one."""
+        """The caller's key (None when auth is off); 401 without a valid one, 429 over its rate limit."""
         if not self.config.auth:
             return None
         if not header or not header.lower().startswith("bearer "):
@@ -112,23 +175,43 @@ class ServerState:
         self.limiter.hit(key)
         return key
 
-    def authorize(self, key: KeyRecord | None, model: str) -> Served:
-        """404 for unknown names, 403 outside the key's scope or when a usage policy forbids serving."""
-        from kifabrik.policy import PolicyDenied, require
+    def authorize(self, trace: Trace) -> Served:
+        """The served model of `trace.model`, its decisions recorded in `trace`.
 
-        served = self.table.get(model)
+        404 `model_not_found` for unknown names and for names outside the key's scope alike;
+        403 `policy_denied` when a usage policy along the lineage forbids serving.
+        """
+        from kifabrik.policy import PolicyDenied, check
+
+        key, model = trace.key, trace.model
         if key is not None and not key.allows(model):
-            raise APIError(403, f"The API key {key.id} may not use model `{model}` (it may use: "
-                                f"{', '.join(key.models)}).", code="model_not_allowed", param="model")
-        try:
-            with self._db:  # require() appends its decisions to the audit log
-                require(self.ws, [served.record.id], "serving", actor=actor(key), region=self.region)
-        except PolicyDenied as exc:
-            raise APIError(403, f"Serving `{model}` is forbidden by a usage policy: {exc.message}",
-                           code="policy_denied", param="model") from None
+            trace.scope = "outside the key's scope"
+            raise model_not_found(model)
+        if model not in self.table.served:
+            trace.scope = "not served"
+            raise model_not_found(model)
+        served = trace.served = self.table.served[model]
+        try:  # check() decides without writing; the decisions go into this request's one audit entry
+            checks = check(self.ws, [served.record.id], "serving", region=self.region)
         except KifabrikError as exc:
-            raise APIError(500, f"policy check failed: {exc.message}", code="policy_error") from None
+            trace.policy = {"decision": "error", "purpose": "serving", "region": self.region, "checks": []}
+            raise internal_error(exc, "the usage policy check failed", code="policy_error") from None
+        denied = [c for c in checks if not c.decision.permitted]
+        trace.policy = {"decision": "deny" if denied else "permit", "purpose": "serving", "region": self.region,
+                        "checks": [_check(c) for c in checks]}
+        if denied:
+            reason = PolicyDenied("serving", denied).message
+            raise APIError(403, f"Serving `{model}` is forbidden by a usage policy: {reason}",
+                           code="policy_denied", param="model")
         return served
+
+
+def _check(c: Any) -> dict[str, Any]:
+    """One usage-policy decision as the audit entry keeps it (`kifabrik.policy.Check`)."""
+    d = c.decision
+    return {"decision": "permit" if d.permitted else "deny", "source": c.source.id, "source_ref": c.source.ref,
+            "policy_id": c.policy_id, "policy": c.policy_name, "rule": d.rule, "constraint": d.constraint,
+            "reason": d.reason, "duties": [r.label for r in d.duties]}
 
 
 def actor(key: KeyRecord | None) -> str:
