@@ -11,6 +11,7 @@ from typing import Any
 from kifabrik.artifacts import ArtifactStore, Draft, Verification
 from kifabrik.catalog import ArtifactRecord, Catalog, EdgeRecord
 from kifabrik.config import Settings
+from kifabrik.faults import fault_point
 from kifabrik.progress import bar
 
 
@@ -18,7 +19,9 @@ class Workspace:
     """The catalog and the store of one `$KIFABRIK_HOME` (or database URL).
 
     Use `create()` for every new artifact: it publishes the files, then records the
-    artifact and its lineage; if recording fails, the published directory is removed.
+    artifact, its lineage and its policy links in one transaction; if recording fails, the
+    published directory is removed. Wrap `create()` and the artifact's audit entry in
+    `ws.catalog.transaction()` so that they commit together.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -78,12 +81,18 @@ class Workspace:
         except BaseException:
             self.store.discard(draft)
             raise
+        fault_point("store-published")
         edges = [EdgeRecord(p[0], artifact_id, p[1], p[2] if len(p) > 2 else {}) for p in parents]
         try:
-            record = self.catalog.add_artifact(id=artifact_id, kind=kind, name=name, path=artifact_id,
-                                               manifest=manifest, meta=draft.meta, parents=edges, status=status)
-            for policy_id in draft.policies:
-                self.catalog.attach_policy(artifact_id, policy_id)
+            # Record, lineage and policy links in one transaction (joined by the caller's
+            # `catalog.transaction()`, which adds the audit entry to the same commit).
+            with self.catalog.transaction():
+                record = self.catalog.add_artifact(id=artifact_id, kind=kind, name=name, path=artifact_id,
+                                                   manifest=manifest, meta=draft.meta, parents=edges, status=status)
+                fault_point("catalog-artifact")
+                for policy_id in draft.policies:
+                    self.catalog.attach_policy(artifact_id, policy_id)
+                fault_point("catalog-policies")
         except BaseException:
             if created:
                 self.store.remove(artifact_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import re
@@ -13,14 +14,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from kifabrik.catalog import schema as t
-from kifabrik.catalog.db import make_engine, migrate, session_factory
+from kifabrik.catalog.db import make_engine, migrate, session_factory, writer_factory
 from kifabrik.errors import KifabrikError, NotFoundError
+from kifabrik.faults import fault_point
 
 GENESIS = "0" * 64
+#: PostgreSQL advisory lock key that serialises catalog writers (the audit chain needs one writer at a time).
+_PG_WRITE_LOCK = 0x6B696661
 _HEX = re.compile(r"^[0-9a-f]{6,64}$")
 
 
@@ -68,6 +73,12 @@ class RunRecord:
     outputs: list[str]
 
 
+@dataclass
+class _Unit:
+    session: Session
+    locked: bool = False  # True once the unit has written (and so holds the write lock)
+
+
 def _artifact(row: t.Artifact) -> ArtifactRecord:
     return ArtifactRecord(row.id, row.kind, row.name, row.version, row.status, row.created_at, row.path, row.manifest, row.meta)
 
@@ -99,9 +110,69 @@ class Catalog:
         if auto_migrate:
             migrate(self.engine)
         self._session = session_factory(self.engine)
+        self._writer = writer_factory(self.engine)
+        self._unit: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(f"catalog-unit-{id(self)}",
+                                                                                 default=None)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    # ------------------------------------------------------------------ transactions
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One unit of work: every catalog write inside the block commits together, or none does.
+
+            with ws.catalog.transaction():
+                record = ws.catalog.add_artifact(...)       # artifact + lineage edges
+                ws.catalog.attach_policy(record.id, pid)    # its policy links
+                ws.catalog.audit("data.import", ...)        # its audit entry
+
+        Nested blocks join the outer one. The write lock is taken at the first write (reads
+        before it do not block other writers), so do slow work before writing.
+        """
+        if self._unit.get() is not None:
+            yield
+            return
+        unit = _Unit(self._writer())
+        token = self._unit.set(unit)
+        try:
+            with unit.session.begin():
+                yield
+                fault_point("catalog-commit")
+        finally:
+            self._unit.reset(token)
+            unit.session.close()
+        fault_point("catalog-committed")
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A session for writing: the open unit of work's, else a transaction of its own."""
+        unit = self._unit.get()
+        if unit is not None:
+            if not unit.locked:
+                self._lock_writers(unit.session)
+                unit.locked = True
+            yield unit.session
+            unit.session.flush()
+            return
+        with self._writer.begin() as s:
+            self._lock_writers(s)
+            yield s
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        """A session for reading; inside a unit that has written, the unit's (it sees its own writes)."""
+        unit = self._unit.get()
+        if unit is not None and unit.locked:
+            yield unit.session
+            return
+        with self._session() as s:
+            yield s
+
+    @staticmethod
+    def _lock_writers(s: Session) -> None:
+        if s.get_bind().dialect.name == "postgresql":  # SQLite: BEGIN IMMEDIATE does it (catalog/db.py)
+            s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_WRITE_LOCK})
 
     # ------------------------------------------------------------------ artifacts
     def add_artifact(
@@ -119,7 +190,7 @@ class Catalog:
         """Record a published artifact and its lineage edges in one transaction."""
         for _ in range(3):  # another process may take the same version number at once
             try:
-                with self._session.begin() as s:
+                with self._write() as s:
                     if (row := s.get(t.Artifact, id)) is not None:
                         return _artifact(row)
                     version = (s.scalar(select(func.max(t.Artifact.version)).where(
@@ -140,7 +211,7 @@ class Catalog:
 
     def get_artifact(self, ref: str, kind: str | None = None) -> ArtifactRecord:
         """Resolve `ref`: a full id, a unique id prefix (6+ hex digits), `name` (latest) or `name@version`."""
-        with self._session() as s:
+        with self._read() as s:
             q = select(t.Artifact)
             if kind:
                 q = q.where(t.Artifact.kind == kind)
@@ -160,14 +231,14 @@ class Catalog:
             return _artifact(rows[0])
 
     def list_artifacts(self, kind: str | None = None) -> list[ArtifactRecord]:
-        with self._session() as s:
+        with self._read() as s:
             q = select(t.Artifact).order_by(t.Artifact.created_at, t.Artifact.name)
             if kind:
                 q = q.where(t.Artifact.kind == kind)
             return [_artifact(r) for r in s.scalars(q)]
 
     def set_status(self, artifact_id: str, status: Literal["ok", "failed"], meta_update: dict[str, Any] | None = None) -> None:
-        with self._session.begin() as s:
+        with self._write() as s:
             row = s.get(t.Artifact, artifact_id)
             if row is None:
                 raise NotFoundError(f"no artifact {artifact_id}")
@@ -177,7 +248,7 @@ class Catalog:
 
     def update_meta(self, artifact_id: str, meta_update: dict[str, Any]) -> ArtifactRecord:
         """Add facts to an artifact's record (the manifest, and so the id, stay as they are)."""
-        with self._session.begin() as s:
+        with self._write() as s:
             row = s.get(t.Artifact, artifact_id)
             if row is None:
                 raise NotFoundError(f"no artifact {artifact_id}")
@@ -186,7 +257,7 @@ class Catalog:
 
     def remove_artifact(self, artifact_id: str) -> None:
         """Delete the record; refused while other artifacts were made from it."""
-        with self._session.begin() as s:
+        with self._write() as s:
             children = list(s.scalars(select(t.Edge.child_id).where(t.Edge.parent_id == artifact_id)))
             if children:
                 raise KifabrikError(
@@ -201,7 +272,7 @@ class Catalog:
 
     # ------------------------------------------------------------------ lineage
     def edges(self, *, parent: str | None = None, child: str | None = None) -> list[EdgeRecord]:
-        with self._session() as s:
+        with self._read() as s:
             q = select(t.Edge).order_by(t.Edge.id)
             if parent:
                 q = q.where(t.Edge.parent_id == parent)
@@ -219,7 +290,7 @@ class Catalog:
         Raises:
             NotFoundError: parent or child is not in the catalog.
         """
-        with self._session.begin() as s:
+        with self._write() as s:
             for end, artifact_id in (("parent", edge.parent_id), ("child", edge.child_id)):
                 if s.get(t.Artifact, artifact_id) is None:
                     raise NotFoundError(f"{end} artifact {artifact_id} is not in the catalog")
@@ -235,14 +306,14 @@ class Catalog:
     def start_run(self, stage: str, config: dict[str, Any], *, name: str | None = None,
                   pipeline_id: str | None = None, recipe: str | None = None) -> str:
         run_id = uuid.uuid4().hex
-        with self._session.begin() as s:
+        with self._write() as s:
             s.add(t.Run(id=run_id, pipeline_id=pipeline_id, recipe=recipe, stage=stage, name=name, status="running",
                         config=json.loads(canonical_json(config)), started_at=utcnow(), outputs=[]))
         return run_id
 
     def finish_run(self, run_id: str, status: Literal["succeeded", "failed"], *, error: str | None = None,
                    outputs: list[str] | None = None) -> None:
-        with self._session.begin() as s:
+        with self._write() as s:
             row = s.get(t.Run, run_id)
             if row is None:
                 raise NotFoundError(f"no run {run_id}")
@@ -262,7 +333,7 @@ class Catalog:
         self.finish_run(run_id, "succeeded", outputs=outputs)
 
     def get_run(self, ref: str) -> RunRecord:
-        with self._session() as s:
+        with self._read() as s:
             rows = list(s.scalars(select(t.Run).where(t.Run.id.startswith(ref)).limit(2))) if ref else []
             if len(rows) != 1:
                 raise NotFoundError(f"no run {ref!r}" if not rows else f"run id prefix {ref!r} is ambiguous",
@@ -270,7 +341,7 @@ class Catalog:
             return _run(rows[0])
 
     def list_runs(self, pipeline_id: str | None = None, limit: int = 50) -> list[RunRecord]:
-        with self._session() as s:
+        with self._read() as s:
             q = select(t.Run).order_by(t.Run.started_at.desc()).limit(limit)
             if pipeline_id:
                 q = q.where(t.Run.pipeline_id == pipeline_id)
@@ -279,19 +350,19 @@ class Catalog:
     # ------------------------------------------------------------------ policies
     def add_policy(self, name: str, document: dict[str, Any]) -> str:
         policy_id = hashlib.sha256(canonical_json(document)).hexdigest()
-        with self._session.begin() as s:
+        with self._write() as s:
             if s.get(t.Policy, policy_id) is None:
                 s.add(t.Policy(id=policy_id, name=name, document=document, created_at=utcnow()))
         return policy_id
 
     def attach_policy(self, artifact_id: str, policy_id: str) -> None:
-        with self._session.begin() as s:
+        with self._write() as s:
             if s.get(t.ArtifactPolicy, (artifact_id, policy_id)) is None:
                 s.add(t.ArtifactPolicy(artifact_id=artifact_id, policy_id=policy_id))
 
     def policies_of(self, artifact_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         """(id, name, document) of the policies attached directly to an artifact."""
-        with self._session() as s:
+        with self._read() as s:
             q = select(t.Policy).join(t.ArtifactPolicy, t.ArtifactPolicy.policy_id == t.Policy.id).where(
                 t.ArtifactPolicy.artifact_id == artifact_id)
             return [(p.id, p.name, p.document) for p in s.scalars(q)]
@@ -302,7 +373,7 @@ class Catalog:
         """Append one entry to the hash-chained audit log and return its hash."""
         for _ in range(5):
             try:
-                with self._session.begin() as s:
+                with self._write() as s:
                     last = s.scalars(select(t.AuditEntry).order_by(t.AuditEntry.seq.desc()).limit(1)).first()
                     prev = last.hash if last else GENESIS
                     ts = utcnow()
@@ -318,21 +389,22 @@ class Catalog:
 
     def audit_entries(self, action: str | None = None, *, subject: str | None = None) -> list[t.AuditEntry]:
         """Audit entries in order, optionally of one action and/or one subject (detached from the session)."""
-        with self._session() as s:
+        with self._read() as s:
             q = select(t.AuditEntry).order_by(t.AuditEntry.seq)
             if action is not None:
                 q = q.where(t.AuditEntry.action == action)
             if subject is not None:
                 q = q.where(t.AuditEntry.subject == subject)
             rows = list(s.scalars(q))
-            s.expunge_all()
+            for row in rows:
+                s.expunge(row)
             return rows
 
     def verify_audit(self) -> list[str]:
         """Re-compute the hash chain; returns one message per broken entry (empty: intact)."""
         problems = []
         prev = GENESIS
-        with self._session() as s:
+        with self._read() as s:
             for e in s.scalars(select(t.AuditEntry).order_by(t.AuditEntry.seq)):
                 ts = e.ts.replace(tzinfo=UTC) if e.ts.tzinfo is None else e.ts.astimezone(UTC)
                 body = {"ts": ts.isoformat(), "actor": e.actor, "action": e.action, "subject": e.subject,

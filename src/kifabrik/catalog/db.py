@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from kifabrik.errors import KifabrikError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: Execution option that marks a connection as one that writes (see `writer_factory`).
+WRITE = "kifabrik_write"
 
 
 def make_engine(url: str) -> Engine:
@@ -33,11 +35,18 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # transactions are begun below, not by the driver
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
             cur.execute("PRAGMA foreign_keys=ON")  # SQLite leaves them off by default
             cur.execute("PRAGMA busy_timeout=10000")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # A writing transaction takes the write lock at BEGIN, so two writers queue (busy
+            # timeout) instead of one failing on a stale snapshot; readers stay deferred (WAL).
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
 
     return engine
 
@@ -91,3 +100,8 @@ def table_names(engine: Engine) -> list[str]:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, future=True)
+
+
+def writer_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for writing transactions: on SQLite they begin IMMEDIATE (one writer at a time)."""
+    return sessionmaker(engine.execution_options(**{WRITE: True}), expire_on_commit=False, future=True)

@@ -22,7 +22,7 @@ def markdown(f: dict[str, Any]) -> str:
         out += [f["description"], ""]
     out += ["| | |", "|---|---|", f"| format | {f['format']} rows |",
             f"| rows | {_n(rows['train'])} train, {_n(rows['test'])} test |",
-            f"| collected | {f['collected']} |", f"| imported | {f['created_at']} |",
+            f"| collected | {f['collected']} |",
             f"| usage policy | {f['policy']['name']} (`{f['policy'].get('id', '')[:12]}`) |"]
     prov = f.get("provenance")  # cards written before rows were traced have none
     inherited = [s for s in (prov or {}).get("sources", []) if s["inherited"]]

@@ -263,7 +263,7 @@ def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") ->
         raise KifabrikError("no training rows are left after PII handling, deduplication and the split",
                             hint="check --pii drop and --test-fraction")
     facts = {
-        "name": opts.name, "description": opts.description, "format": fmt, "created_at": now.isoformat(),
+        "name": opts.name, "description": opts.description, "format": fmt,
         "collected": opts.collected or f"{now.date().isoformat()} (import date; the collection date was not given)",
         "sources": sources, "split": split_info,
         "rows": {"train": len(train), "test": len(test), "valid_read": valid_read, "invalid_skipped": len(problems), "pii_dropped": dropped,
@@ -281,24 +281,31 @@ def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") ->
         "contamination": contamination(train, test, opts.contamination_ngram),
         "policy": {"name": policy_name, "words": policy_words(parse_policy(policy_doc)), "document": policy_doc},
     }
-    origin = provenance.trace(ws, train + test)  # rows copied from a dataset in the catalog keep its restrictions
-    facts["provenance"] = origin.facts(ws)
     policy_id = ws.catalog.add_policy(policy_name, policy_doc)
     facts["policy"]["id"] = policy_id
+    recorded_sources = [{"path": s["path"], "sha256": s["sha256"]} for s in sources]
+
+    def same_import(d: ArtifactRecord) -> bool:  # this very import run again: the same files, name and policy
+        return d.name == opts.name and d.meta.get("sources") == recorded_sources and d.meta.get("policy_ids") == [policy_id]
+
+    # rows copied from a dataset in the catalog keep its restrictions
+    origin = provenance.trace(ws, train + test, same_import=same_import)
+    facts["provenance"] = origin.facts(ws)
     meta = {"format": fmt, "rows": {"train": len(train), "test": len(test)}, "policy_ids": [policy_id],
             "policy": policy_name, "pii": {k: v for k, v in facts["pii"]["counts"].items() if v},
             "pii_mode": opts.pii, "languages": facts["languages"]["shares"], "size": facts["size"],
-            "sources": [{"path": s["path"], "sha256": s["sha256"]} for s in sources]}
-    with ws.create(KIND, opts.name, parents=origin.parents(), config=opts.model_dump(), meta=meta,
-                   policies=[policy_id]) as draft:
-        for split_name, group in (("train", train), ("test", test)):
-            draft.write_text(f"{split_name}.jsonl", "".join(json.dumps(r.record, ensure_ascii=False) + "\n" for r in group))
-        draft.write_json("card.json", facts)
-        draft.write_text("card.md", cards.markdown(facts))
-    record = draft.record
-    ws.catalog.audit("data.import", actor=actor, subject=record.id, decision="ok",
-                     details={"name": record.ref, "rows": meta["rows"], "policy_id": policy_id, "pii": meta["pii"],
-                              "invalid_skipped": len(problems), "sources": meta["sources"]})
+            "sources": recorded_sources}
+    with ws.catalog.transaction():  # record, policies and audit entry commit together
+        with ws.create(KIND, opts.name, parents=origin.parents(), config=opts.model_dump(), meta=meta,
+                       policies=[policy_id]) as draft:
+            for split_name, group in (("train", train), ("test", test)):
+                draft.write_text(f"{split_name}.jsonl", "".join(json.dumps(r.record, ensure_ascii=False) + "\n" for r in group))
+            draft.write_json("card.json", facts)
+            draft.write_text("card.md", cards.markdown(facts))
+        record = draft.record
+        ws.catalog.audit("data.import", actor=actor, subject=record.id, decision="ok",
+                         details={"name": record.ref, "rows": meta["rows"], "policy_id": policy_id, "pii": meta["pii"],
+                                  "invalid_skipped": len(problems), "sources": meta["sources"]})
     return ImportResult(record, facts)
 
 

@@ -14,6 +14,7 @@ Matches under both thresholds are reported in the dataset card, not inherited.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -82,11 +83,15 @@ class Provenance:
                 "sources": [s.fact(ws) for s in self.sources]}
 
 
-def trace(ws: Workspace, rows: list[Row]) -> Provenance:
-    """Compare `rows` (the rows about to be recorded) with the rows of every dataset in the catalog."""
+def trace(ws: Workspace, rows: list[Row], *, same_import: Callable[[ArtifactRecord], bool] | None = None) -> Provenance:
+    """Compare `rows` (the rows about to be recorded) with the rows of every dataset in the catalog.
+
+    `same_import` marks earlier runs of this very import (same files, name and policy): they are not
+    sources, so that running an import twice records the identical dataset (the same content id).
+    """
     from datasketch import MinHashLSH
 
-    datasets = ws.catalog.list_artifacts("dataset")
+    datasets = [d for d in ws.catalog.list_artifacts("dataset") if same_import is None or not same_import(d)]
     new_words = [_words(r.record) for r in rows]
     new_keys: dict[bytes, list[int]] = {}
     for i, words in enumerate(new_words):

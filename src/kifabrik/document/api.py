@@ -194,20 +194,21 @@ def document(ws: Workspace, ref: str, opts: DocumentOptions | None = None, *, or
             "catalogue": ctx["mission"]["catalogue"].value, "evaluations": evaluations,
             "not_recorded": count_missing(facts), "formats": ["md", "html"] + (["pdf"] if opts.format == "pdf" else [])}
     parents: list[Any] = [(target.id, "documents")] + [(e, "evidence") for e in evaluations]
-    with ws.create(KIND, name or f"{target.name}-documents", parents=parents, config=opts.model_dump(mode="json"),
-                   meta=meta) as draft:
-        for rel, text in texts.items():
-            draft.write_text(rel, text)
-        for rel, html in htmls.items():
-            draft.write_text(f"html/{rel}", html)
-            if opts.format == "pdf":
-                (draft.dir / "pdf").mkdir(exist_ok=True)
-                to_pdf(html, draft.dir / "pdf" / rel.replace(".html", ".pdf"))
-        draft.write_json(BOM_FILE, bom)
-        draft.write_json("facts.json", facts)
-    record: ArtifactRecord = draft.record
-    ws.catalog.audit("document", actor=actor, subject=record.id,
-                     details={"target": target.id, "documents": meta["documents"], "not_recorded": meta["not_recorded"]})
+    with ws.catalog.transaction():  # record, policies and audit entry commit together
+        with ws.create(KIND, name or f"{target.name}-documents", parents=parents, config=opts.model_dump(mode="json"),
+                       meta=meta) as draft:
+            for rel, text in texts.items():
+                draft.write_text(rel, text)
+            for rel, html in htmls.items():
+                draft.write_text(f"html/{rel}", html)
+                if opts.format == "pdf":
+                    (draft.dir / "pdf").mkdir(exist_ok=True)
+                    to_pdf(html, draft.dir / "pdf" / rel.replace(".html", ".pdf"))
+            draft.write_json(BOM_FILE, bom)
+            draft.write_json("facts.json", facts)
+        record: ArtifactRecord = draft.record
+        ws.catalog.audit("document", actor=actor, subject=record.id,
+                         details={"target": target.id, "documents": meta["documents"], "not_recorded": meta["not_recorded"]})
     files = [*texts, BOM_FILE, "facts.json"]
     return DocumentResult(record, files, copy_out(ws.path(record), out, opts.format) if out else None)
 

@@ -142,18 +142,19 @@ def build_kb(ws: Workspace, name: str, datasets: Sequence[ArtifactRecord], optio
                                   "policy_ids")}
     meta["datasets"] = [{k: d[k] for k in ("id", "ref", "format", "passages")} for d in per_dataset]
     config = {"kb": options.model_dump(mode="json"), "dataset_ids": [d.id for d in unique], "bm25": BM25}
-    with ws.create(KIND, name, parents=[(d.id, "indexed_from") for d in unique], config=config, meta=meta,
-                   policies=policy_ids) as draft:
-        draft.write_text("passages.jsonl", "".join(_json_line(p.to_json()) for p in passages))
-        retriever.save(draft.dir / "bm25", allow_pickle=False)  # no corpus given: nothing but arrays and JSON
-        # Passage lengths in terms: the search turns raw BM25 into length-aware scores with them.
-        np.save(draft.dir / "bm25" / "lengths.npy", np.array([len(t) for t in corpus], dtype=np.int32),
-                allow_pickle=False)
-        draft.write_json("kb.json", facts)
-    record: ArtifactRecord = draft.record
-    ws.catalog.audit("kb.build", actor=actor, subject=record.id, decision="ok",
-                     details={"name": record.ref, "datasets": [d.id for d in unique], "passages": len(passages),
-                              "policy_ids": policy_ids})
+    with ws.catalog.transaction():  # record, policies and audit entry commit together
+        with ws.create(KIND, name, parents=[(d.id, "indexed_from") for d in unique], config=config, meta=meta,
+                       policies=policy_ids) as draft:
+            draft.write_text("passages.jsonl", "".join(_json_line(p.to_json()) for p in passages))
+            retriever.save(draft.dir / "bm25", allow_pickle=False)  # no corpus given: nothing but arrays and JSON
+            # Passage lengths in terms: the search turns raw BM25 into length-aware scores with them.
+            np.save(draft.dir / "bm25" / "lengths.npy", np.array([len(t) for t in corpus], dtype=np.int32),
+                    allow_pickle=False)
+            draft.write_json("kb.json", facts)
+        record: ArtifactRecord = draft.record
+        ws.catalog.audit("kb.build", actor=actor, subject=record.id, decision="ok",
+                         details={"name": record.ref, "datasets": [d.id for d in unique], "passages": len(passages),
+                                  "policy_ids": policy_ids})
     return record
 
 

@@ -102,20 +102,21 @@ def merge(ws: Workspace, options: MergeOptions, name: str, *, actor: str = "cli"
     with bar(f"merging {len(infos)} adapter(s) with {options.method}"):
         from kifabrik.merge.compute import merged_adapter, merged_model
 
-        with ws.create(kind, name, parents=parents, config=config, meta=meta, policies=policies) as draft:
-            if options.into_base:
-                merged_model(ws, infos, options, weights, draft.dir / "weights", meta)
-            else:
-                rank, targets = merged_adapter(ws, infos, options, weights, draft.dir)
-                meta.update({"rank": rank, "target_modules": targets})
-            draft.meta = meta
-    record: ArtifactRecord = draft.record
-    if kind == "model":
-        from kifabrik.models.sources import record_weights_hash
+        with ws.catalog.transaction():  # record, policies and audit entry commit together
+            with ws.create(kind, name, parents=parents, config=config, meta=meta, policies=policies) as draft:
+                if options.into_base:
+                    merged_model(ws, infos, options, weights, draft.dir / "weights", meta)
+                else:
+                    rank, targets = merged_adapter(ws, infos, options, weights, draft.dir)
+                    meta.update({"rank": rank, "target_modules": targets})
+                draft.meta = meta
+        record: ArtifactRecord = draft.record
+        if kind == "model":
+            from kifabrik.models.sources import record_weights_hash
 
-        record = record_weights_hash(ws, record)
-    ws.catalog.audit("merge.output", actor=actor, subject=record.id,
-                     details={"method": options.method, "parents": [i.record.id for i in infos], "kind": kind})
+            record = record_weights_hash(ws, record)
+        ws.catalog.audit("merge.output", actor=actor, subject=record.id,
+                         details={"method": options.method, "parents": [i.record.id for i in infos], "kind": kind})
     return record
 
 

@@ -152,26 +152,27 @@ def _register(ws: Workspace, name: str, folder: Path, *, source: str, source_kin
                if not (m.record.kind == KIND and m.record.name == name and m.record.meta.get("source") == source)]
     if matches:
         extra = {**extra, "same_content": [m.fact() for m in matches]}
-    with ws.create(KIND, name, parents=[m.edge() for m in matches], config=config) as draft:
-        weights = draft.dir / "weights"
-        if convert is not None:
-            convert(weights)
-            folder = weights
-        elif copy:
-            weights.mkdir()
-            for pattern in COPY_PATTERNS:
-                for f in folder.glob(pattern):
-                    shutil.copy2(f, weights / f.name)
-            folder = weights
-        else:
-            draft.external_root = folder.resolve()
-        facts = inspect_folder(folder, trust_remote_code=trust_remote_code)
-        facts["license"] = extra.pop("license", None) or facts["license"] or "unknown (not stated in the model card)"
-        facts["languages"] = extra.pop("languages", None) or facts["languages"]
-        draft.meta = {"source": source, "source_kind": source_kind, **extra, **facts}
-    record = record_weights_hash(ws, draft.record)
-    ws.catalog.audit("model.add", subject=record.id, details={
-        "name": name, "source": source, **({"same_content": [m.record.id for m in matches]} if matches else {})})
+    with ws.catalog.transaction():  # record, policies and audit entry commit together
+        with ws.create(KIND, name, parents=[m.edge() for m in matches], config=config) as draft:
+            weights = draft.dir / "weights"
+            if convert is not None:
+                convert(weights)
+                folder = weights
+            elif copy:
+                weights.mkdir()
+                for pattern in COPY_PATTERNS:
+                    for f in folder.glob(pattern):
+                        shutil.copy2(f, weights / f.name)
+                folder = weights
+            else:
+                draft.external_root = folder.resolve()
+            facts = inspect_folder(folder, trust_remote_code=trust_remote_code)
+            facts["license"] = extra.pop("license", None) or facts["license"] or "unknown (not stated in the model card)"
+            facts["languages"] = extra.pop("languages", None) or facts["languages"]
+            draft.meta = {"source": source, "source_kind": source_kind, **extra, **facts}
+        record = record_weights_hash(ws, draft.record)
+        ws.catalog.audit("model.add", subject=record.id, details={
+            "name": name, "source": source, **({"same_content": [m.record.id for m in matches]} if matches else {})})
     return record
 
 

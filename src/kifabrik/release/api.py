@@ -217,13 +217,14 @@ def _release(ws: Workspace, target: ArtifactRecord, opts: ReleaseOptions, actor:
             "target_id": target.id, "documents": docs.id, "gates": [r.as_dict() for r in results],
             "purposes_permitted": purposes, "run_id": run_id,
             **({"fach_llm": gated.ref, "knowledge_base": knowledge.ref} if knowledge is not None else {})}
-    with ws.create(KIND, opts.name, parents=parents, config=opts.model_dump(mode="json"), meta=meta) as draft:
-        facts = write_bundle(ws, target, base, docs, draft.dir, info)
-        draft.meta = {**meta, "files": facts["files"], "bytes": facts["bytes"]}
-    record: ArtifactRecord = draft.record
-    ws.catalog.audit("release", actor=actor, subject=target.id, decision="permit",
-                     details={"release": record.id, "name": opts.name, "version": opts.version, "license": licence,
-                              "gates": [r.gate for r in results], "purposes": purposes, "run_id": run_id})
+    with ws.catalog.transaction():  # record, policies and audit entry commit together
+        with ws.create(KIND, opts.name, parents=parents, config=opts.model_dump(mode="json"), meta=meta) as draft:
+            facts = write_bundle(ws, target, base, docs, draft.dir, info)
+            draft.meta = {**meta, "files": facts["files"], "bytes": facts["bytes"]}
+        record: ArtifactRecord = draft.record
+        ws.catalog.audit("release", actor=actor, subject=target.id, decision="permit",
+                         details={"release": record.id, "name": opts.name, "version": opts.version, "license": licence,
+                                  "gates": [r.gate for r in results], "purposes": purposes, "run_id": run_id})
     return record
 
 

@@ -86,26 +86,27 @@ def publish(ws: Workspace, run_id: str, folder: Path, spec: RunSpec, prepared: P
     config = {"train": opts.model_dump(mode="json"), "base_model_id": base.id,
               "dataset_ids": [d.id for d in prepared.datasets], "max_seq_length": prepared.max_seq_length}
     kind = "adapter" if opts.method == "lora" else "model"
-    with ws.create(kind, spec.name, parents=parents, config=config, meta=meta, policies=policy_ids) as draft:
-        if kind == "adapter":
-            res.model.save_pretrained(draft.dir, safe_serialization=True)
-        else:
-            _save_full(draft.dir / "weights", res, base, meta)
-            draft.meta = meta
-        draft.write_json("train_config.json", {**config, "run_id": run_id})
-        draft.write_json("accounting.json", meta["accounting"])
-        shutil.copy2(folder / "metrics.jsonl", draft.dir / "metrics.jsonl")
-    record: ArtifactRecord = draft.record
-    if kind == "model":
-        weight_files = {k.removeprefix("weights/"): v["sha256"] for k, v in record.manifest["files"].items()
-                 if k.startswith("weights/") and k.endswith(".safetensors")}
-        from kifabrik.models.folder import weights_sha256
+    with ws.catalog.transaction():  # record, policies and audit entry commit together
+        with ws.create(kind, spec.name, parents=parents, config=config, meta=meta, policies=policy_ids) as draft:
+            if kind == "adapter":
+                res.model.save_pretrained(draft.dir, safe_serialization=True)
+            else:
+                _save_full(draft.dir / "weights", res, base, meta)
+                draft.meta = meta
+            draft.write_json("train_config.json", {**config, "run_id": run_id})
+            draft.write_json("accounting.json", meta["accounting"])
+            shutil.copy2(folder / "metrics.jsonl", draft.dir / "metrics.jsonl")
+        record: ArtifactRecord = draft.record
+        if kind == "model":
+            weight_files = {k.removeprefix("weights/"): v["sha256"] for k, v in record.manifest["files"].items()
+                     if k.startswith("weights/") and k.endswith(".safetensors")}
+            from kifabrik.models.folder import weights_sha256
 
-        ws.catalog.set_status(record.id, "ok", {"weights_sha256": weights_sha256(weight_files)})
-        record = ws.catalog.get_artifact(record.id)
-    ws.catalog.audit("train.output", subject=record.id,
-                     details={"run_id": run_id, "kind": kind, "base": base.id,
-                              "datasets": [d.id for d in prepared.datasets]})
+            ws.catalog.set_status(record.id, "ok", {"weights_sha256": weights_sha256(weight_files)})
+            record = ws.catalog.get_artifact(record.id)
+        ws.catalog.audit("train.output", subject=record.id,
+                         details={"run_id": run_id, "kind": kind, "base": base.id,
+                                  "datasets": [d.id for d in prepared.datasets]})
     return record
 
 
