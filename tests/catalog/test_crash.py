@@ -56,3 +56,38 @@ def test_kill_at_each_step_leaves_all_or_nothing(tmp_path: Path, point: str) -> 
         assert ws.store.path(rec.id).is_dir()
     finally:
         ws.close()
+
+
+def test_doctor_finds_and_cleans_what_a_kill_left(tmp_path: Path) -> None:
+    home, data = tmp_path / "home", tmp_path / "chats.jsonl"
+    data.write_text(ROWS, encoding="utf-8")
+    Workspace.open(home).close()
+    assert _import(home, data, "catalog-artifact").returncode == -signal.SIGKILL  # files published, no record
+    env = {**os.environ, "KIFABRIK_HOME": str(home)}
+    started = subprocess.run([sys.executable, "-c",  # a run whose process is killed before it finishes
+                              "import os, signal; from kifabrik.workspace import Workspace; "
+                              "print(Workspace.open().catalog.start_run('train', {}, name='t'), flush=True); "
+                              "os.kill(os.getpid(), signal.SIGKILL)"], env=env, capture_output=True, text=True)
+    run_id = started.stdout.strip()
+    ws = Workspace.open(home)
+    (ws.store.root / ".tmp-draft-x").mkdir()
+    assert ws.catalog.get_run(run_id).status == "interrupted"
+    ws.close()
+
+    cmd = [sys.executable, "-m", "kifabrik.cli.main", "doctor"]
+    report = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert report.returncode == 1
+    assert "folder without a catalog record" in report.stdout and "unfinished draft" in report.stdout
+    assert run_id[:12] in report.stdout
+    fixed = subprocess.run([*cmd, "--fix"], env=env, capture_output=True, text=True)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "nothing to clean" in again.stdout
+    ws = Workspace.open(home)
+    try:
+        assert not [p for p in ws.store.root.iterdir()]
+        assert ws.catalog.get_run(run_id).status == "interrupted"
+        assert ws.catalog.audit_entries("doctor.fix")
+        assert ws.catalog.verify_audit() == []
+    finally:
+        ws.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import os
 import re
+import socket
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -71,6 +73,8 @@ class RunRecord:
     ended_at: datetime | None
     error: str | None
     outputs: list[str]
+    host: str | None = None
+    pid: int | None = None
 
 
 @dataclass
@@ -84,8 +88,28 @@ def _artifact(row: t.Artifact) -> ArtifactRecord:
 
 
 def _run(row: t.Run) -> RunRecord:
-    return RunRecord(row.id, row.pipeline_id, row.recipe, row.stage, row.name, row.status, row.config,
-                     row.started_at, row.ended_at, row.error, list(row.outputs or []))
+    status = "interrupted" if row.status == "running" and process_gone(row.host, row.pid, row.started_at) else row.status
+    return RunRecord(row.id, row.pipeline_id, row.recipe, row.stage, row.name, status, row.config,
+                     row.started_at, row.ended_at, row.error, list(row.outputs or []), row.host, row.pid)
+
+
+def process_gone(host: str | None, pid: int | None, started_at: datetime) -> bool:
+    """True when the process that started a run on this machine no longer exists (or its pid was reused).
+
+    A run of another machine (a cluster node) cannot be checked from here: False.
+    """
+    if host != socket.gethostname() or pid is None:
+        return False
+    import psutil
+
+    try:
+        created = datetime.fromtimestamp(psutil.Process(pid).create_time(), UTC)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return True
+    except psutil.Error:
+        return False
+    started = started_at.replace(tzinfo=UTC) if started_at.tzinfo is None else started_at
+    return created.timestamp() > started.timestamp() + 1  # a newer process took the pid
 
 
 def error_text(exc: BaseException, interrupted: str = "interrupted (Ctrl-C)") -> str:
@@ -308,10 +332,11 @@ class Catalog:
         run_id = uuid.uuid4().hex
         with self._write() as s:
             s.add(t.Run(id=run_id, pipeline_id=pipeline_id, recipe=recipe, stage=stage, name=name, status="running",
-                        config=json.loads(canonical_json(config)), started_at=utcnow(), outputs=[]))
+                        config=json.loads(canonical_json(config)), started_at=utcnow(), outputs=[],
+                        host=socket.gethostname(), pid=os.getpid()))
         return run_id
 
-    def finish_run(self, run_id: str, status: Literal["succeeded", "failed"], *, error: str | None = None,
+    def finish_run(self, run_id: str, status: Literal["succeeded", "failed", "interrupted"], *, error: str | None = None,
                    outputs: list[str] | None = None) -> None:
         with self._write() as s:
             row = s.get(t.Run, run_id)
@@ -331,6 +356,12 @@ class Catalog:
             self.finish_run(run_id, "failed", error=error_text(exc, interrupted))
             raise
         self.finish_run(run_id, "succeeded", outputs=outputs)
+
+    def dead_runs(self) -> list[str]:
+        """Ids of runs recorded as running whose process on this machine is gone (see `process_gone`)."""
+        with self._read() as s:
+            rows = s.scalars(select(t.Run).where(t.Run.status == "running"))
+            return [r.id for r in rows if process_gone(r.host, r.pid, r.started_at)]
 
     def get_run(self, ref: str) -> RunRecord:
         with self._read() as s:

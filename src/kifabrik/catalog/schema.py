@@ -62,12 +62,14 @@ class Run(Base):
     recipe: Mapped[str | None] = mapped_column(String(200))
     stage: Mapped[str] = mapped_column(String(32))
     name: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), doc="running | succeeded | failed")
+    status: Mapped[str] = mapped_column(String(16), doc="running | succeeded | failed | interrupted")
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, doc="the resolved config")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
     outputs: Mapped[list[Any]] = mapped_column(JSON, default=list, doc="ids of the artifacts it produced")
+    host: Mapped[str | None] = mapped_column(String(255), doc="the machine whose process runs it")
+    pid: Mapped[int | None] = mapped_column(Integer, doc="that process (a dead one means interrupted)")
 
 
 class Policy(Base):

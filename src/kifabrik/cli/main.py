@@ -94,7 +94,7 @@ for _name, _command in [
     ("merge", merge_cli.merge_command), ("merge-gate", merge_cli.gate_command), ("export", merge_cli.export_command),
     ("eval", evaluate_cli.eval_command), ("document", document_cli.document_command),
     ("release", release_cli.release_command), ("serve", serve_cli.serve), ("agent", agent_cli.agent),
-    ("verify", records_cli.verify), ("lineage", records_cli.lineage),
+    ("verify", records_cli.verify), ("lineage", records_cli.lineage), ("doctor", records_cli.doctor),
 ]:
     app.command(_name)(_command)
 for _group, _name in [

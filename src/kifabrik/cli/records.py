@@ -112,3 +112,35 @@ def restriction_text(carried: list[dict[str, Any]]) -> str:
         where = ", ".join(f"{s['kind']} {s['ref']}" for s in r["sources"])
         lines.append(f"  - {r['kind']}: {r['text']} (policy {r['policy']!r}, from {where})")
     return "\n".join(lines)
+
+
+def doctor(fix: Annotated[bool, typer.Option("--fix", help="Remove the leftovers and mark dead runs interrupted.")] = False
+           ) -> None:
+    """Find what crashes left behind: draft folders, unrecorded artifacts, runs whose process died."""
+    from kifabrik import doctor as doc
+
+    def human(n: int) -> str:
+        return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+    ws = workspace()
+    found = doc.examine(ws)
+    for label, items in (("unfinished draft", found.drafts), ("folder without a catalog record", found.orphans)):
+        for path, size in items:
+            out.print(f"{label}: {path} ({human(size)})")
+    for run_id in found.interrupted:
+        out.print(f"run {run_id[:12]}: its process is gone (interrupted; it can be run again)")
+    for ref in found.missing:
+        err.print(f"[red]record without files[/red]: {ref} — restore its folder or remove the record")
+    if found.clean:
+        out.print("[green]nothing to clean[/green]")
+        return
+    if fix:
+        doc.fix(ws, found)
+        freed = sum(n for _, n in found.drafts + found.orphans)
+        out.print(f"[green]fixed[/green]: {len(found.drafts) + len(found.orphans)} folder(s) removed ({human(freed)}), "
+                  f"{len(found.interrupted)} run(s) marked interrupted")
+        if found.missing:
+            raise typer.Exit(1)
+    else:
+        out.print("run `kifabrik doctor --fix` to clean up")
+        raise typer.Exit(1)

@@ -277,19 +277,20 @@ def _record(ws: Workspace, ref: str, record: ArtifactRecord | None, opts: EvalOp
     task_results = all_task_results(prep, ctx)
     html = render_report(results, task_results, baseline.results if baseline else None)
     label = name or f"eval-{_slug(results['model']['ref'].split('@')[0])}"
-    with ws.create(KIND, label, parents=parents, config=opts.model_dump(mode="json"), meta=meta) as draft:
-        files = {}
-        for group, res in task_results:
-            rel = f"samples/{_slug(group)}--{_slug(res.name)}.jsonl"
-            draft.write_text(rel, "".join(json.dumps(s, ensure_ascii=False, default=str) + "\n" for s in res.samples))
-            files[f"{group}/{res.name}"] = rel
-        results["samples_files"] = files
-        draft.write_json("results.json", results)
-        draft.write_text("report.html", html)
-    rec: ArtifactRecord = draft.record
-    ws.catalog.audit("evaluate", actor=actor, subject=rec.id,
-                     details={"model": results["model"]["ref"], "suites": prep.suites,
-                              "tasks": [t.name for t in prep.tasks], "verdict": meta["verdict"]})
+    with ws.catalog.transaction():  # record, policies and audit entry commit together
+        with ws.create(KIND, label, parents=parents, config=opts.model_dump(mode="json"), meta=meta) as draft:
+            files = {}
+            for group, res in task_results:
+                rel = f"samples/{_slug(group)}--{_slug(res.name)}.jsonl"
+                draft.write_text(rel, "".join(json.dumps(s, ensure_ascii=False, default=str) + "\n" for s in res.samples))
+                files[f"{group}/{res.name}"] = rel
+            results["samples_files"] = files
+            draft.write_json("results.json", results)
+            draft.write_text("report.html", html)
+        rec: ArtifactRecord = draft.record
+        ws.catalog.audit("evaluate", actor=actor, subject=rec.id,
+                         details={"model": results["model"]["ref"], "suites": prep.suites,
+                                  "tasks": [t.name for t in prep.tasks], "verdict": meta["verdict"]})
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(html, encoding="utf-8")
