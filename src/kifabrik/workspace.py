@@ -30,7 +30,7 @@ class Workspace:
         if created:  # the owner's only: the catalog holds API key hashes, the store the artifacts
             os.chmod(settings.home, 0o700)
         self.settings = settings
-        self.catalog = Catalog(settings.database_url)
+        self.catalog = Catalog(settings.database_url, home=settings.home)
         self.store = ArtifactStore(settings.store_dir)
 
     @classmethod

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import func, select, text
@@ -21,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kifabrik.catalog import schema as t
+from kifabrik.catalog.anchor import Anchor
 from kifabrik.catalog.db import make_engine, migrate, session_factory, writer_factory
 from kifabrik.errors import KifabrikError, NotFoundError
 from kifabrik.faults import fault_point
@@ -81,6 +83,7 @@ class RunRecord:
 class _Unit:
     session: Session
     locked: bool = False  # True once the unit has written (and so holds the write lock)
+    head: tuple[int, str] | None = None  # the newest audit entry it appended, anchored after the commit
 
 
 def _artifact(row: t.Artifact) -> ArtifactRecord:
@@ -128,8 +131,10 @@ def canonical_json(data: Any) -> bytes:
 class Catalog:
     """The catalog database (SQLite by default, PostgreSQL for shared installations)."""
 
-    def __init__(self, url: str, *, auto_migrate: bool = True) -> None:
+    def __init__(self, url: str, *, auto_migrate: bool = True, home: Path | None = None) -> None:
+        """`home`: where the audit chain's head is anchored (catalog/anchor.py); None: not anchored."""
         self.url = url
+        self.anchor = Anchor(home) if home is not None else None
         self.engine = make_engine(url)
         if auto_migrate:
             migrate(self.engine)
@@ -167,6 +172,8 @@ class Catalog:
             self._unit.reset(token)
             unit.session.close()
         fault_point("catalog-committed")
+        if unit.head is not None:
+            self._anchor(*unit.head)
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
@@ -411,9 +418,17 @@ class Catalog:
                     body = {"ts": ts.isoformat(), "actor": actor, "action": action, "subject": subject,
                             "decision": decision, "details": details or {}}
                     digest = hashlib.sha256(prev.encode() + canonical_json(body)).hexdigest()
-                    s.add(t.AuditEntry(ts=ts, actor=actor, action=action, subject=subject, decision=decision,
-                                       details=details or {}, prev_hash=prev, hash=digest))
-                    return digest
+                    row = t.AuditEntry(ts=ts, actor=actor, action=action, subject=subject, decision=decision,
+                                       details=details or {}, prev_hash=prev, hash=digest)
+                    s.add(row)
+                    s.flush()
+                    head = (row.seq, digest)
+                unit = self._unit.get()
+                if unit is not None:
+                    unit.head = head
+                else:
+                    self._anchor(*head)
+                return digest
             except IntegrityError:  # two writers chained onto the same predecessor; retry
                 continue
         raise KifabrikError("could not append to the audit log: too many concurrent writers")
@@ -431,12 +446,23 @@ class Catalog:
                 s.expunge(row)
             return rows
 
-    def verify_audit(self) -> list[str]:
-        """Re-compute the hash chain; returns one message per broken entry (empty: intact)."""
+    def _anchor(self, seq: int, digest: str) -> None:
+        if self.anchor is not None:
+            self.anchor.advance(seq, digest)
+
+    def audit_head(self) -> dict[str, Any] | None:
+        """The anchored head of the audit chain ({seq, hash, mac}); None when not anchored yet."""
+        return self.anchor.read() if self.anchor is not None else None
+
+    def verify_audit(self, heads: list[Path] | None = None) -> list[str]:
+        """Re-compute the hash chain and compare it with the anchored head (and with `heads`, copies
+        of earlier heads such as a release bundle's); one message per problem (empty: intact)."""
         problems = []
         prev = GENESIS
+        seen: dict[int, str] = {}
         with self._read() as s:
             for e in s.scalars(select(t.AuditEntry).order_by(t.AuditEntry.seq)):
+                seen[e.seq] = e.hash
                 ts = e.ts.replace(tzinfo=UTC) if e.ts.tzinfo is None else e.ts.astimezone(UTC)
                 body = {"ts": ts.isoformat(), "actor": e.actor, "action": e.action, "subject": e.subject,
                         "decision": e.decision, "details": e.details}
@@ -446,4 +472,27 @@ class Catalog:
                 elif e.hash != expect:
                     problems.append(f"entry {e.seq}: content changed after it was written")
                 prev = e.hash
+        if self.anchor is not None:
+            head = self.anchor.read()
+            if head is None and seen:
+                problems.append(f"{self.anchor.head_path}: missing, so the newest entries cannot be checked "
+                                f"(it is written after every entry: a kill at that moment, a home from before "
+                                f"anchoring, or a deleted head; `kifabrik doctor --fix` anchors an intact chain)")
+            elif head is not None:
+                problems += self.anchor.check(head, seen, source=str(self.anchor.head_path))
+        for path in heads or []:
+            try:
+                copy = json.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                problems.append(f"{path}: cannot read a head: {exc}")
+                continue
+            if self.anchor is not None:
+                problems += self.anchor.check(copy, seen, source=str(path))
         return problems
+
+    def unanchored(self) -> int:
+        """Entries written after the anchored head (a crash between commit and head update leaves some)."""
+        head = self.audit_head() or {"seq": 0}
+        with self._read() as s:
+            last = s.scalar(select(func.max(t.AuditEntry.seq))) or 0
+        return max(0, last - int(head.get("seq", 0) or 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -56,14 +57,20 @@ def artifacts_list(kind: Annotated[str | None, typer.Option(help="Only this kind
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Re-compute the audit log's hash chain and report any change."""
-    problems = workspace().catalog.verify_audit()
+def audit_verify(head: Annotated[list[Path] | None, typer.Option(
+        "--head", help="Also check against an earlier head, e.g. a release bundle's audit-head.json (repeatable).")] = None
+) -> None:
+    """Re-compute the audit log's hash chain and check it against its anchored head (and --head copies)."""
+    catalog = workspace().catalog
+    problems = catalog.verify_audit(list(head or []))
     if problems:
         for p in problems:
             err.print(f"[red]{p}[/red]")
         raise typer.Exit(1)
-    out.print("audit log intact")
+    anchored = catalog.audit_head() or {}
+    late = catalog.unanchored()
+    out.print(f"audit log intact; anchored head: entry {anchored.get('seq', '-')}"
+              + (f" ({late} newer entr{'y' if late == 1 else 'ies'} not anchored yet)" if late else ""))
 
 
 def verify(ref: Annotated[str, typer.Argument(help="Artifact name, name@version or id.")]) -> None:
@@ -129,6 +136,9 @@ def doctor(fix: Annotated[bool, typer.Option("--fix", help="Remove the leftovers
             out.print(f"{label}: {path} ({human(size)})")
     for run_id in found.interrupted:
         out.print(f"run {run_id[:12]}: its process is gone (interrupted; it can be run again)")
+    if found.unanchored:
+        out.print(f"audit log: {found.unanchored} entr{'y' if found.unanchored == 1 else 'ies'} newer than the "
+                  f"anchored head (the chain is intact; a process died before updating the head)")
     for ref in found.missing:
         err.print(f"[red]record without files[/red]: {ref} — restore its folder or remove the record")
     if found.clean:
@@ -138,7 +148,8 @@ def doctor(fix: Annotated[bool, typer.Option("--fix", help="Remove the leftovers
         doc.fix(ws, found)
         freed = sum(n for _, n in found.drafts + found.orphans)
         out.print(f"[green]fixed[/green]: {len(found.drafts) + len(found.orphans)} folder(s) removed ({human(freed)}), "
-                  f"{len(found.interrupted)} run(s) marked interrupted")
+                  f"{len(found.interrupted)} run(s) marked interrupted"
+                  + (", audit head anchored" if found.unanchored else ""))
         if found.missing:
             raise typer.Exit(1)
     else:

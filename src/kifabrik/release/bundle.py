@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -82,6 +83,9 @@ def write_bundle(ws: Workspace, target: ArtifactRecord, base: ArtifactRecord | N
     copy_tree(ws.path(docs), root / "documents", link=True)
     # The attribution duties of the data travel with the bundle (and a NOTICE the weights came with stays in it).
     write_notice(ws, target, root, licence=release.get("license"), upstream=root / "weights")
+    head = ws.catalog.audit_head()  # pins the audit log as it was at this release (`audit verify --head`)
+    if head is not None:
+        (root / "audit-head.json").write_text(json.dumps(head, indent=2) + "\n", encoding="utf-8")
     (root / "lineage.json").write_text(as_json(lineage(ws.catalog, target.id)) + "\n", encoding="utf-8")
     release = {**release, "weights": weights}
     (root / "release.json").write_text(json.dumps(release, indent=2, ensure_ascii=False, default=str) + "\n",
