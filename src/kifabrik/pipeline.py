@@ -7,6 +7,8 @@ that is planned but not built yet is refused at validation, never silently skipp
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -263,8 +265,13 @@ def load_recipe(path: Path, overrides: list[str] | None = None, ws: Workspace | 
 
 
 def run_recipe(ws: Workspace, validated: ValidatedRecipe, *, online: bool = False,
-               on_step: Callable[[StepResult], None] | None = None) -> PipelineResult:
-    """Register the base model, then run every step in order, recording a run for each."""
+               on_step: Callable[[StepResult], None] | None = None, reuse: bool = True) -> PipelineResult:
+    """Register the base model, then run every step in order, recording a run for each.
+
+    A reusable step (`StageDef.reusable`: train, merge, kb, fach-llm) whose options and upstream
+    artifacts equal those of an earlier succeeded run reuses that run's outputs instead of running
+    again (recorded as a run with `reused_from`); `reuse=False` (`kifabrik run --no-reuse`) runs all.
+    """
     from kifabrik.models.sources import preflight_model_source, resolve_model_source
 
     recipe = validated.recipe
@@ -288,13 +295,38 @@ def run_recipe(ws: Workspace, validated: ValidatedRecipe, *, online: bool = Fals
             ctx = StageContext(ws, recipe, pipeline_id, run_id, model, ctx_outputs, online)
             return sdef.run(ctx, opts)
 
-        run_id, outputs = _recorded(ws, pipeline_id, recipe.name, opts.stage, step, opts.model_dump(), work, with_id=True)
+        config = opts.model_dump()
+        earlier = None
+        if sdef.reusable:
+            config["reuse_key"] = _reuse_key(recipe, opts, model, ctx_outputs)
+            earlier = ws.catalog.reusable_run(opts.stage, config["reuse_key"]) if reuse else None
+        if earlier is not None:
+            from kifabrik.progress import info
+
+            info(f"{step}: same options and inputs as run {earlier.id[:12]}; reusing its outputs")
+            outputs = [ws.catalog.get_artifact(i) for i in earlier.outputs]
+            run_id = ws.catalog.start_run(opts.stage, {**config, "reused_from": earlier.id}, name=step,
+                                          pipeline_id=pipeline_id, recipe=recipe.name)
+            ws.catalog.finish_run(run_id, "succeeded", outputs=earlier.outputs)
+        else:
+            run_id, outputs = _recorded(ws, pipeline_id, recipe.name, opts.stage, step, config, work, with_id=True)
         ctx_outputs[step] = outputs
         result = StepResult(step, opts.stage, run_id, outputs)
         results.append(result)
         if on_step:
             on_step(result)
     return PipelineResult(pipeline_id, model, results)
+
+
+def _reuse_key(recipe: Recipe, opts: StageOptions, model: ArtifactRecord,
+               upstream: dict[str, list[ArtifactRecord]]) -> str:
+    """What a reusable step's outputs depend on: its options, the recipe's name and the ids of the
+    base model and of every earlier step's outputs (content hashes), and the kifabrik version."""
+    from kifabrik import __version__
+
+    content = {"recipe": recipe.name, "options": opts.model_dump(mode="json"), "model": model.id,
+               "upstream": {step: [r.id for r in recs] for step, recs in upstream.items()}, "kifabrik": __version__}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _recorded(ws: Workspace, pipeline_id: str, recipe: str, stage: str, step: str, config: dict[str, Any],

@@ -56,3 +56,6 @@ class StageDef:
     run: Callable[[StageContext, Any], list[ArtifactRecord]]
     summary: str
     check: Callable[[Any, list[str]], list[str]] | None = None  # (options, earlier step names) -> problems
+    #: The outputs depend only on the options and on catalog artifacts (no files read at run time), so a
+    #: recipe run again with the same options and the same upstream artifacts reuses them (pipeline.py).
+    reusable: bool = False

@@ -364,6 +364,18 @@ class Catalog:
             raise
         self.finish_run(run_id, "succeeded", outputs=outputs)
 
+    def reusable_run(self, stage: str, key: str) -> RunRecord | None:
+        """The newest succeeded run of `stage` with this reuse key whose outputs are all still recorded."""
+        with self._read() as s:
+            rows = s.scalars(select(t.Run).where(t.Run.stage == stage, t.Run.status == "succeeded")
+                             .order_by(t.Run.started_at.desc()))
+            for row in rows:
+                if (row.config or {}).get("reuse_key") != key or not row.outputs:
+                    continue
+                if all(s.get(t.Artifact, i) is not None for i in row.outputs):
+                    return _run(row)
+        return None
+
     def dead_runs(self) -> list[str]:
         """Ids of runs recorded as running whose process on this machine is gone (see `process_gone`)."""
         with self._read() as s:

@@ -77,9 +77,11 @@ def run(
     set_: SetOpt = None,
     online: OnlineOpt = False,
     check: Annotated[bool, typer.Option("--check", help="Only validate the recipe; run nothing.")] = False,
+    reuse: Annotated[bool, typer.Option("--reuse/--no-reuse", help="Reuse the outputs of an earlier run of a train, "
+                                        "merge, kb or fach-llm step with the same options and inputs.")] = True,
 ) -> None:
     """Validate a recipe completely, then run its stages in order (one run record each)."""
-    run_recipe_file(recipe, set_ or [], online, check)
+    run_recipe_file(recipe, set_ or [], online, check, reuse=reuse)
 
 
 def demo(set_: SetOpt = None, online: OnlineOpt = False) -> None:

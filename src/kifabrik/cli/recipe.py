@@ -11,7 +11,7 @@ from kifabrik.config import set_offline
 from kifabrik.workspace import Workspace
 
 
-def run_recipe_file(path: Path, overrides: list[str], online: bool, check_only: bool) -> None:
+def run_recipe_file(path: Path, overrides: list[str], online: bool, check_only: bool, *, reuse: bool = True) -> None:
     """Validate a recipe file completely, then run it, printing each step's outputs."""
     set_offline(online)
     from kifabrik.pipeline import StepResult, load_recipe, run_recipe
@@ -40,7 +40,7 @@ def run_recipe_file(path: Path, overrides: list[str], online: bool, check_only: 
                     out.print(f"    [bold]Q[/bold] ({row.get('lang') or '?'}): {row['prompt']}")
                     out.print(f"    [bold]A[/bold]: {row['answer']}")
 
-    result = run_recipe(ws, validated, online=online, on_step=show)
+    result = run_recipe(ws, validated, online=online, on_step=show, reuse=reuse)
     print_facts_summary(ws, [rec for step in result.steps for rec in step.outputs if rec.kind == "evaluation"])
     out.print(f"model {result.model.ref} ({result.model.id[:12]})")
     out.print(f"pipeline {result.pipeline_id} finished; runs: kifabrik runs list --pipeline {result.pipeline_id[:12]}")

@@ -84,4 +84,5 @@ def _run(ctx: StageContext, opts: FachLlmOptions) -> list[ArtifactRecord]:
                             pipeline_id=ctx.pipeline_id)]
 
 
-register("stage", "fach-llm")(StageDef("fach-llm", FachLlmOptions, _run, "a model plus a knowledge base as one Fach-LLM"))
+register("stage", "fach-llm")(StageDef("fach-llm", FachLlmOptions, _run, "a model plus a knowledge base as one Fach-LLM",
+                                              reusable=True))

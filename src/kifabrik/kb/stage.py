@@ -61,4 +61,5 @@ def _run(ctx: StageContext, opts: KbStageOptions) -> list[ArtifactRecord]:
                      actor=f"pipeline:{ctx.pipeline_id[:12]}")]
 
 
-register("stage", "kb")(StageDef("kb", KbStageOptions, _run, "index datasets as a policy-checked knowledge base"))
+register("stage", "kb")(StageDef("kb", KbStageOptions, _run, "index datasets as a policy-checked knowledge base",
+                                    reusable=True))

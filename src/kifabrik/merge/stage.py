@@ -24,7 +24,7 @@ def _run(ctx: StageContext, opts: MergeStageOptions) -> list[ArtifactRecord]:
                   actor=f"recipe:{ctx.recipe.name}", resolve=lambda ref: ctx.resolve(ref))]
 
 
-register("stage", "merge")(StageDef("merge", MergeStageOptions, _run, "recombine adapters"))
+register("stage", "merge")(StageDef("merge", MergeStageOptions, _run, "recombine adapters", reusable=True))
 
 
 class GateOptions(StageOptions):

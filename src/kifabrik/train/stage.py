@@ -71,4 +71,4 @@ def _run(ctx: StageContext, opts: TrainStageOptions) -> list[ArtifactRecord]:
 
 
 register("stage", "train")(StageDef("train", TrainStageOptions, _run,
-                                    "LoRA fine-tuning and continued pre-training"))
+                                    "LoRA fine-tuning and continued pre-training", reusable=True))
