@@ -79,7 +79,8 @@ def test_one_audit_entry_per_request_and_refusals_only_counted(server: Any) -> N
 def test_oversized_body_is_413_before_it_is_parsed(small: Any) -> None:
     entries, refused = len(small.ws.catalog.audit_entries()), rejected(small, "request_too_large")
     big = b"{" + b" " * 5000  # not even JSON: refused for its size, never parsed
-    code, body, _ = request(small, "POST", CHAT, big)
+    code, body, headers = request(small, "POST", CHAT, big)
+    assert headers["x-ai-generated"] == "true"  # a /v1/ answer, if only an error
     assert code == 413 and body == {"error": {
         "message": "The request body (5,001 bytes) exceeds this server's limit of 4,096 bytes (--max-body-bytes).",
         "type": "invalid_request_error", "param": None, "code": "request_too_large"}}

@@ -21,7 +21,7 @@ from kifabrik.serve.errors import APIError, model_not_found
 from kifabrik.serve.guard import Guard
 from kifabrik.serve.metrics import Metrics
 from kifabrik.serve.models import ModelTable, discover
-from kifabrik.serve.routes import CurrentKey, current_key, router, state_of
+from kifabrik.serve.routes import CurrentKey, current_key, endpoint_of, router, state_of
 from kifabrik.serve.state import AI_DISCLOSURE, ServeConfig, ServerState
 from kifabrik.workspace import Workspace
 
@@ -77,6 +77,10 @@ def create_app(ws: Workspace, config: ServeConfig | None = None) -> FastAPI:
                               "Every response is marked as AI-generated (header X-AI-Generated, body field "
                               "ai_generated).")
     app.state.kf = state
+    # Guard inside the disclosure header (its 413/421/500 answers on /v1/ carry it too), both outside
+    # Starlette's exception middleware (the guard catches what no handler took)
+    app.add_middleware(Guard, hosts=config.hosts(), max_body=config.max_body_bytes,
+                       on_refused=lambda path, err: state.refused(None, _endpoint(app, path), err))
     app.add_middleware(DisclosureMiddleware)
     app.include_router(router)
     _errors(app)
@@ -124,8 +128,6 @@ def create_app(ws: Workspace, config: ServeConfig | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = spec  # type: ignore[method-assign]
-    app.add_middleware(Guard, hosts=config.hosts(), max_body=config.max_body_bytes,
-                       on_refused=lambda path, err: state.refused(None, _endpoint(app, path), err))
     return app
 
 
@@ -150,7 +152,7 @@ def _errors(app: FastAPI) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         """400 (never 422), naming the fields at fault; counted, not audited (nothing was decided)."""
         err = validation_error(exc.errors())
-        state_of(request).refused(None, request.url.path, err)
+        state_of(request).refused(None, endpoint_of(request), err)
         return JSONResponse(err.body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)

@@ -32,13 +32,18 @@ def state_of(request: Request) -> ServerState:
     return state
 
 
+def endpoint_of(request: Request) -> str:
+    """The route's path (`/v1/models/{name}`) as a metrics label, never the path sent (unbounded labels)."""
+    return str(getattr(request.scope.get("route"), "path", "other"))
+
+
 def current_key(request: Request) -> KeyRecord | None:
     """FastAPI runs this sync dependency in a thread: the key lookup reads the catalog."""
     state = state_of(request)
     try:
         return state.authenticate(request.headers.get("authorization"))
     except APIError as exc:  # 401/429: counted, not audited (no key, no decision, no model used)
-        state.refused(None, request.url.path, exc)
+        state.refused(None, endpoint_of(request), exc)
         raise
 
 
