@@ -33,7 +33,7 @@ def card(name: str, train: int, test: int, policy_name: str) -> dict[str, Any]:
     """A card.json as the data stage writes it (the fields the documents read)."""
     return {
         "name": name, "description": "Service conversations of the demo company.", "format": "chat",
-        "created_at": "2026-01-15T10:00:00+00:00", "collected": "2025-12-31",
+        "collected": "2025-12-31",
         "sources": [{"path": "/data/service.jsonl", "role": "train", "sha256": "ab" * 32, "bytes": 4096,
                      "rows_valid": train, "rows_invalid": 1}],
         "rows": {"train": train, "test": test, "valid_read": train + test + 2, "invalid_skipped": 1,

@@ -80,8 +80,11 @@ def test_fach_llm_is_served_under_one_name_with_sources(ws: Workspace, fach_llm:
         assert last.model_extra["sources"][0]["text"] == QA[0][1]
     finally:
         srv.stop()
-    audit = [e for e in ws.catalog.audit_entries("kb.search") if e.decision == "filtered"]
-    assert audit and audit[-1].details["purpose"] == "serving"
+    # one audit entry per request: the withheld passages are recorded inside the request's entry
+    assert ws.catalog.audit_entries("kb.search") == []
+    filtered = [e.details["knowledge"] for e in ws.catalog.audit_entries("serve.request") if "knowledge" in e.details]
+    assert filtered and filtered[0]["purpose"] == "serving" and filtered[0]["dropped"] >= 1
+    assert filtered[0]["denied"][0]["dataset_ref"].startswith("geheim")
 
 
 def test_generate_and_evaluate_answer_from_the_knowledge_base(ws: Workspace, fach_llm: ArtifactRecord,

@@ -104,7 +104,8 @@ def with_sources(messages: Sequence[dict[str, Any]], texts: Sequence[str]) -> li
 
 def ground(kb: KnowledgeBase, messages: Sequence[dict[str, Any]], *, k: int = 3, purpose: str = "serving",
            actor: str = "cli", min_score: float | None = None, relative: float = 0.0,
-           fits: Callable[[list[dict[str, Any]]], bool] | None = None) -> Grounded:
+           fits: Callable[[list[dict[str, Any]]], bool] | None = None,
+           record: Callable[[dict[str, Any]], None] | None = None) -> Grounded:
     """Retrieve for the last user message (each passage checked against its dataset's policy) and write the sources in.
 
     `fits(messages)` says whether a prompt still leaves room for the answer in the model's context; the
@@ -112,7 +113,9 @@ def ground(kb: KnowledgeBase, messages: Sequence[dict[str, Any]], *, k: int = 3,
     sources scoring under that share of the best one: a clear best match is not diluted by
     distractors, which a small model copies from as readily as from the right source.
     """
-    kwargs = {} if min_score is None else {"min_score": min_score}
+    kwargs: dict[str, Any] = {} if min_score is None else {"min_score": min_score}
+    if record is not None:  # the filtering decision goes into the caller's audit entry
+        kwargs["record"] = record
     hits = diverse(kb, kb.search(question_of(messages), k=4 * k, purpose=purpose, actor=actor, **kwargs), k)
     hits = [h for h in hits if h.score >= relative * hits[0].score] if hits else hits
     if not hits:
@@ -154,9 +157,10 @@ class Grounding:
                    relative=relative, purpose=purpose, actor=actor)
 
     def ground(self, messages: Sequence[dict[str, Any]],
-               fits: Callable[[list[dict[str, Any]]], bool] | None = None) -> Grounded:
+               fits: Callable[[list[dict[str, Any]]], bool] | None = None,
+               record: Callable[[dict[str, Any]], None] | None = None) -> Grounded:
         return ground(self.kb, messages, k=self.k, purpose=self.purpose, actor=self.actor, min_score=self.min_score,
-                      relative=self.relative, fits=fits)
+                      relative=self.relative, fits=fits, record=record)
 
     def answer(self, loaded: Any, conversations: Sequence[Sequence[dict[str, Any]]], opts: Any, *,
                batch_size: int = 8, progress: Any = None) -> list[GroundedAnswer]:

@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -199,7 +200,8 @@ class KnowledgeBase:
         return out
 
     def search(self, query: str, k: int = 3, *, purpose: str = "serving", actor: str = "cli",
-               min_score: float = MIN_SCORE, region: str | None = None) -> list[Hit]:
+               min_score: float = MIN_SCORE, region: str | None = None,
+               record: Callable[[dict[str, Any]], None] | None = None) -> list[Hit]:
         """The `k` best passages whose datasets permit `purpose`, best first; [] when none is relevant.
 
         Args:
@@ -210,6 +212,8 @@ class KnowledgeBase:
             actor: Who asks (audit log).
             min_score: Hits with a lower normalised score are left out (0 keeps every match).
             region: Deployment region for `spatial` constraints (default: the settings' region).
+            record: Receives the filtering decision (passages a policy withheld) instead of a
+                `kb.search` audit entry of its own, for callers that write one entry per request.
         """
         import numpy as np
 
@@ -235,12 +239,17 @@ class KnowledgeBase:
         order = order[np.argsort(-norm[order], kind="stable")][:k]
         hits = [self._hit(rank, int(i), raw, norm) for rank, i in enumerate(order, 1)]
         if dropped.any():
-            self.ws.catalog.audit("kb.search", actor=actor, subject=self.record.id, decision="filtered", details={
+            filtered = {
                 "kb": self.record.ref, "purpose": purpose, "region": region or self.ws.settings.region,
                 "dropped": int(dropped.sum()), "returned": len(hits), "k": k, "min_score": min_score,
                 "denied": [{"dataset_id": d, "dataset_ref": self._ref(d), "reason": why} for d, why in denied.items()
                            if (ix.members[d] & dropped).any()],
-                "query_sha256": hashlib.sha256(query.encode()).hexdigest(), "query_chars": len(query)})
+                "query_sha256": hashlib.sha256(query.encode()).hexdigest(), "query_chars": len(query)}
+            if record is not None:  # the caller writes it into its own audit entry (serve: one per request)
+                record(filtered)
+            else:
+                self.ws.catalog.audit("kb.search", actor=actor, subject=self.record.id, decision="filtered",
+                                      details=filtered)
         return hits
 
     def _ref(self, dataset_id: str) -> str:

@@ -129,7 +129,8 @@ def _prepare(state: ServerState, backend: Backend, served: Served, body: Any, ki
             from kifabrik.kb.grounding import NOT_FOUND
 
             room = backend.context_length - (body.max_tokens or 16)
-            grounded = grounding.ground(messages, fits=lambda m: len(backend.chat_ids(m, None, "")) <= room)
+            grounded = grounding.ground(messages, fits=lambda m: len(backend.chat_ids(m, None, "")) <= room,
+                                        record=lambda decision: setattr(trace, "knowledge", decision))
             messages, sources = grounded.messages, [src.as_dict() for src in grounded.sources]
             canned = None if grounded.found else NOT_FOUND
         tools_on = bool(body.tools) and body.tool_choice != "none"

@@ -120,6 +120,7 @@ class Trace:
     served: Served | None = None
     scope: str | None = None  # why a name was refused: "not served" or "outside the key's scope"
     policy: dict[str, Any] | None = None
+    knowledge: dict[str, Any] | None = None  # a Fach-LLM's retrieval: passages its policies withheld
     start: float = field(default_factory=time.perf_counter)
 
     @property
@@ -131,7 +132,7 @@ class Trace:
         return {"endpoint": self.endpoint, "model": self.model,
                 "model_id": self.served.record.id if self.served else None,
                 "key": self.key.id if self.key else None, "scope": self.scope or "allowed", "policy": self.policy,
-                "status": status, **outcome}
+                **({"knowledge": self.knowledge} if self.knowledge else {}), "status": status, **outcome}
 
 
 class ServerState:
