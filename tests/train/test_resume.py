@@ -47,7 +47,7 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(cli, ws, home, tiny_mo
                            text=True, timeout=300, check=False)
     assert child.returncode == -signal.SIGKILL, child.stderr
     run = ws.catalog.list_runs()[0]
-    assert run.status == "running"  # nobody could record anything: the process is gone
+    assert run.status == "interrupted"  # nobody could record anything; its process is gone
     folder = rundir.run_dir(ws, run.id)
     assert rundir.last_checkpoint(folder).name == "checkpoint-3"
     # steps 4 and 5 were trained after the checkpoint (5 was killed before its log line)

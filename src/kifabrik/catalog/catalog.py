@@ -343,6 +343,15 @@ class Catalog:
                         host=socket.gethostname(), pid=os.getpid()))
         return run_id
 
+    def claim_run(self, run_id: str) -> None:
+        """This process continues run `run_id` (a resume): it is running again, under this host and pid."""
+        with self._write() as s:
+            row = s.get(t.Run, run_id)
+            if row is None:
+                raise NotFoundError(f"no run {run_id}")
+            row.status, row.ended_at, row.error = "running", None, None
+            row.host, row.pid = socket.gethostname(), os.getpid()
+
     def finish_run(self, run_id: str, status: Literal["succeeded", "failed", "interrupted"], *, error: str | None = None,
                    outputs: list[str] | None = None) -> None:
         with self._write() as s:

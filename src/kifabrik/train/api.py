@@ -82,6 +82,7 @@ def resume(ws: Workspace, run_ref: str, *, callbacks: list[Any] | None = None) -
         raise KifabrikError(f"run {run.id[:12]} has no run folder ({folder}); it stopped before training began",
                             hint="start a new run with `kifabrik train`")
     spec = RunSpec.from_json(json.loads((folder / "run.json").read_text(encoding="utf-8")))
+    ws.catalog.claim_run(run.id)  # running again, in this process (no longer shown as interrupted)
     return _recorded(ws, run.id, True, lambda: _execute(ws, run.id, spec, resume=True, callbacks=callbacks or []))
 
 
