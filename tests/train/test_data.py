@@ -59,12 +59,23 @@ def test_mostly_overlong_chat_rows_are_refused(ws, tiny_model, tok):
     assert "max_truncated_fraction" in exc.value.hint
 
 
-def test_chat_dataset_needs_a_chat_template(tok):
-    class NoTemplate:
-        chat_template = None
+def test_chat_rows_without_a_template_train_on_the_serving_fallback(tok):
+    import copy
 
-    with pytest.raises(KifabrikError, match="no chat template"):
-        encode_rows(NoTemplate(), [{"messages": []}], "chat", 64)
+    from kifabrik.models import prompts
+    from kifabrik.train.data import IGNORE
+
+    bare = copy.deepcopy(tok)
+    bare.chat_template = None  # a base model: the documented fallback renders its conversations
+    msgs = [{"role": "user", "content": "Wann ist der Ölwechsel fällig?"},
+            {"role": "assistant", "content": "Alle 500 Betriebsstunden."}]
+    (ex,), _ = encode_rows(bare, [{"messages": msgs, "_where": "x:1"}], "chat", 256)
+    asked = prompts.chat_ids(bare, msgs[:1])
+    assert ex.input_ids[:len(asked)] == asked  # trained on exactly the prompt that serving sends
+    assert all(label == IGNORE for label in ex.labels[:len(asked)])
+    taught = [i for i, label in zip(ex.input_ids, ex.labels, strict=True) if label != IGNORE]
+    assert bare.decode(taught).strip().startswith("Alle 500 Betriebsstunden.")
+    assert bare.eos_token_id in taught  # the answer ends with EOS: the trained model stops
 
 
 def test_read_dataset_names_the_bad_line(ws):

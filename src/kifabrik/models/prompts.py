@@ -4,9 +4,11 @@ Every face that runs a model (serve, evaluate, generate, agents, kb-grounded ans
 messages into token ids here, so an evaluation scores exactly the prompt a server sends.
 
 The fallback, for tokenizers without a chat template (base models), writes one
-``role: content`` line per message and ends with ``assistant:``; it is tokenized *with* the
-tokenizer's special tokens (a base model expects its BOS token), whereas a chat template
-already writes them and is tokenized without.
+``role: content`` line per message, closes each assistant answer with the tokenizer's EOS token
+(so that a model trained on it learns to stop) and ends with ``assistant:``; it is tokenized
+*with* the tokenizer's special tokens (a base model expects its BOS token), whereas a chat
+template already writes them and is tokenized without. Training renders chat rows the same way
+(train/data.py), so a base model trained on chats is asked exactly as it was taught.
 """
 
 from __future__ import annotations
@@ -24,17 +26,23 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def fallback_text(messages: Sequence[dict[str, Any]], *, generation_prompt: bool = True) -> str:
-    """A conversation as plain text for a model without a chat template."""
-    text = "".join(f"{m['role']}: {m.get('content') or ''}\n" for m in messages)
+def fallback_text(messages: Sequence[dict[str, Any]], *, generation_prompt: bool = True, eos: str = "") -> str:
+    """A conversation as plain text for a model without a chat template (`eos` closes each answer)."""
+    text = "".join(f"{m['role']}: {m.get('content') or ''}{eos if m['role'] == 'assistant' else ''}\n"
+                   for m in messages)
     return text + ("assistant:" if generation_prompt else "")
+
+
+def special_tokens_added(tokenizer: Any) -> bool:
+    """Whether rendered prompt text is tokenized with the tokenizer's special tokens (the fallback: yes)."""
+    return not has_chat_template(tokenizer)
 
 
 def render(tokenizer: Any, messages: Sequence[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
            generation_prompt: bool = True) -> str:
     """The prompt text of `messages`: the tokenizer's chat template, else `fallback_text`."""
     if not has_chat_template(tokenizer):
-        return fallback_text(messages, generation_prompt=generation_prompt)
+        return fallback_text(messages, generation_prompt=generation_prompt, eos=getattr(tokenizer, "eos_token", None) or "")
     kwargs: dict[str, Any] = {"tools": tools} if tools else {}
     return str(tokenizer.apply_chat_template(list(messages), add_generation_prompt=generation_prompt,
                                              tokenize=False, **kwargs))
@@ -44,7 +52,7 @@ def chat_ids(tokenizer: Any, messages: Sequence[dict[str, Any]], *, tools: list[
              prefill: str = "") -> list[int]:
     """Token ids of a chat prompt with its generation prompt, followed by `prefill` text."""
     text = render(tokenizer, messages, tools=tools) + prefill
-    return list(tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"])
+    return list(tokenizer(text, add_special_tokens=special_tokens_added(tokenizer))["input_ids"])
 
 
 def text_ids(tokenizer: Any, text: str) -> list[int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
@@ -89,7 +89,11 @@ def read_dataset(ws_path: Path, record: ArtifactRecord) -> DatasetRows:
 
 
 def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-    return cast(str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt))
+    from kifabrik.models.prompts import (
+        render,  # the serving rule: chat template, else the documented fallback
+    )
+
+    return render(tokenizer, messages, generation_prompt=generation_prompt)
 
 
 def assistant_spans(tokenizer: PreTrainedTokenizerBase,
@@ -118,8 +122,10 @@ def assistant_spans(tokenizer: PreTrainedTokenizerBase,
 
 def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> Example:
     """Tokenize one conversation with labels on assistant tokens only (no truncation)."""
+    from kifabrik.models.prompts import special_tokens_added
+
     text, spans = assistant_spans(tokenizer, messages)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    enc = tokenizer(text, add_special_tokens=special_tokens_added(tokenizer), return_offsets_mapping=True)
     ids = list(enc["input_ids"])
     labels = [IGNORE] * len(ids)
     for j, (start, end) in enumerate(enc["offset_mapping"]):
@@ -142,9 +148,6 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
 def encode_rows(tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], fmt: Format,
                 max_len: int) -> tuple[list[Example], EncodeStats]:
     """Encode rows into examples of at most `max_len` tokens (see the module docstring)."""
-    if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
-        raise KifabrikError("the base model has no chat template, so a chat dataset cannot be rendered for it",
-                            hint="train a model with a chat template, or use a text dataset (continued pre-training)")
     stats = EncodeStats()
     out: list[Example] = []
     for row in rows:
