@@ -18,8 +18,10 @@ ROWS = "".join(f'{{"messages": [{{"role": "user", "content": "Frage {i}"}}, '
                f'{{"role": "assistant", "content": "Antwort {i} zur Maschine"}}]}}\n' for i in range(12))
 
 
-def _import(home: Path, data: Path, fault: str | None) -> subprocess.CompletedProcess[str]:
+def _import(home: Path, data: Path, fault: str | None, db: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KIFABRIK_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    if db:
+        env["KIFABRIK_DATABASE_URL"] = db
     env.pop("KIFABRIK_FAULT", None)
     if fault:
         env["KIFABRIK_FAULT"] = fault
@@ -27,15 +29,47 @@ def _import(home: Path, data: Path, fault: str | None) -> subprocess.CompletedPr
                            "--policy-preset", "evaluation-only"], env=env, capture_output=True, text=True, timeout=300)
 
 
+def _fresh_database(url: str, name: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest) -> str | None:
+    """None: the home's SQLite file; else the URL of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    url = request.getfixturevalue("postgres_url")
+    return _fresh_database(url, "crash_" + request.node.callspec.id.replace("-", "_").replace("[", "_").strip("]")[:40])
+
+
+def _open(home: Path, db: str | None) -> Workspace:
+    from kifabrik.config import Settings
+
+    if db is None:
+        return Workspace.open(home)
+    os.environ["KIFABRIK_DATABASE_URL"] = db
+    try:
+        return Workspace(Settings.from_env(home))
+    finally:
+        del os.environ["KIFABRIK_DATABASE_URL"]
+
+
 @pytest.mark.parametrize("point", POINTS)
-def test_kill_at_each_step_leaves_all_or_nothing(tmp_path: Path, point: str) -> None:
+def test_kill_at_each_step_leaves_all_or_nothing(tmp_path: Path, point: str, database: str | None) -> None:
     home, data = tmp_path / "home", tmp_path / "chats.jsonl"
     data.write_text(ROWS, encoding="utf-8")
-    Workspace.open(home).close()
-    killed = _import(home, data, point)
+    _open(home, database).close()
+    killed = _import(home, data, point, database)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
-    ws = Workspace.open(home)
+    ws = _open(home, database)
     try:
         found = ws.catalog.list_artifacts("dataset")
         committed = point == "catalog-committed"
@@ -51,9 +85,9 @@ def test_kill_at_each_step_leaves_all_or_nothing(tmp_path: Path, point: str) -> 
     finally:
         ws.close()
 
-    again = _import(home, data, None)
+    again = _import(home, data, None, database)
     assert again.returncode == 0, again.stdout + again.stderr
-    ws = Workspace.open(home)
+    ws = _open(home, database)
     try:
         (rec,) = ws.catalog.list_artifacts("dataset")
         assert ws.catalog.policies_of(rec.id) and ws.catalog.audit_entries("data.import", subject=rec.id)
