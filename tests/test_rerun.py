@@ -18,6 +18,9 @@ datasets:
   chats:
     path: {data}
     policy_preset: internal-only
+  more:
+    path: {more}
+    policy_preset: evaluation-only
 stages:
   - stage: data
   - stage: kb
@@ -41,7 +44,11 @@ def test_second_run_reuses_identical_artifacts(cli, home, tiny_model_dir, tmp_pa
     data = tmp_path / "chats.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
     recipe = tmp_path / "twice.yaml"
-    recipe.write_text(RECIPE.format(source=tiny_model_dir, data=data), encoding="utf-8")
+    more = tmp_path / "more.jsonl"  # a second dataset: each import then sees other datasets in the catalog
+    more.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Lieferzeit Teil {i}?"},
+                                                     {"role": "assistant", "content": f"{i} Werktage."}]}) + "\n"
+                            for i in range(8)), encoding="utf-8")
+    recipe.write_text(RECIPE.format(source=tiny_model_dir, data=data, more=more), encoding="utf-8")
     first = cli("run", str(recipe))
     assert first.code == 0, first.err
     ws = Workspace.open(home)

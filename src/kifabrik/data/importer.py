@@ -218,6 +218,17 @@ def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") ->
                             "a dataset holds one kind", hint="import them as two datasets")
     fmt = next(iter(kinds))
     valid_read = len(rows) + len(test_rows)
+    policy_id = ws.catalog.add_policy(policy_name, policy_doc)
+    recorded_sources = [{"path": s["path"], "sha256": s["sha256"]} for s in sources]
+
+    def same_import(d: ArtifactRecord) -> bool:  # this very import run again: the same files, name and policy
+        return d.name == opts.name and d.meta.get("sources") == recorded_sources and d.meta.get("policy_ids") == [policy_id]
+
+    config = json.loads(json.dumps(opts.model_dump(), default=str))
+    for earlier in reversed(ws.catalog.list_artifacts(KIND)):  # importing the same thing twice records it once
+        if same_import(earlier) and earlier.manifest.get("config") == config and (ws.path(earlier) / "card.json").exists():
+            progress.info(f"{opts.name}: the same files, options and policy as {earlier.ref}; nothing new to import")
+            return ImportResult(earlier, json.loads((ws.path(earlier) / "card.json").read_text(encoding="utf-8")))
 
     names, names_note = name_detector()
     scanner = Scanner(PII_TYPES, names, region=opts.pii_region)
@@ -281,13 +292,7 @@ def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") ->
         "contamination": contamination(train, test, opts.contamination_ngram),
         "policy": {"name": policy_name, "words": policy_words(parse_policy(policy_doc)), "document": policy_doc},
     }
-    policy_id = ws.catalog.add_policy(policy_name, policy_doc)
     facts["policy"]["id"] = policy_id
-    recorded_sources = [{"path": s["path"], "sha256": s["sha256"]} for s in sources]
-
-    def same_import(d: ArtifactRecord) -> bool:  # this very import run again: the same files, name and policy
-        return d.name == opts.name and d.meta.get("sources") == recorded_sources and d.meta.get("policy_ids") == [policy_id]
-
     # rows copied from a dataset in the catalog keep its restrictions
     origin = provenance.trace(ws, train + test, same_import=same_import)
     facts["provenance"] = origin.facts(ws)
