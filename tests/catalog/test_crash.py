@@ -26,7 +26,8 @@ def _import(home: Path, data: Path, fault: str | None, db: str | None = None) ->
     if fault:
         env["KIFABRIK_FAULT"] = fault
     return subprocess.run([sys.executable, "-m", "kifabrik.cli.main", "data", "import", str(data), "--name", "chats",
-                           "--policy-preset", "evaluation-only"], env=env, capture_output=True, text=True, timeout=300)
+                           "--policy-preset", "evaluation-only"], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def _fresh_database(url: str, name: str) -> str:
@@ -103,10 +104,10 @@ def test_doctor_finds_and_cleans_what_a_kill_left(tmp_path: Path) -> None:
     Workspace.open(home).close()
     assert _import(home, data, "catalog-artifact").returncode == -signal.SIGKILL  # files published, no record
     env = {**os.environ, "KIFABRIK_HOME": str(home)}
-    started = subprocess.run([sys.executable, "-c",  # a run whose process is killed before it finishes
-                              "import os, signal; from kifabrik.workspace import Workspace; "
-                              "print(Workspace.open().catalog.start_run('train', {}, name='t'), flush=True); "
-                              "os.kill(os.getpid(), signal.SIGKILL)"], env=env, capture_output=True, text=True)
+    child = ("import os, signal; from kifabrik.workspace import Workspace; "
+             "print(Workspace.open().catalog.start_run('train', {}, name='t'), flush=True); "
+             "os.kill(os.getpid(), signal.SIGKILL)")  # a run whose process is killed before it finishes
+    started = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, check=False)
     run_id = started.stdout.strip()
     ws = Workspace.open(home)
     (ws.store.root / ".tmp-draft-x").mkdir()
@@ -114,13 +115,13 @@ def test_doctor_finds_and_cleans_what_a_kill_left(tmp_path: Path) -> None:
     ws.close()
 
     cmd = [sys.executable, "-m", "kifabrik.cli.main", "doctor"]
-    report = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    report = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     assert report.returncode == 1
     assert "folder without a catalog record" in report.stdout and "unfinished draft" in report.stdout
     assert run_id[:12] in report.stdout
-    fixed = subprocess.run([*cmd, "--fix"], env=env, capture_output=True, text=True)
+    fixed = subprocess.run([*cmd, "--fix"], env=env, capture_output=True, text=True, check=False)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     assert again.returncode == 0 and "nothing to clean" in again.stdout
     ws = Workspace.open(home)
     try:

@@ -75,7 +75,6 @@ def write_weights(ws: Workspace, target: ArtifactRecord, base: ArtifactRecord | 
 def write_bundle(ws: Workspace, target: ArtifactRecord, base: ArtifactRecord | None, docs: ArtifactRecord,
                  root: Path, release: dict[str, Any]) -> dict[str, Any]:
     """Write every file of the bundle into `root` (a draft directory); SHA256SUMS last."""
-    import json
 
     weights = write_weights(ws, target, base, root)
     if weights["kind"] == "adapter":
