@@ -228,6 +228,8 @@ def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") ->
     for earlier in reversed(ws.catalog.list_artifacts(KIND)):  # importing the same thing twice records it once
         if same_import(earlier) and earlier.manifest.get("config") == config and (ws.path(earlier) / "card.json").exists():
             progress.info(f"{opts.name}: the same files, options and policy as {earlier.ref}; nothing new to import")
+            ws.catalog.audit("data.import", actor=actor, subject=earlier.id, decision="reused",
+                             details={"name": earlier.ref, "sources": recorded_sources, "policy_id": policy_id})
             return ImportResult(earlier, json.loads((ws.path(earlier) / "card.json").read_text(encoding="utf-8")))
 
     names, names_note = name_detector()
