@@ -178,3 +178,20 @@ def test_dates_compare_as_dates_or_moments() -> None:
     assert decide(day, req("training")).permitted
     assert decide(moment, req("training")).permitted  # 13:00+01:00 == 12:00Z == NOW
     assert not decide(moment, req("training", now=NOW - timedelta(seconds=1))).permitted
+
+
+def test_company_internal_permits_commercial_use_inside_and_no_distribution() -> None:
+    """What most companies mean by their own data: use it commercially inside, never hand it out."""
+    policy = parse_policy(preset("company-internal"))
+    decided = {p: decide(policy, req(p)).permitted for p in PURPOSES}
+    assert decided == {p: p != "release" for p in PURPOSES}
+    assert not decide(parse_policy(preset("internal-only")), req("commercialUse")).permitted
+
+
+def test_every_preset_states_itself_in_one_sentence() -> None:
+    from kifabrik.policy import preset_names
+
+    for name in preset_names():
+        spec = {"expires-on": "expires-on:2030-01-01"}.get(name, name)
+        description = preset(spec)["dct:description"]
+        assert description.endswith(".") and len(description) < 300, name

@@ -1,7 +1,9 @@
 """Policy presets: ODRL documents kept as data files, some with one argument.
 
-    internal-only | evaluation-only | research-non-commercial
+    company-internal | internal-only | evaluation-only | research-non-commercial
     open-with-attribution[:PARTY] | expires-on:YYYY-MM-DD
+
+Each file's `dct:description` says in one sentence what it permits (shown by `policy presets`).
 """
 
 from __future__ import annotations
