@@ -10,6 +10,8 @@ the shorter cache. Adapters are mixed in one batch through PEFT's `adapter_names
 
 from __future__ import annotations
 
+import functools
+import inspect
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,13 +113,19 @@ class BatchDecoder:
             ids = torch.tensor([[r.next_token] for r in rows], device=self.device)
             pos = torch.tensor([[r.position] for r in rows], device=self.device)
             mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=self.device)], dim=1)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **{self._cache_kw: cache},
                              use_cache=True, **self._adapters(rows))
             cache = out.past_key_values
             logits = out.logits[:, -1, :]
             for i, row in enumerate(rows):
                 row.position += 1
                 self._accept(row, sample(logits[i], row))
+
+    @functools.cached_property
+    def _cache_kw(self) -> str:
+        """The forward() keyword for the KV cache: `cache` in newer transformers 5 (which warn on the old name)."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
     def _adapters(self, rows: list[Row]) -> dict[str, Any]:
         return {"adapter_names": [r.req.adapter or BASE for r in rows]} if self.peft else {}
@@ -142,7 +150,8 @@ class BatchDecoder:
                             stop_len=max((len(s) for s in r.stop), default=0)))
         # logits_to_keep=1: only the last position's logits are needed (all of them cost batch x prompt x vocab)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1,
-                         past_key_values=DynamicCache(config=self.model.config), use_cache=True, **self._adapters(rows))
+                         **{self._cache_kw: DynamicCache(config=self.model.config)}, use_cache=True,
+                         **self._adapters(rows))
         # Joining and cropping rewrite the cache along the sequence axis: only plain full-attention
         # layers allow that (sliding-window or linear-attention layers keep their own bookkeeping).
         self.joinable = all(type(layer) is DynamicLayer for layer in out.past_key_values.layers)
