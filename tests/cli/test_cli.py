@@ -158,3 +158,16 @@ class _ws:
 def test_messages_are_printed_literally(cli):
     r = cli("lineage", "x[bold]y:train:1")
     assert r.code == 1 and "no artifact 'x[bold]y:train:1'" in r.err
+
+
+def test_audit_list_reads_the_log(cli, tiny_model_dir):
+    assert cli("models", "add", str(tiny_model_dir), "--name", "tiny").code == 0
+    listed = cli("audit", "list", "--json")
+    assert listed.code == 0, listed.err
+    entries = json.loads(listed.out)
+    assert [e["action"] for e in entries] == ["model.add"] and entries[0]["details"]["name"] == "tiny"
+    only = json.loads(cli("audit", "list", "--json", "--subject", "tiny", "--action", "model.add").out)
+    assert len(only) == 1 and only[0]["subject"] == entries[0]["subject"]
+    table = cli("audit", "list")
+    assert table.code == 0 and "model.add" in table.out
+    assert json.loads(cli("audit", "list", "--json", "--action", "no.such").out) == []

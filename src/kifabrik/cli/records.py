@@ -56,6 +56,27 @@ def artifacts_list(kind: Annotated[str | None, typer.Option(help="Only this kind
     out.print(table)
 
 
+@audit_app.command("list")
+def audit_list(action: Annotated[str | None, typer.Option(help="Only entries of this action, e.g. policy.check.")] = None,
+               subject: Annotated[str | None, typer.Option(help="Only entries about this artifact (name, name@version or id).")] = None,
+               limit: Annotated[int, typer.Option(min=1, help="The newest N entries.")] = 50,
+               as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON.")] = False) -> None:
+    """Read the audit log: who did what to which artifact, with the decision, newest last."""
+    ws = workspace()
+    subject_id = ws.catalog.get_artifact(subject).id if subject else None
+    entries = ws.catalog.audit_entries(action, subject=subject_id)[-limit:]
+    if as_json:
+        print_json([{"seq": e.seq, "ts": e.ts, "actor": e.actor, "action": e.action, "subject": e.subject,
+                     "decision": e.decision, "details": e.details, "hash": e.hash} for e in entries])
+        return
+    table = Table("seq", "time", "actor", "action", "subject", "decision", "details")
+    for e in entries:
+        details = json.dumps(e.details, ensure_ascii=False, default=str)
+        table.add_row(str(e.seq), when(e.ts), e.actor, e.action, (e.subject or "-")[:12], e.decision or "-",
+                      details if len(details) <= 80 else details[:77] + "...")
+    out.print(table)
+
+
 @audit_app.command("verify")
 def audit_verify(head: Annotated[list[Path] | None, typer.Option(
         "--head", help="Also check against an earlier head, e.g. a release bundle's audit-head.json (repeatable).")] = None
