@@ -159,7 +159,8 @@ def load_task(path: str | Path, *, ws: Any = None) -> Task:
     data = load_yaml(path)
     if not isinstance(data, dict):
         raise KifabrikError(f"{path}: a task file must be a YAML mapping with name, type and items",
-                            hint="see kifabrik/evaluate/tasks/ for examples")
+                            hint="see 'Evaluation tasks' in the README; examples ship as "
+                                 "kifabrik:recipes/tasks/schmidt-fakten.yaml and kifabrik:evaluate/data/tasks/werkstatt.yaml")
     try:
         spec = TaskSpec.model_validate(data)
     except ValidationError as exc:
