@@ -78,3 +78,20 @@ def test_documents_of_stage_records_state_every_fact_the_hand_built_ones_do(ws, 
     assert len(recorded(hand_facts)) > 100  # the comparison covers the documents, not a corner of them
     missing = sorted(recorded(hand_facts) - recorded(real_facts))
     assert missing == [], "facts the documents state from the hand-built records but not from the stages' records"
+
+
+def test_documents_name_source_files_without_the_machines_paths(stage_records: Any) -> None:
+    """Released documents identify a source file by name and sha256, never by where it lay."""
+    ws, adapter, dataset = stage_records.ws, stage_records.adapter, stage_records.dataset
+    (source,) = dataset.meta["sources"]
+    folder = source["path"].rsplit("/", 1)[0]
+    assert folder.startswith("/")  # the import recorded where the file was
+    result = document(ws, adapter.id, DocumentOptions())
+    written = [p for p in ws.path(result.record).rglob("*") if p.is_file()]
+    assert written
+    for path in written:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        assert folder not in text, f"{path.name} names the import folder"
+        assert str(ws.settings.home) not in text, f"{path.name} names the kifabrik home"
+    annex = (ws.path(result.record) / "annex-xi.md").read_text(encoding="utf-8")
+    assert "service.jsonl" in annex and source["sha256"] in annex

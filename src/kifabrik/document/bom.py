@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from kifabrik.catalog import ArtifactRecord
+from kifabrik.document.facts import file_name
 from kifabrik.errors import KifabrikError
 
 NAMESPACE = uuid.UUID("7d0f2b8e-5a4c-4c55-9a57-6b1f0c4e2a11")  # kifabrik's namespace for BOM serial numbers
@@ -63,8 +64,8 @@ def component(record: ArtifactRecord, ws_meta: dict[str, Any] | None = None) -> 
         files = meta.get("sources") or []
         sums = [{"alg": "SHA-256", "content": s["sha256"]} for s in files if s.get("sha256")]
         if sums:
-            comp["hashes"] = sums  # the imported source files (also listed by path below)
-            props.update({f"source_file_{i}": s.get("path") for i, s in enumerate(files)})
+            comp["hashes"] = sums  # the imported source files (also listed by file name below, no machine paths)
+            props.update({f"source_file_{i}": file_name(s.get("path")) for i, s in enumerate(files)})
     comp["properties"] = _props(props)
     return comp
 

@@ -12,6 +12,7 @@ from kifabrik.document.facts import (
     Source,
     artifact_source,
     fact,
+    file_name,
     get,
     not_recorded,
 )
@@ -71,7 +72,8 @@ def dataset_facts(ws: Workspace, record: ArtifactRecord, categories: dict[str, s
         "tokens_test": c("size.tokens.test", tokens_note),
         "languages": fact(langs, src, "card.json:languages.shares", missing="no language detection is recorded"),
         "collected": c("collected"),
-        "files": fact([{"path": s.get("path"), "sha256": s.get("sha256"), "bytes": s.get("bytes"),
+        # a file is named by its name and content hash: no path of the machine that imported it
+        "files": fact([{"path": file_name(s.get("path")), "sha256": s.get("sha256"), "bytes": s.get("bytes"),
                         "role": s.get("role")} for s in card.get("sources") or record.meta.get("sources") or []],
                       src, "card.json:sources", missing="no source files are recorded"),
         "pii_mode": c("pii.mode"),

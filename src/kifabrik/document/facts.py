@@ -78,6 +78,18 @@ def get(data: Any, path: str) -> Any:
     return node
 
 
+def file_name(path: str | None) -> str | None:
+    """The name of a source file without the folders of the machine it was imported on.
+
+    Released documents identify a file by its name and sha256; a path such as
+    `/home/anna/daten/service.jsonl` would tell the reader about the machine, not the data.
+    `kifabrik:` paths (files shipped with kifabrik) are kept: they name the same file everywhere.
+    """
+    if not path or path.startswith("kifabrik:"):
+        return path
+    return path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
 def artifact_source(record: ArtifactRecord) -> Source:
     return Source("artifact", f"{record.kind} {record.ref}", record.id)
 
