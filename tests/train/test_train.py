@@ -119,8 +119,19 @@ def test_policy_that_forbids_training_fails_the_run_with_nothing_written(ws, tin
     assert not (rundir.run_dir(ws, run.id) / "checkpoints").exists()
 
 
+def test_max_steps_beyond_one_epoch_repeats_the_data(ws, tiny_model, chat_ds):
+    from kifabrik.train.prepare import plan_steps
+
+    opts = TrainOptions(**{**FAST, "max_steps": 7, "batch_size": 4, "grad_accum": 1, "epochs": 1})
+    assert plan_steps(10, opts) == (3, 7)  # 3 steps per pass over 10 rows; 7 steps repeat the data
+    assert plan_steps(10, TrainOptions(**{**FAST, "max_steps": None, "batch_size": 4, "epochs": 2})) == (3, 6)
+    adapter = train(ws, "tiny", ["service-chats"], TrainOptions(**{**FAST, "max_steps": 12, "save_steps": 12,
+                                                                   "batch_size": 4, "grad_accum": 1}))
+    accounting = adapter.meta["accounting"]
+    assert accounting["steps"] == 12 and accounting["steps_per_epoch"] < 12 and accounting["epochs"] > 1
+
+
 @pytest.mark.parametrize("opts, message", [
-    ({"max_steps": 500, "epochs": 1}, "too small for max_steps 500"),
     ({"max_seq_length": 1024}, "exceeds the context length of tiny@1 (256)"),
 ])
 def test_bad_input_is_refused_with_advice(cli, ws, tiny_model, chat_ds, opts, message):

@@ -168,17 +168,10 @@ def _add(total: EncodeStats, part: EncodeStats) -> None:
 
 
 def plan_steps(n_rows: int, opts: TrainOptions, world_size: int = 1) -> tuple[int, int]:
-    """(optimizer steps per epoch, total steps); refuses `max_steps` the data cannot supply."""
+    """(optimizer steps per epoch, total steps). `max_steps`, when given, wins over `epochs` and
+    repeats the data as often as needed (as in transformers' Trainer); the caller says so."""
     batches = math.ceil(n_rows / (opts.batch_size * world_size))
-    per_epoch = math.ceil(batches / opts.grad_accum)
-    available = math.floor(per_epoch * opts.epochs) or 1
+    per_epoch = max(1, math.ceil(batches / opts.grad_accum))
     if opts.max_steps is None:
-        return per_epoch, max(available, 1)
-    if opts.max_steps > available:
-        need = math.ceil(opts.max_steps / per_epoch)
-        raise KifabrikError(
-            f"the dataset is too small for max_steps {opts.max_steps}: its {n_rows} training rows give "
-            f"{per_epoch} step(s) per epoch (batch_size {opts.batch_size} × grad_accum {opts.grad_accum}"
-            f"{f' × {world_size} devices' if world_size > 1 else ''}), i.e. {available} in {opts.epochs:g} epoch(s)",
-            hint=f"add data, lower max_steps to {available}, or repeat the data on purpose with epochs: {need}")
+        return per_epoch, max(math.floor(per_epoch * opts.epochs), 1)
     return per_epoch, opts.max_steps

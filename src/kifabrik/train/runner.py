@@ -200,6 +200,11 @@ def run_session(ws_path: Path, folder: Path, prepared: Prepared, opts: TrainOpti
                             hint="start a new run instead of resuming this one")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_epoch, total = plan_steps(len(train_rows), opts, world)
+    if total > per_epoch:
+        from kifabrik.progress import info
+
+        info(f"{total} steps are {total / per_epoch:.1f} passes over the {len(train_rows)} training sequences "
+             f"({per_epoch} step(s) each, batch {opts.batch_size} × grad_accum {opts.grad_accum}); the data repeats")
     args = training_arguments(folder, opts, total, precision, test_rows is not None)
     tokenizer = load_tokenizer(ws_path, trust_remote_code=trust)
     model, targets, n_matmul = build_model(ws_path, prepared, opts, trust, device)
