@@ -23,13 +23,15 @@ def test_full_queue_answers_429_with_retry_after(server_factory):
     ScriptedBackend.gate.clear()  # the model now holds its first request until released
     with ThreadPoolExecutor(2) as pool:
         running = pool.submit(client.chat.completions.create, model="tiny", messages=USER)
-        queued = pool.submit(client.chat.completions.create, model="tiny", messages=USER)
         deadline = time.monotonic() + 20
         while len(ScriptedBackend.seen) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.01)  # the model holds the first request (so the queue is empty again) ...
+        assert len(ScriptedBackend.seen) == 2
+        queued = pool.submit(client.chat.completions.create, model="tiny", messages=USER)
         state = srv.uvicorn.config.app.state.kf
-        while state.table.loaded() and next(iter(state.table.loaded().values())).stats()["waiting"] < 1:
-            time.sleep(0.01)  # the second request waits in the queue (length 1)
+        while next(iter(state.table.loaded().values())).stats()["waiting"] < 1:
+            assert time.monotonic() < deadline, "the second request never reached the queue"
+            time.sleep(0.01)  # ... and the second request waits in the queue (length 1)
         with pytest.raises(openai.RateLimitError, match="queue") as exc:
             client.chat.completions.create(model="tiny", messages=USER)
         assert int(exc.value.response.headers["retry-after"]) >= 1
