@@ -13,7 +13,7 @@ import pytest
 from kf_datafiles import chat
 
 from kifabrik.data import ImportOptions, import_dataset
-from kifabrik.data.documents import Chunker
+from kifabrik.data.documents import Measure
 from kifabrik.data.importer import read_file
 from kifabrik.data.readers import binary_at
 from kifabrik.errors import KifabrikError
@@ -31,7 +31,7 @@ def test_a_binary_file_is_one_problem(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_bytes(PNG)
     opts = ImportOptions(path=str(path), name="x", policy_preset="internal-only")
-    rows, problems = read_file(path, opts, Chunker(2000, "characters"), None)
+    rows, problems = read_file(path, opts, Measure(2000, "characters"), None)
     assert rows == []
     assert [str(p) for p in problems] == [
         (f"{path}: not a text file (binary content at byte 8); give the JSONL, CSV, text or Markdown file itself "

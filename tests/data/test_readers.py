@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kf_datafiles import chat, minimal_pdf
 
-from kifabrik.data.documents import Chunker, document_rows, paragraphs
+from kifabrik.chunking import TRAINING, chunk
+from kifabrik.data.documents import Measure, document_rows
 from kifabrik.data.readers import parse_csv_map, read_csv, read_jsonl
 from kifabrik.errors import KifabrikError
 
@@ -103,18 +104,21 @@ def test_csv_map_errors() -> None:
 @settings(max_examples=150, deadline=None)
 def test_character_chunks_fit_and_keep_every_word(texts: list[str], size: int) -> None:
     text = "\n\n".join(texts)
-    chunker = Chunker(size, "characters")
-    chunks = chunker.chunks(paragraphs(text, lambda line: f"line {line}"))
-    assert all(len(c) <= size for _, c in chunks)
-    assert "".join("".join(c.split()) for _, c in chunks) == "".join(text.split())
+    chunks, _ = chunk(text, Measure(size, "characters"), TRAINING)
+    assert all(len(c.text) <= size for c in chunks)
+    assert "".join("".join(c.text.split()) for c in chunks) == "".join(text.split())
 
 
-def test_markdown_paragraphs_start_at_headings(tmp_path: Path) -> None:
+def test_markdown_rows_start_with_their_heading_path(tmp_path: Path) -> None:
     path = tmp_path / "handbuch.md"
-    path.write_text("# Wartung\nÖl prüfen.\n\n## Filter\nFilter tauschen.\n", encoding="utf-8")
-    rows, problems = document_rows(path, "text", Chunker(30, "characters"), "utf-8")
-    assert not problems and [r.line for r in rows] == ["chunk 1 (line 1)", "chunk 2 (line 4)"]
-    assert rows[0].record == {"text": "# Wartung\nÖl prüfen."}
+    path.write_text("# Wartung\nÖl prüfen.\n\n## Filter\nFilter tauschen.\n\n## Ende\n", encoding="utf-8")
+    rows, problems = document_rows(path, "text", Measure(60, "characters"), "utf-8")
+    # "# Wartung" is the one top-level heading, so the "##" headings open the sections of the split;
+    # "## Ende" has no text: it is no row of its own.
+    assert not problems and [(r.line, r.section) for r in rows] == [("chunk 1 (line 1)", ""),
+                                                                    ("chunk 2 (line 4)", "Filter")]
+    assert [r.record for r in rows] == [{"text": "# Wartung\n\nÖl prüfen."},
+                                        {"text": "# Wartung\n\n## Filter\n\nFilter tauschen."}]
 
 
 def test_token_chunks_use_the_tokenizer(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -123,7 +127,7 @@ def test_token_chunks_use_the_tokenizer(tiny_model_dir: Path, tmp_path: Path) ->
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     path = tmp_path / "t.txt"
     path.write_text(("Die Maschine braucht alle 500 Betriebsstunden einen Ölwechsel. " * 30).strip(), encoding="utf-8")
-    chunker = Chunker(32, "tokens", tok)
+    chunker = Measure(32, "tokens", tok)
     rows, _ = document_rows(path, "text", chunker, "utf-8")
     assert len(rows) > 1 and all(chunker.count(r.record["text"]) <= 32 for r in rows)
 
@@ -131,20 +135,20 @@ def test_token_chunks_use_the_tokenizer(tiny_model_dir: Path, tmp_path: Path) ->
 def test_pdf_text_and_bad_pdfs(tmp_path: Path) -> None:
     good = tmp_path / "a.pdf"
     good.write_bytes(minimal_pdf(["Wartungsplan FZ 400", "Filter alle 500 Stunden tauschen."]))
-    rows, problems = document_rows(good, "pdf", Chunker(2000, "characters"), "utf-8")
+    rows, problems = document_rows(good, "pdf", Measure(2000, "characters"), "utf-8")
     assert not problems and "Filter alle 500 Stunden" in rows[0].record["text"] and rows[0].line == "chunk 1 (page 1)"
     bad = tmp_path / "b.pdf"
     bad.write_bytes(b"%PDF-1.4 this is not a pdf")
-    rows, problems = document_rows(bad, "pdf", Chunker(2000, "characters"), "utf-8")
+    rows, problems = document_rows(bad, "pdf", Measure(2000, "characters"), "utf-8")
     assert not rows and "PDF" in problems[0].reason
     empty = tmp_path / "c.pdf"
     empty.write_bytes(minimal_pdf([]))
-    assert "no extractable text" in document_rows(empty, "pdf", Chunker(100), "utf-8")[1][0].reason
+    assert "no extractable text" in document_rows(empty, "pdf", Measure(100), "utf-8")[1][0].reason
 
 
 def test_text_with_bad_bytes_names_the_lines(tmp_path: Path) -> None:
     path = tmp_path / "x.txt"
     path.write_bytes(b"gut\n" + "schlecht ä\n".encode("latin-1") + b"gut\n")
-    rows, problems = document_rows(path, "text", Chunker(100), "utf-8")
+    rows, problems = document_rows(path, "text", Measure(100), "utf-8")
     assert not rows and [p.line for p in problems] == [2]
     assert json.dumps([str(p) for p in problems])

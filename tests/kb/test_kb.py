@@ -63,10 +63,11 @@ def test_build_writes_index_artifact_with_lineage_and_policies(ws: Workspace, da
     for npy in root.glob("bm25/*.npy"):
         assert np.load(npy, allow_pickle=False).dtype != object  # plain numbers: loading never unpickles
     facts = json.loads((root / "kb.json").read_text())
-    # 9 chat rows give 10 answers, one of them a copy (the two-turn chat repeats QA[4]); the handbook
-    # gives 4 passages (Ölwechsel, the Verschleißteile intro, its table, Kühlmittel); geheim 1.
+    # 9 chat rows give 10 answers, one of them a copy (the two-turn chat repeats QA[4]); the handbook is
+    # imported as 3 rows (one per top-level section: Ölwechsel, Verschleißteile, Störungen) and gives
+    # 4 passages (Ölwechsel, the Verschleißteile intro, its table, Kühlmittel); geheim 1.
     assert [(d["ref"], d["rows"], d["passages"]) for d in facts["datasets"]] == [
-        ("service@1", {"train": 9}, 10), ("handbuch@1", {"train": 1}, 4), ("geheim@1", {"train": 1}, 1)]
+        ("service@1", {"train": 9}, 10), ("handbuch@1", {"train": 3}, 4), ("geheim@1", {"train": 1}, 1)]
     assert facts["passages"] == 14 and facts["duplicates_merged"] == 1 and facts["build_purpose"] == "training"
     assert facts["tokenizer"]["stem"] is True and "und" in facts["tokenizer"]["stopwords"]
     edges = ws.catalog.edges(child=record.id)
@@ -177,7 +178,8 @@ def test_format_context_numbers_german_sources(kb: KnowledgeBase) -> None:
     hits = kb.search("Welche Spannung braucht die DM 250?", k=1) + kb.search("Kühlmittelmangel Tank", k=1)
     assert format_context(hits) == (
         f"[1] (service, Zeile 7) Frage: {QA[6][0]}\nAntwort: {QA[6][1]}\n\n"
-        "[2] (handbuch, handbuch.md, Abschnitt Wartungshandbuch DM 320 > Störungen > Kühlmittel, Zeile 1) "
+        # the handbook's row 3 holds its top-level section Störungen
+        "[2] (handbuch, handbuch.md, Abschnitt Wartungshandbuch DM 320 > Störungen > Kühlmittel, Zeile 3) "
         "### Kühlmittel\n\nDie Meldung E615 zeigt Kühlmittelmangel an. Prüfen Sie zuerst den Füllstand im Tank "
         "und danach die Pumpe.")
 
@@ -243,7 +245,7 @@ def test_cli_commands(home: Path, data: Data) -> None:
         listed = runner.invoke(app, ["kb", "list", "--json"])
         assert [(r["name"], r["passages"]) for r in json.loads(listed.output)] == [("wissen", 13)]
         shown = runner.invoke(app, ["kb", "show", "wissen"])
-        assert "handbuch@1 (" in shown.output and "4 passages from train 1 rows" in shown.output
+        assert "handbuch@1 (" in shown.output and "4 passages from train 3 rows" in shown.output
         assert "must not distribute" in shown.output  # internal-only, carried along lineage
         found = runner.invoke(app, ["kb", "search", "wissen", "Was bedeutet E615?", "-k", "2", "--purpose", "serving"])
         assert found.exit_code == 0, found.output

@@ -15,6 +15,17 @@ def _n(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else "unknown" if value is None else str(value)
 
 
+def _split(split: dict[str, Any]) -> str:
+    """How the test split was made, and what it holds out (whole documents or sections of them)."""
+    text = split["method"]
+    if "seed" in split:
+        text += f", seed {split['seed']}, test fraction {split['test_fraction']}"
+    if split.get("unit") in ("document", "section"):
+        text += (f". The test split holds whole {split['unit']}s, never single chunks of one, so no table or "
+                 f"section is divided between training and test: {', '.join(split['held_out'])}")
+    return text
+
+
 def markdown(f: dict[str, Any]) -> str:
     rows, size, pii, dd, cont = f["rows"], f["size"], f["pii"], f["dedup"], f["contamination"]
     out = [f"# Dataset card: {f['name']}", ""]
@@ -66,8 +77,7 @@ def markdown(f: dict[str, Any]) -> str:
             f"- invalid rows skipped: {_n(rows['invalid_skipped'])}",
             f"- exact duplicates removed: {_n(dd['exact'])}; near duplicates removed: {_n(dd['near'])}"
             + (f" (Jaccard ≥ {dd['threshold']}; {dd['method']})" if dd["enabled"] else " (deduplication was off)"),
-            f"- split: {f['split']['method']}" + (f", seed {f['split']['seed']}, test fraction {f['split']['test_fraction']}"
-                                                  if "seed" in f["split"] else ""), ""]
+            f"- split: {_split(f['split'])}", ""]
     out += ["## Personal data", "", f"Mode: **{pii['mode']}** — {PII_MODES[pii['mode']]}.", "",
             "| kind | found |", "|---|---|"]
     out += [f"| {PII_NAMES[k]} | {_n(v)} |" for k, v in pii["counts"].items() if k != "person" or pii["name_detector"]]

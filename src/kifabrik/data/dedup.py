@@ -1,4 +1,5 @@
-"""Exact and near-duplicate removal (MinHash LSH), seeded splits, and test-vs-train contamination.
+"""Exact and near-duplicate removal (MinHash LSH), seeded splits (by row, or by whole document or
+section for document chunks), and test-vs-train contamination.
 
 Text is normalised before comparing (case folded, punctuation and runs of whitespace
 collapsed), so rows that differ only in spacing or capitalisation are exact duplicates.
@@ -11,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kifabrik.data.rows import Row, row_text
@@ -108,6 +111,68 @@ def split(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[
     n_test = round(len(rows) * fraction)
     test_idx = set(order[:n_test])
     return ([r for i, r in enumerate(rows) if i not in test_idx], [r for i, r in enumerate(rows) if i in test_idx])
+
+
+def _closest(sizes: dict[Any, int], target: float, seed: int) -> list[Any]:
+    """Units in a seeded order, each taken when it brings the held-out rows closer to `target`.
+
+    At least one unit is taken when any is asked for, and at least one is always left.
+    """
+    order = sorted(sizes, key=str)
+    random.Random(seed).shuffle(order)
+    taken: list[Any] = []
+    held = 0
+    for unit in order:
+        if len(taken) < len(order) - 1 and abs(held + sizes[unit] - target) < abs(held - target):
+            taken.append(unit)
+            held += sizes[unit]
+    if not taken and target > 0 and len(order) > 1:
+        taken = [min(order, key=lambda u: sizes[u])]
+    return taken
+
+
+def split_documents(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row], dict[str, Any]]:
+    """(train, test, facts for the card) of document rows: whole documents or whole top-level sections.
+
+    A chunk of a document is never held out without the rest of its document or section, so
+    the test split cannot take a fragment of a table whose other rows were trained on, and
+    training cannot miss a table because its one chunk fell into the test split. By document
+    when the import has several documents and a seeded choice of whole ones comes within half
+    of the asked share; else by top-level section (`Row.section`) of each document; a single
+    document without sections holds nothing out.
+    """
+    target = fraction * len(rows)
+    facts: dict[str, Any] = {"seed": seed, "test_fraction": fraction}
+    by_doc = Counter(r.source for r in rows)
+    by_section = Counter((r.source, r.section) for r in rows)
+    chosen: list[Any] = []
+    unit = "document"
+    if len(by_doc) > 1 and target > 0:
+        chosen = _closest(dict(by_doc), target, seed)
+        if abs(sum(by_doc[d] for d in chosen) - target) > target / 2 and len(by_section) > len(by_doc):
+            chosen = []
+    if not chosen and len(by_section) > 1 and target > 0:
+        unit, chosen = "section", _closest(dict(by_section), target, seed)
+    held = set(chosen)
+    if unit == "document":
+        names, total = [Path(d).name for d in chosen], len(by_doc)
+        is_test = [r.source in held for r in rows]
+    else:
+        names = [f"{Path(d).name} § {s or '(before the first section)'}" for d, s in chosen]
+        total, is_test = len(by_section), [(r.source, r.section) in held for r in rows]
+    test = [r for r, t in zip(rows, is_test, strict=True) if t]
+    train = [r for r, t in zip(rows, is_test, strict=True) if not t]
+    if target <= 0:
+        method = "none held out (test fraction 0)"
+    elif not test:
+        method = ("none held out: one document without top-level sections cannot be split without cutting it "
+                  "(give held-out files with --test-path)")
+    elif unit == "document":
+        method = f"whole documents, seeded: {len(chosen)} of {total} held out"
+    else:
+        method = f"whole top-level sections, seeded: {len(chosen)} of {total} held out"
+    facts.update({"method": method, "unit": unit if test else None, "held_out": sorted(names), "units": total})
+    return train, test, facts
 
 
 def contamination(train: list[Row], test: list[Row], n: int = 13, flag_at: float = 0.5,

@@ -1,99 +1,24 @@
-"""Plain text, Markdown and PDF files as text rows, chunked for continued pre-training.
+"""Plain text, Markdown and PDF files as text rows for continued pre-training.
 
-Chunks follow paragraphs (blank lines; Markdown headings start a new paragraph) and are
-packed up to `size` units: tokens of the base model's tokenizer when one is given,
-characters otherwise. A paragraph longer than a chunk is split at sentence ends, and a
-sentence longer than a chunk at token (or character) boundaries. Each row records where
-it starts: `line 12` for text, `page 3` for PDFs.
+The rows are cut by kifabrik's one chunker (`kifabrik.chunking`, layout `TRAINING`) along the
+document's structure: a heading stays with its text, every row starts with its heading path,
+a table longer than a row is cut between rows with its header repeated, and no row spans two
+top-level sections. Rows hold at most `size` units: tokens of the base model's tokenizer when
+one is given, characters otherwise. Each row records where it starts (`line 12` for text,
+`page 3` for PDFs) and the top-level section it belongs to, the unit of the test split.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from itertools import pairwise
+from bisect import bisect_right
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from kifabrik.chunking import TRAINING, Measure, chunk
 from kifabrik.data.readers import decode_hint
 from kifabrik.data.rows import Problem, Row
 
-SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+")
-
-
-@dataclass
-class Chunker:
-    """Packs paragraphs into chunks of at most `size` tokens (with a tokenizer) or characters."""
-
-    size: int
-    unit: Literal["tokens", "characters"] = "characters"
-    tokenizer: Any = None
-
-    def count(self, text: str) -> int:
-        if self.tokenizer is None:
-            return len(text)
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _hard_split(self, text: str) -> list[str]:
-        if self.tokenizer is None:  # cut at the last space that fits, inside a word only if it must
-            out = []
-            while len(text) > self.size:
-                cut = text.rfind(" ", 1, self.size + 1)
-                cut = cut if cut > 0 else self.size
-                out.append(text[:cut])
-                text = text[cut:].lstrip(" ")
-            return out + ([text] if text.strip() else [])
-        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        cuts = [offsets[i][0] for i in range(0, len(offsets), self.size)] + [len(text)]
-        return [text[a:b] for a, b in pairwise(cuts) if text[a:b].strip()]
-
-    def pieces(self, paragraph: str) -> list[tuple[str, int]]:
-        """A paragraph as (piece, size) pieces that each fit into one chunk."""
-        n = self.count(paragraph)
-        if n <= self.size:
-            return [(paragraph, n)]
-        out = []
-        for sentence in SENTENCE_END.split(paragraph):
-            m = self.count(sentence)
-            out += [(sentence, m)] if m <= self.size else [(p, self.count(p)) for p in self._hard_split(sentence)]
-        return out
-
-    def chunks(self, paragraphs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """`[(where, paragraph)]` -> `[(where the chunk starts, chunk text)]`."""
-        out: list[tuple[str, str]] = []
-        current: list[str] = []
-        used, start = 0, ""
-        for where, paragraph in paragraphs:
-            for piece, n in self.pieces(paragraph):
-                sep = 2 if self.tokenizer is None and current else 0  # the "\n\n" joining pieces
-                if current and used + n + sep > self.size:
-                    out.append((start, "\n\n".join(current)))
-                    current, used = [], 0
-                if not current:
-                    start = where
-                current.append(piece)
-                used += n + (2 if self.tokenizer is None and len(current) > 1 else 0)
-        if current:
-            out.append((start, "\n\n".join(current)))
-        return out
-
-
-def paragraphs(text: str, where: Callable[[int], str]) -> list[tuple[str, str]]:
-    """Split at blank lines and before Markdown headings; `where(line)` names a paragraph's start."""
-    out, current, first = [], [], 1
-    for i, line in enumerate(text.splitlines(), 1):
-        heading = line.lstrip().startswith("#")
-        if (not line.strip() or heading) and current:
-            out.append((where(first), "\n".join(current).strip()))
-            current = []
-        if line.strip():
-            if not current:
-                first = i
-            current.append(line.rstrip())
-    if current:
-        out.append((where(first), "\n".join(current).strip()))
-    return [(w, p) for w, p in out if p]
+__all__ = ["Measure", "document_rows", "read_pdf", "read_text"]
 
 
 def read_text(path: Path, encoding: str) -> tuple[str | None, list[Problem]]:
@@ -132,19 +57,32 @@ def read_pdf(path: Path) -> tuple[list[tuple[int, str]], list[Problem]]:
     return pages, []
 
 
-def document_rows(path: Path, kind: Literal["text", "pdf"], chunker: Chunker,
+def document_rows(path: Path, kind: Literal["text", "pdf"], measure: Measure,
                   encoding: str) -> tuple[list[Row], list[Problem]]:
-    """Chunked text rows of one text/Markdown or PDF file."""
+    """Chunked text rows of one text/Markdown or PDF file (see the module docstring)."""
     src = str(path)
     if kind == "pdf":
-        pages, problems = read_pdf(path)
-        paras = [pp for page, text in pages for pp in paragraphs(text, lambda _l, p=page: f"page {p}")]
+        read_pages, problems = read_pdf(path)
+        pages = [(n, t.strip("\n")) for n, t in read_pages]
+        # Pages are joined as paragraphs; `firsts[i]` is the first line of the i-th page.
+        firsts, lines = [], 1
+        for _, page_text in pages:
+            firsts.append(lines)
+            lines += len(page_text.splitlines()) + 1
+        text = "\n\n".join(t for _, t in pages)
+
+        def where(line: int) -> str:
+            return f"page {pages[bisect_right(firsts, line) - 1][0]}"
     else:
-        text, problems = read_text(path, encoding)
-        paras = paragraphs(text, lambda line: f"line {line}") if text is not None else []
+        read, problems = read_text(path, encoding)
+        text = read or ""
+
+        def where(line: int) -> str:
+            return f"line {line}"
     if problems:
         return [], problems
-    if not paras:
-        return [], [Problem(src, None, "no text in the file")]
-    return [Row(src, f"chunk {i} ({where})", {"text": chunk})
-            for i, (where, chunk) in enumerate(chunker.chunks(paras), 1)], []
+    chunks, _ = chunk(text, measure, TRAINING)
+    if not chunks:
+        return [], [Problem(src, None, "no text in the file" + (" (only headings)" if text.strip() else ""))]
+    return [Row(src, f"chunk {i} ({where(c.line)})", {"text": c.text}, c.section)
+            for i, c in enumerate(chunks, 1)], []

@@ -21,8 +21,14 @@ from kifabrik.catalog import ArtifactRecord
 from kifabrik.config import resolve_path
 from kifabrik.data import card as cards
 from kifabrik.data import provenance
-from kifabrik.data.dedup import DedupReport, contamination, dedup, split
-from kifabrik.data.documents import Chunker, document_rows
+from kifabrik.data.dedup import (
+    DedupReport,
+    contamination,
+    dedup,
+    split,
+    split_documents,
+)
+from kifabrik.data.documents import Measure, document_rows
 from kifabrik.data.names import name_detector
 from kifabrik.data.options import ImportOptions
 from kifabrik.data.pii import PII_TYPES, Scanner
@@ -151,7 +157,7 @@ def load_policy(opts: ImportOptions, now: datetime) -> tuple[str, dict[str, Any]
     return name, doc
 
 
-def read_file(path: Path, opts: ImportOptions, chunker: Chunker, csv_map: dict[str, str] | None) -> tuple[list[Row], list[Problem]]:
+def read_file(path: Path, opts: ImportOptions, chunker: Measure, csv_map: dict[str, str] | None) -> tuple[list[Row], list[Problem]]:
     if path.stat().st_size == 0:
         return [], [Problem(str(path), None, "the file is empty")]
     kind = {"chat": "jsonl", "instruction": "jsonl", "text-jsonl": "jsonl"}.get(opts.format, opts.format)
@@ -169,15 +175,15 @@ def read_file(path: Path, opts: ImportOptions, chunker: Chunker, csv_map: dict[s
     return document_rows(path, "pdf" if kind == "pdf" else "text", chunker, opts.encoding)
 
 
-def make_chunker(ws: Workspace, opts: ImportOptions) -> tuple[Chunker, dict[str, Any] | None]:
+def make_chunker(ws: Workspace, opts: ImportOptions) -> tuple[Measure, dict[str, Any] | None]:
     if not opts.model:
-        return Chunker(opts.chunk_size or 2000, "characters"), None
+        return Measure(opts.chunk_size or 2000, "characters"), None
     from kifabrik.models.loading import load_tokenizer
     from kifabrik.models.sources import model_path
 
     record = ws.catalog.get_artifact(opts.model, "model")
     tokenizer = load_tokenizer(model_path(ws, record), trust_remote_code=bool(record.meta.get("trust_remote_code")))
-    return Chunker(opts.chunk_size or 512, "tokens", tokenizer), {"id": record.id, "ref": record.ref}
+    return Measure(opts.chunk_size or 512, "tokens", tokenizer), {"id": record.id, "ref": record.ref}
 
 
 def _refuse(problems: list[Problem], opts: ImportOptions) -> KifabrikError:
@@ -254,7 +260,7 @@ def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") ->
             if found and opts.pii == "drop":
                 dropped += 1
                 continue
-            out.append(Row(row.source, row.line, record))
+            out.append(row._replace(record=record))
         return out
 
     with progress.bar("scanning for personal data", None):
@@ -269,9 +275,15 @@ def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") ->
     if test_files:
         train, test = rows, test_rows
         split_info = {"method": "given held-out files", "test_files": [str(p) for p in test_files]}
+    elif fmt == "text" and all(r.section is not None for r in rows):
+        # Chunks of documents: whole documents or top-level sections, never single chunks.
+        train, test, split_info = split_documents(rows, opts.test_fraction, opts.seed)
+        if opts.test_fraction > 0 and not test:
+            progress.info(f"{opts.name}: {split_info['method']}")
     else:
         train, test = split(rows, opts.test_fraction, opts.seed)
-        split_info = {"method": "seeded random", "seed": opts.seed, "test_fraction": opts.test_fraction}
+        split_info = {"method": "seeded random, by row", "unit": "row", "seed": opts.seed,
+                      "test_fraction": opts.test_fraction}
     if not train:
         raise KifabrikError("no training rows are left after PII handling, deduplication and the split",
                             hint="check --pii drop and --test-fraction")
@@ -316,7 +328,7 @@ def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") ->
     return ImportResult(record, facts)
 
 
-def _size(train: list[Row], test: list[Row], chunker: Chunker, model: dict[str, Any] | None, fmt: str) -> dict[str, Any]:
+def _size(train: list[Row], test: list[Row], chunker: Measure, model: dict[str, Any] | None, fmt: str) -> dict[str, Any]:
     size: dict[str, Any] = {"characters": {"train": sum(len(row_text(r.record)) for r in train),
                                            "test": sum(len(row_text(r.record)) for r in test)}}
     if chunker.tokenizer is not None:

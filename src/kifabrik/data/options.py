@@ -39,7 +39,9 @@ class DatasetSpec(StrictModel):
     near_duplicate_threshold: float = Field(default=0.9, gt=0.0, le=1.0, description="Jaccard similarity "
                                                                                       "from which rows count as near duplicates.")
     test_fraction: float = Field(default=0.1, ge=0.0, lt=1.0, description="Share of rows held out for testing "
-                                                                          "(ignored with test_path).")
+                                                                          "(ignored with test_path). Documents are "
+                                                                          "held out whole, or by whole top-level "
+                                                                          "section, never by single chunks.")
     seed: int = Field(default=0, description="Seed of the train/test split.")
     model: str | None = Field(default=None, description="Registered model whose tokenizer counts tokens and "
                                                         "chunks text (default: count characters).")

@@ -24,11 +24,16 @@ class Problem(NamedTuple):
 
 
 class Row(NamedTuple):
-    """A valid, normalised row and where it came from (line number, `page 3`, `chunk 2`)."""
+    """A valid, normalised row and where it came from (line number, `page 3`, `chunk 2`).
+
+    `section` is set on rows cut from a document: the top-level section they lie in ("" before
+    the first); a test split takes whole documents or whole sections, never single chunks.
+    """
 
     source: str
     line: int | str
     record: dict[str, Any]
+    section: str | None = None
 
     @property
     def kind(self) -> Kind:
