@@ -123,8 +123,8 @@ def test_not_assessable_is_rendered_with_its_reason(ws, tiny_model):
             f"(95 % CI 0.06–0.18, n = 96; lower is better) → not assessable: {why} |") in text
     assert "Indicators: 3 in all, 1 with machine evidence, 0 assessed by people, 1 open, 1 not assessable." in text
     card = (ws.path(res.record) / "README.md").read_text(encoding="utf-8")
-    assert f"| nd.abs_bias_ambig | 0.12 [6] | 96 [6] | 0.06–0.18 [6] (not meaningful: {why}) | – |" in card
-    assert "| ND | not assessable [6] |" in card
+    assert f"| nd.abs_bias_ambig | 0.12 [7] | 96 [7] | 0.06–0.18 [7] (not meaningful: {why}) | – |" in card
+    assert "| ND | not assessable [7] |" in card
     # without the catalogue's verdict, the recorded stats still decide: no level for the bias score
     other = make_adapter(ws, tiny_model, [ds], name="other-lora")
     bare = make_evaluation(ws, other, bias_why=why, catalogue=None)

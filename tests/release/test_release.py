@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -179,7 +180,7 @@ def test_release_bundles_weights_documents_lineage_and_checksums(cli, ws, tiny_m
 def test_a_model_release_carries_its_full_weights_and_documents_say_so(cli, ws, tiny_model):
     r = cli("release", "tiny", "--name", "tiny-release", "--version", "0.1")
     assert r.code == 0, r.err
-    assert "generating the documents of tiny@1" in r.out
+    assert "documents of this release: tiny-release-0.1-documents@1" in r.out
     rec = ws.catalog.get_artifact("tiny-release", "release")
     assert (ws.path(rec) / "weights" / "model.safetensors").exists()
     assert json.loads((ws.path(rec) / "release.json").read_text())["weights"]["weights_sha256"] == \
@@ -200,9 +201,69 @@ def test_recipe_stages_document_and_release(ws, tiny_model_dir, tmp_path):
                           "release_name": "r-base", "version": "1.0", "license": "Apache-2.0"}]}
     result = run_recipe(ws, validate_recipe(recipe))
     docs, rel = result.steps[0].outputs[0], result.steps[1].outputs[0]
-    assert docs.kind == "document" and rel.kind == "release" and rel.meta["documents"] == docs.id
+    assert docs.kind == "document" and rel.kind == "release"
     assert "Schmidt GmbH [" in (tmp_path / "docs" / "README.md").read_text(encoding="utf-8")
+    # the bundle carries documents made for this release, from the document step it names
+    info = json.loads((ws.path(rel) / "release.json").read_text(encoding="utf-8"))
+    assert info["documents"]["made_from"]["id"] == docs.id and info["documents"]["id"] == rel.meta["documents"]
+    card = (ws.path(rel) / "documents" / "README.md").read_text(encoding="utf-8")
+    assert "Schmidt GmbH [" in card and "Service answers. [" in card
+    line = re.search(r"- This release: r-base \[(\d+)\] 1\.0 \[\1\], released (\S+) \[\1\] under the licence "
+                     r"Apache-2\.0 \[\1\]", card)
+    assert line and line.group(2) == info["created_at"]
     bad = {**recipe, "stages": [{"stage": "release", "model": "base", "release_name": "x", "version": "1",
                                  "gates": [{"min": {"metric": "acc", "value": 1}, "max": {"metric": "acc", "value": 1}}]}]}
     with pytest.raises(Exception, match="exactly one of min, max or dimension"):
         validate_recipe(bad)
+
+
+ORG_FILE = """provider: Schmidt Maschinenbau GmbH
+contact: ki@schmidt.example
+intended_purpose: Antworten auf Servicefragen zu unseren Fräsmaschinen.
+acceptable_use: Nur für das Service-Team; jede Antwort prüft ein Mensch.
+"""
+
+
+def test_the_bundled_documents_describe_this_release_with_the_facts_given_to_document(cli, ws, tiny_model, tmp_path):
+    """`kifabrik document --org --data-source`, then `kifabrik release`: the bundle's documents keep the provider
+    facts and categories, and state this release's version, date, licence, audience and gates."""
+    facts = build_facts(ws, tiny_model)  # 40 of 64 right: acc 0.625, Wilson 0.5025-0.7333
+    org = tmp_path / "org.yaml"
+    org.write_text(ORG_FILE, encoding="utf-8")
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("- min: {task: werkstatt, metric: acc, value: 0.5}\n", encoding="utf-8")
+    r = cli("document", "service-lora", "--org", str(org), "--data-source", "service-chats=private")
+    assert r.code == 0, r.err
+    r = cli("release", "service-lora", "--name", "schmidt-service", "--version", "1.2.0", "--audience", "internal",
+            "--license", "LicenseRef-Schmidt-internal", "--gate", str(gates))
+    assert r.code == 0, r.err
+    rec = ws.catalog.get_artifact("schmidt-service", "release")
+    info = json.loads((ws.path(rec) / "release.json").read_text(encoding="utf-8"))
+    docs = {p.name: p.read_text(encoding="utf-8") for p in (ws.path(rec) / "documents").glob("*.md")}
+    annex = docs["annex-xi.md"]
+    assert "Antworten auf Servicefragen zu unseren Fräsmaschinen. [" in annex
+    assert "organisation file org.yaml (as given to documents service-lora-documents@1)" in annex
+    assert "pass --org FILE" not in annex and "no release of this model is recorded yet" not in annex
+    n = re.search(r"- This release: schmidt-service \[(\d+)\] 1\.2\.0 \[\1\], released (\S+) \[\1\] under the "
+                  r"licence LicenseRef-Schmidt-internal \[\1\]", annex)
+    assert n and n.group(2) == info["created_at"]
+    cite = n.group(1)
+    assert (f"- Audience: internal: deployed inside the organisation only and never distributed (the usage policies "
+            f"of the data were asked for `serving`) [{cite}]") in annex
+    assert (f"  - task.werkstatt.acc ≥ 0.5 (lower end of the 95 % CI, at least 30 items) [{cite}]: evaluation "
+            f"eval-service-lora@1 ({facts['evaluation'].id[:12]}): task werkstatt, metric acc = 0.625, 95 % CI "
+            f"0.503–0.733, n = 64 [{cite}]") in annex
+    assert f"[{cite}] release schmidt-service 1.2.0: release.json of its bundle" in annex
+    assert "### 1(f) Licence\n\nLicenseRef-Schmidt-internal [" in annex
+    summary = docs["training-content-summary.md"]
+    assert "category private (the provider's own non-public data)" in summary
+    assert "Date of placement on the market: none — this release schmidt-service" in summary
+    assert "license: other\nlicense_name: schmidt-internal\n" in docs["README.md"]
+    assert "## Release\n" in docs["README.md"] and "this release schmidt-service" in docs["annex-xii.md"]
+    bundled = ws.catalog.get_artifact(rec.meta["documents"])
+    assert bundled.meta["release"]["version"] == "1.2.0" and bundled.meta["license"] == "LicenseRef-Schmidt-internal"
+    assert info["documents"]["made_from"]["ref"] == "service-lora-documents@1"
+    # the organisation file takes the licence from the release, and says so
+    org.write_text(ORG_FILE + "license: Apache-2.0\n", encoding="utf-8")
+    r = cli("document", "service-lora", "--org", str(org))
+    assert r.code == 1 and "a licence is chosen per release" in r.err

@@ -11,7 +11,7 @@ from kifabrik.cli.common import out, workspace
 from kifabrik.cli.options import Flag, ModelFlags, key_values
 from kifabrik.document.api import DocumentOptions
 
-CATEGORIES = "public, licensed, private, crawled, user, synthetic, other"
+CATEGORIES = "public, licensed, third-party, private (your own data), crawled, user, synthetic, other"
 
 
 def parse_sources(items: list[str]) -> dict[str, str]:

@@ -24,6 +24,7 @@ from kifabrik.config import Organisation, StrictModel
 from kifabrik.document import bom as boms
 from kifabrik.document.collect import (
     NO_TRAINING,
+    adapted_facts,
     base_facts,
     collect_lineage,
     derived,
@@ -32,6 +33,7 @@ from kifabrik.document.collect import (
     model_facts,
     release_facts,
     target_record,
+    this_release_facts,
     training_facts,
 )
 from kifabrik.document.datafacts import (
@@ -39,6 +41,7 @@ from kifabrik.document.datafacts import (
     content_summary,
     dataset_facts,
     restriction_facts,
+    training_tokens,
 )
 from kifabrik.document.facts import (
     Fact,
@@ -73,8 +76,9 @@ class DocumentOptions(StrictModel):
     catalogue: str | None = Field(default=None, description="MISSION KI VCIO.json (or its folder); default "
                                   "$KIFABRIK_MISSION_KI, else the catalogue the evaluation used.")
     data_sources: dict[str, Category] = Field(default_factory=dict, description="Source category of each training "
-                                              "dataset for the training-content summary: public, licensed, private, "
-                                              "crawled, user, synthetic or other (key: dataset name).")
+                                              "dataset for the training-content summary: public, licensed, "
+                                              "third-party, private (the provider's own data), crawled, user, "
+                                              "synthetic or other (key: dataset name).")
     license: str | None = Field(default=None, description="Licence chosen for releasing the model (SPDX id); "
                                 "default: the licence recorded for the model (inherited from its base).")
     format: Format = Field(default="md", description="Format copied to `out`: md, html or pdf (md and html are "
@@ -89,8 +93,12 @@ class DocumentResult:
 
 
 def gather(ws: Workspace, ref: str, opts: DocumentOptions, org: Organisation | None,
-           org_label: str) -> dict[str, Any]:
-    """Every fact the templates use, read from the catalog (nothing is written)."""
+           org_label: str, release: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every fact the templates use, read from the catalog (nothing is written).
+
+    `release`: the release the documents are made for (the release stage's facts: name, version,
+    licence, audience, date, gates); its licence is the documented licence.
+    """
     target = target_record(ws, ref)
     found = collect_lineage(ws, target)
     names = {d.name for d in found["datasets"]}
@@ -106,7 +114,12 @@ def gather(ws: Workspace, ref: str, opts: DocumentOptions, org: Organisation | N
     flops = [t["flops"].value for t in trainings if t["flops"].recorded]
     walls = [t["wall_time_s"].value for t in trainings if t["wall_time_s"].recorded]
     m = model_facts(ws, target, found["base"])
-    if opts.license:
+    adapted_facts(m, target, found["trainings"], found["merges"])
+    training_tokens(datasets, trainings)
+    this = this_release_facts(release) if release else None
+    if this is not None:
+        m["license"] = this["license"]
+    elif opts.license:
         m["license"] = Fact(opts.license, Source("options", "document options: licence chosen for the release",
                                                  field="license"))
     return {
@@ -117,7 +130,7 @@ def gather(ws: Workspace, ref: str, opts: DocumentOptions, org: Organisation | N
         "org": organisation_facts(org, org_label), "trainings": trainings,
         "merges": [merge_facts(r, found["lineage"]) for r in found["merges"]],
         "datasets": datasets, "evaluations": evaluations,
-        "releases": [release_facts(r) for r in found["releases"]],
+        "releases": [release_facts(r) for r in found["releases"]], "release": this,
         "restrictions": restriction_facts(ws, target),
         "summary": content_summary(datasets, trainings),
         "mission": assessment(catalogue_path(opts.catalogue, mission_eval), mission_eval),
@@ -147,6 +160,8 @@ def ml_bom(ctx: dict[str, Any]) -> tuple[dict[str, Any], str]:
 def facts_json(ctx: dict[str, Any]) -> dict[str, Any]:
     keep = ("doc", "m", "base", "org", "trainings", "merges", "datasets", "releases", "restrictions", "summary", "totals")
     data = {k: ctx[k] for k in keep}
+    if ctx["release"] is not None:
+        data["release"] = ctx["release"]
     data["evaluations"] = [{k: v for k, v in e.items() if k not in ("results", "source")} for e in ctx["evaluations"]]
     data["mission"] = {k: v for k, v in ctx["mission"].items() if k != "evaluation"}
     return as_jsonable(data)
@@ -164,7 +179,7 @@ def count_missing(tree: Any) -> int:
 
 def document(ws: Workspace, ref: str, opts: DocumentOptions | None = None, *, org: Organisation | None = None,
              org_label: str = "organisation facts", out: Path | None = None, name: str | None = None,
-             actor: str = "cli") -> DocumentResult:
+             actor: str = "cli", release: dict[str, Any] | None = None) -> DocumentResult:
     """Generate every document of model or adapter `ref` from catalog records and record them.
 
     Args:
@@ -176,13 +191,15 @@ def document(ws: Workspace, ref: str, opts: DocumentOptions | None = None, *, or
         out: Also copy the documents (in `opts.format`) and the ML-BOM to this folder.
         name: Name of the document artifact (default `<model>-documents`).
         actor: Who asks (audit log).
+        release: The release these documents are made for (set by the release stage, which bundles
+            them): its name, version, licence, audience, date and gates are stated in them.
 
     Raises:
         KifabrikError: not a model/adapter, unknown datasets in `data_sources`, a missing
             catalogue, or `pdf` without WeasyPrint. Nothing is written then.
     """
     opts = opts or DocumentOptions()
-    ctx = gather(ws, ref, opts, org, org_label)
+    ctx = gather(ws, ref, opts, org, org_label, release)
     target: ArtifactRecord = ctx["target"]
     texts = render_all(ctx)
     bom, bom_check = ml_bom(ctx)
@@ -192,10 +209,14 @@ def document(ws: Workspace, ref: str, opts: DocumentOptions | None = None, *, or
     meta = {"target": target.ref, "target_id": target.id, "target_kind": target.kind,
             "license": ctx["m"]["license"].value, "documents": sorted(texts), "bom": bom_check,
             "catalogue": ctx["mission"]["catalogue"].value, "evaluations": evaluations,
-            "not_recorded": count_missing(facts), "formats": ["md", "html"] + (["pdf"] if opts.format == "pdf" else [])}
+            "not_recorded": count_missing(facts), "formats": ["md", "html"] + (["pdf"] if opts.format == "pdf" else []),
+            **({"release": {k: release[k] for k in ("name", "version", "audience", "created_at")}} if release else {})}
+    # What the documents were made from beyond the catalog: a release made later regenerates them from it.
+    config = {**opts.model_dump(mode="json"), "organisation": org.model_dump(exclude_none=True) if org else None,
+              "organisation_label": org_label if org else None, "release": release}
     parents: list[Any] = [(target.id, "documents")] + [(e, "evidence") for e in evaluations]
     with ws.catalog.transaction():  # record, policies and audit entry commit together
-        with ws.create(KIND, name or f"{target.name}-documents", parents=parents, config=opts.model_dump(mode="json"),
+        with ws.create(KIND, name or f"{target.name}-documents", parents=parents, config=config,
                        meta=meta) as draft:
             for rel, text in texts.items():
                 draft.write_text(rel, text)

@@ -114,7 +114,7 @@ def model_facts(ws: Workspace, target: ArtifactRecord, base: ArtifactRecord | No
         "model_type": either("model_type", "no model type is recorded"),
         "parameters": params,
         "trainable_parameters": meta_fact(target, "trainable_parameters",
-                                          missing="not an adapter or fine-tune: no trainable-parameter count"),
+                                          missing="no training run is recorded for this model (a registered model)"),
         "hidden_size": meta_fact(arch_rec, "hidden_size", missing="config.json gives no hidden size"),
         "num_layers": meta_fact(arch_rec, "num_layers", missing="config.json gives no layer count"),
         "vocab_size": meta_fact(arch_rec, "vocab_size", missing="config.json gives no vocabulary size"),
@@ -128,12 +128,47 @@ def model_facts(ws: Workspace, target: ArtifactRecord, base: ArtifactRecord | No
                                     missing="an adapter has no full weights; see the base model's hash"),
         "method": meta_fact(target, "method", missing="no training or merge method is recorded (a registered model)"),
         "objective": meta_fact(target, "objective", missing="no training objective is recorded"),
-        "rank": meta_fact(target, "rank", missing="not a LoRA adapter"),
-        "alpha": meta_fact(target, "alpha", missing="not a LoRA adapter"),
-        "target_modules": meta_fact(target, "target_modules", missing="not a LoRA adapter"),
+        "rank": lora_fact(ws, target, "rank", "r"),
+        "alpha": lora_fact(ws, target, "alpha", "lora_alpha"),
+        "target_modules": lora_fact(ws, target, "target_modules", "target_modules"),
         "source": meta_fact(target, "source", missing="no source is recorded (a trained or merged artifact)"),
         "software": software_versions(ws, target),
     }
+
+
+def lora_fact(ws: Workspace, target: ArtifactRecord, key: str, peft_key: str) -> Fact:
+    """A LoRA setting from the record, else from the adapter's own adapter_config.json (a merge records the rank
+    it computed there, PEFT the alpha); "not a LoRA adapter" only for a model."""
+    own = meta_fact(target, key, missing="not a LoRA adapter: a full model")
+    if own.recorded or target.kind != "adapter":
+        return own
+    cfg = read_json(ws.path(target) / "adapter_config.json") or {}
+    value = cfg.get(peft_key)
+    if isinstance(value, dict | set):
+        value = sorted(value)
+    return fact(value, artifact_source(target), f"adapter_config.json:{peft_key}",
+                missing=f"neither the adapter record nor its adapter_config.json records the {key}")
+
+
+def adapted_facts(m: dict[str, Any], target: ArtifactRecord, trainings: list[ArtifactRecord],
+                  merges: list[ArtifactRecord]) -> None:
+    """Objective and trainable parameters of a merge, from the trainings of the adapters it merged.
+
+    A merge trains nothing; what it combines was trained, and that is what a reader of Annex XI asks.
+    """
+    own = [r for r in trainings if r.id == target.id]
+    if own or not merges:
+        return
+    src = Source("derived", "training records of the merged adapters: "
+                 + ", ".join(r.ref for r in trainings) if trainings else "no training record")
+    objectives = sorted({r.meta["objective"] for r in trainings if r.meta.get("objective")})
+    if not m["objective"].recorded and objectives:
+        m["objective"] = Fact(", ".join(objectives) + f" (the objective of the merged adapters: "
+                              f"{', '.join(r.ref for r in trainings)})", src.at("meta.objective"))
+    counted = [(r.ref, r.meta["trainable_parameters"]) for r in trainings if r.meta.get("trainable_parameters")]
+    if not m["trainable_parameters"].recorded and counted:
+        m["trainable_parameters"] = Fact("none in the merge itself; the merged adapters trained "
+                                         + ", ".join(f"{n:,} ({ref})" for ref, n in counted), src.at("meta.trainable_parameters"))
 
 
 def base_facts(base: ArtifactRecord | None) -> dict[str, Any] | None:
@@ -282,6 +317,43 @@ def release_facts(record: ArtifactRecord) -> dict[str, Any]:
             "version": meta_fact(record, "release_version", missing="no version"),
             "license": meta_fact(record, "license", missing="no licence"),
             "created_at": Fact(when(record.created_at), src.at("created_at"))}
+
+
+AUDIENCE = {
+    "internal": "internal: deployed inside the organisation only and never distributed (the usage policies of the "
+                "data were asked for `serving`)",
+    "public": "public: distributed under the licence above (the usage policies of the data were asked for "
+              "`release`{commercial})",
+}
+
+
+def this_release_facts(release: dict[str, Any]) -> dict[str, Any]:
+    """Facts of the release the documents are made for, as its release.json states them.
+
+    The documents are written before the release record (the bundle holds them, and the record's id is the
+    hash of the bundle), so they cite the bundle's release.json, which holds the same values.
+    """
+    src = Source("release", f"release {release['name']} {release['version']}: release.json of its bundle")
+    purposes = list(release.get("purposes") or [])
+    words = AUDIENCE[release["audience"]].format(
+        commercial=" and `commercialUse`" if "commercialUse" in purposes else "")
+    gates = [{"gate": Fact(g["gate"], src.at(f"gates[{i}].gate")),
+              "passed": Fact(g["passed"], src.at(f"gates[{i}].passed")),
+              "reason": Fact(g["reason"], src.at(f"gates[{i}].reason"))}
+             for i, g in enumerate(release.get("gates") or [])]
+    fach = release.get("fach_llm")
+    return {
+        "name": Fact(release["name"], src.at("name")), "version": Fact(release["version"], src.at("version")),
+        "license": Fact(release["license"], src.at("license")),
+        "audience": Fact(release["audience"], src.at("audience")), "audience_words": Fact(words, src.at("audience")),
+        "internal": release["audience"] == "internal",
+        "created_at": Fact(release["created_at"], src.at("created_at")),
+        "gates": gates,
+        "no_gates": Fact("none: no quality gate was set for this release", src.at("gates")),
+        "fach_llm": (Fact(f"{fach['ref']} (this adapter with the knowledge base {fach['knowledge_base']['ref']}; "
+                          "every retrieved passage's own usage policy is checked when it is served)", src.at("fach_llm"))
+                     if fach else None),
+    }
 
 
 def derived(label: str) -> Source:

@@ -21,16 +21,25 @@ from kifabrik.policy.odrl import PolicyError
 from kifabrik.workspace import Workspace
 
 #: The template's data-source sections, by the category people give a dataset (`--data-source NAME=CATEGORY`).
-Category = Literal["public", "licensed", "private", "crawled", "user", "synthetic", "other"]
+#: `private` is the provider's own non-public data (a company's chats, handbooks): not obtained from third
+#: parties, so section 2.6; `licensed` and `third-party` are private data obtained from others (2.2).
+Category = Literal["public", "licensed", "third-party", "private", "crawled", "user", "synthetic", "other"]
 SECTIONS: dict[str, str] = {
-    "public": "2.1", "licensed": "2.2", "private": "2.2", "crawled": "2.3", "user": "2.4", "synthetic": "2.5",
-    "other": "2.6",
+    "public": "2.1", "licensed": "2.2", "third-party": "2.2", "private": "2.6", "crawled": "2.3", "user": "2.4",
+    "synthetic": "2.5", "other": "2.6",
+}
+CATEGORY_WORDS: dict[str, str] = {
+    "public": "publicly available dataset", "licensed": "private dataset licensed from a third party",
+    "third-party": "private dataset obtained from a third party", "private": "the provider's own non-public data",
+    "crawled": "crawled or scraped from online sources", "user": "data of users of the provider's services",
+    "synthetic": "synthetic data", "other": "other source",
 }
 #: Size bands of the template for text (tokens).
 BANDS = [(1_000_000_000, "less than 1 billion tokens"), (10 * 10**12, "1 billion to 10 trillion tokens")]
 UNCLASSIFIED = ("nobody classified this dataset into a source category of the template: give "
-                "`data_sources: {NAME: public|licensed|private|crawled|user|synthetic|other}` in the document step "
-                "or --data-source NAME=CATEGORY")
+                "`data_sources: {NAME: public|licensed|third-party|private|crawled|user|synthetic|other}` in the "
+                "document or release step or --data-source NAME=CATEGORY")
+IMPORT_DATE = "import date"
 
 
 def policy_facts(ws: Workspace, record: ArtifactRecord) -> list[dict[str, Any]]:
@@ -80,13 +89,15 @@ def dataset_facts(ws: Workspace, record: ArtifactRecord, categories: dict[str, s
         "pii_found": (not_recorded(no_card) if not card.get("pii")
                       else Fact(pii_counts or "none found", src.at("card.json:pii.counts"))),
         "pii_checks": c("pii.checks"),
+        # what the scan could not see belongs beside what it found
+        "pii_names": c("pii.names", "the card does not say whether person names were detected"),
         "dedup_exact": c("dedup.exact"), "dedup_near": c("dedup.near"),
         "invalid_skipped": c("rows.invalid_skipped"),
         "contamination_flagged": c("contamination.rows_flagged"),
         "contamination_test_rows": c("contamination.test_rows"),
         "policies": policy_facts(ws, record),
-        "category": fact(cat, Source("options", "document options"), f"data_sources.{record.name}",
-                         missing=UNCLASSIFIED),
+        "category": fact(f"{cat} ({CATEGORY_WORDS[cat]})" if cat else None, Source("options", "document options"),
+                         f"data_sources.{record.name}", missing=UNCLASSIFIED),
         "section": SECTIONS.get(cat or "", None),
     }
 
@@ -99,6 +110,21 @@ def restriction_facts(ws: Workspace, target: ArtifactRecord) -> list[dict[str, A
         out.append({"kind": r["kind"], "text": Fact(r["text"], src.at(r.get("rule") or "rule")),
                     "from": ", ".join(f"{s['kind']} {s['ref']}" for s in r["sources"])})
     return out
+
+
+def training_tokens(datasets: list[dict[str, Any]], trainings: list[dict[str, Any]]) -> None:
+    """A dataset imported without a tokenizer has no token count of its own; the training that used it counted
+    the tokens of its training sequences (section 2(b)): say that, with the datasets it counted together."""
+    for d in datasets:
+        if d["tokens_train"].recorded:
+            continue
+        used = [t for t in trainings if d["ref"].value in t["datasets"] and t["train_tokens"].recorded]
+        if used:
+            t = used[-1]
+            others = [r for r in t["datasets"] if r != d["ref"].value]
+            d["tokens_train"] = Fact(f"{t['train_tokens'].value:,} in the training sequences of {t['record'].value}"
+                                     + (f" together with {', '.join(others)}" if others else "")
+                                     + " (not counted per dataset at import)", t["train_tokens"].source)
 
 
 def size_band(tokens: int) -> str:
@@ -125,9 +151,15 @@ def content_summary(datasets: list[dict[str, Any]], trainings: list[dict[str, An
             langs[lang] = max(langs.get(lang, 0.0), share)
     languages = (Fact(sorted(langs, key=lambda k: -langs[k]), derived.at("languages.shares"))
                  if langs else not_recorded("no language detection is recorded for the training datasets"))
-    dates = [str(d["collected"].value)[:10] for d in datasets if d["collected"].recorded]
-    latest = (Fact(max(dates), derived.at("collected")) if dates
-              else not_recorded("the dataset cards record no collection date"))
+    # a card without a stated collection date records the import date and says so: keep the qualifier
+    dates = [(str(d["collected"].value)[:10], IMPORT_DATE in str(d["collected"].value), d["name"].value)
+             for d in datasets if d["collected"].recorded]
+    if dates:
+        day, imported, name = max(dates)
+        latest = Fact(f"{day} (import date of {name}; its collection date was not given)" if imported else day,
+                      derived.at("collected"))
+    else:
+        latest = not_recorded("the dataset cards record no collection date")
     by_section: dict[str, list[dict[str, Any]]] = {s: [] for s in ("2.1", "2.2", "2.3", "2.4", "2.5", "2.6")}
     for d in datasets:
         if d["section"]:

@@ -139,8 +139,12 @@ def load_organisation(path: Path) -> Organisation:
     try:
         return Organisation.model_validate(data)
     except ValidationError as exc:
-        raise KifabrikError("\n".join(validation_messages(exc, data, str(path))),
-                            hint="keys: provider, contact, intended_purpose, acceptable_use") from None
+        hint = "keys: provider, contact, intended_purpose, acceptable_use"
+        if {"license", "licence"} & set(data):
+            # the same organisation releases under different licences: the licence belongs to the release
+            hint = ("a licence is chosen per release, not for the organisation: kifabrik release --license SPDX-ID "
+                    "(or kifabrik document --license SPDX-ID); " + hint)
+        raise KifabrikError("\n".join(validation_messages(exc, data, str(path))), hint=hint) from None
 
 
 def organisation_facts(org: Organisation | None, label: str) -> dict[str, Fact]:

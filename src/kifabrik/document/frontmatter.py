@@ -37,7 +37,11 @@ def front_matter(ctx: dict[str, Any]) -> str:
     data: dict[str, Any] = {}
     missing: list[str] = []
     lic = m["license"]
-    if lic.recorded and not str(lic.value).startswith("unknown"):
+    if lic.recorded and str(lic.value).startswith("LicenseRef-"):
+        # The Hub's way to name a licence of one's own: `other` with its name.
+        data["license"] = "other"
+        data["license_name"] = str(lic.value).removeprefix("LicenseRef-").lower()
+    elif lic.recorded and not str(lic.value).startswith("unknown"):
         data["license"] = str(lic.value).lower()
     else:
         missing.append(f"license: {lic.reason or lic.value}")

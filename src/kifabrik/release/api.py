@@ -6,9 +6,12 @@
 
 Order: every input is checked first (name, version, licence, gates, documents); then the
 usage policies are asked (`release`, and `commercialUse` unless the licence forbids commercial
-use), then the quality gates; only then is the bundle written (kind `release`; its manifest
-last). A refusal names the policy or gate, the dataset or evaluation and the failing value; it
-is written to the audit log and, as the run's error, to a failed run record.
+use), then the quality gates; only then are the documents of this release generated (its name,
+version, date, licence, audience and gates stated in them, the provider facts and data-source
+categories carried over from the documents it starts from) and the bundle written (kind
+`release`; its manifest last), the two recorded together. A refusal names the policy or gate,
+the dataset or evaluation and the failing value; it is written to the audit log and, as the
+run's error, to a failed run record.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from pydantic import Field
 
 import kifabrik
 from kifabrik.catalog import ArtifactRecord
-from kifabrik.config import StrictModel
-from kifabrik.errors import KifabrikError, NotFoundError
+from kifabrik.config import Organisation, StrictModel
+from kifabrik.errors import KifabrikError
 from kifabrik.release.bundle import write_bundle
 from kifabrik.release.gates import Gate, check_gates, load_gates
 from kifabrik.workspace import Workspace
@@ -42,8 +45,12 @@ class ReleaseOptions(StrictModel):
                                                           "documents state, i.e. the model's).")
     gates: list[Gate] = Field(default_factory=list, description="Quality gates on recorded evaluation metrics.")
     gate_file: str | None = Field(default=None, description="YAML file with more gates (a list, or `gates:`).")
-    documents: str | None = Field(default=None, description="Document artifact to bundle (default: the newest "
-                                                            "documents of the model).")
+    documents: str | None = Field(default=None, description="Documents to start from: the release bundles documents "
+                                  "made for itself, with the provider facts, data-source categories and format of "
+                                  "these (default: the newest documents of the model).")
+    data_sources: dict[str, str] = Field(default_factory=dict, description="Source category of a training dataset "
+                                         "for the bundled training-content summary (as `kifabrik document "
+                                         "--data-source`; added to those of the documents it starts from).")
     audience: Literal["public", "internal"] = Field(
         default="public",
         description="public: distributed under `license` (the policies must permit `release`, and `commercialUse` "
@@ -78,7 +85,8 @@ def spdx_licence(name: str) -> str:
     return spdx
 
 
-def newest_documents(ws: Workspace, target: ArtifactRecord, ref: str | None) -> ArtifactRecord:
+def newest_documents(ws: Workspace, target: ArtifactRecord, ref: str | None) -> ArtifactRecord | None:
+    """The documents `ref` names (they must document `target`), else the newest of `target`, else None."""
     docs = [ws.catalog.get_artifact(e.child_id) for e in ws.catalog.edges(parent=target.id) if e.relation == "documents"]
     if ref is not None:
         rec = ws.catalog.get_artifact(ref, "document")
@@ -87,17 +95,17 @@ def newest_documents(ws: Workspace, target: ArtifactRecord, ref: str | None) -> 
                                 hint=f"generate them with `kifabrik document {target.ref}`")
         return rec
     docs = sorted((d for d in docs if d.kind == "document" and d.status == "ok"), key=lambda d: d.created_at)
-    if not docs:
-        raise KifabrikError(f"no documents of {target.ref} are recorded; a release carries them",
-                            hint=f"generate them first: kifabrik document {target.ref}")
-    return docs[-1]
+    return docs[-1] if docs else None
 
 
-def release(ws: Workspace, ref: str, opts: ReleaseOptions, *, actor: str = "cli",
-            run_id: str | None = None) -> ArtifactRecord:
+def release(ws: Workspace, ref: str, opts: ReleaseOptions, *, org: Organisation | None = None,
+            org_label: str | None = None, actor: str = "cli", run_id: str | None = None) -> ArtifactRecord:
     """Release model or adapter `ref` as a bundle; see the module docstring.
 
     Args:
+        org: Provider facts for the bundled documents (`--org FILE`, a recipe's `organisation:`);
+            default: those the documents it starts from were made with.
+        org_label: Where `org` came from, cited in the documents.
         run_id: A run record the caller (the recipe runner) started and finishes; without
             one, `release` records its own run (failed with the reason when refused).
 
@@ -110,7 +118,7 @@ def release(ws: Workspace, ref: str, opts: ReleaseOptions, *, actor: str = "cli"
     if run_id is None:
         run_id = ws.catalog.start_run(KIND, {"target": target.id, **opts.model_dump(mode="json")}, name=opts.name)
     try:
-        record = _release(ws, target, opts, actor, run_id)
+        record = _release(ws, target, opts, actor, run_id, org, org_label)
     except BaseException as exc:
         details = getattr(exc, "details", None) or {"error": str(exc) if isinstance(exc, KifabrikError)
                                                     else "".join(traceback.format_exception_only(exc)).strip()}
@@ -125,8 +133,10 @@ def release(ws: Workspace, ref: str, opts: ReleaseOptions, *, actor: str = "cli"
     return record
 
 
-def _release(ws: Workspace, target: ArtifactRecord, opts: ReleaseOptions, actor: str, run_id: str) -> ArtifactRecord:
+def _release(ws: Workspace, target: ArtifactRecord, opts: ReleaseOptions, actor: str, run_id: str,
+             org: Organisation | None, org_label: str | None) -> ArtifactRecord:
     from kifabrik.policy import PolicyDenied, require
+    from kifabrik.registry import lookup
 
     gated = target  # the quality gates read the evaluations of what was asked for
     knowledge: ArtifactRecord | None = None
@@ -144,13 +154,8 @@ def _release(ws: Workspace, target: ArtifactRecord, opts: ReleaseOptions, actor:
         if rec.name == opts.name and rec.meta.get("release_version") == opts.version:
             raise KifabrikError(f"release {opts.name} {opts.version} exists already ({rec.id[:12]})",
                                 hint="give a new --version")
-    try:
-        docs: ArtifactRecord | None = newest_documents(ws, target, opts.documents)
-    except NotFoundError:
-        raise
-    except KifabrikError:
-        docs = None  # refused below, after the policies had their say
-    stated: str | None = (docs.meta.get("license") if docs else None) or target.meta.get("license")
+    earlier = newest_documents(ws, target, opts.documents)
+    stated: str | None = (earlier.meta.get("license") if earlier else None) or target.meta.get("license")
     if licence is None:
         if not stated:
             raise KifabrikError(f"no licence is recorded for {target.ref}", hint="choose one: --license SPDX-ID")
@@ -178,13 +183,6 @@ def _release(ws: Workspace, target: ArtifactRecord, opts: ReleaseOptions, actor:
                 hint=("choose a non-commercial licence (e.g. CC-BY-NC-4.0), or " if purpose == "commercialUse"
                       else "") + "ask the data owner for a policy that permits it; see `kifabrik policy show REF`",
                 details={"refused_by": "policy", "purpose": purpose, "license": licence, "denials": refusals}) from None
-    if docs is None:
-        docs = newest_documents(ws, target, opts.documents)  # raises: no documents recorded
-    stated = docs.meta.get("license") or target.meta.get("license")
-    if spdx_licence_or_none(str(stated)) != licence:
-        raise KifabrikError(f"the release licence {licence} differs from the licence the documents {docs.ref} state "
-                            f"({stated})", hint=f"regenerate them for this licence: kifabrik document {target.ref} "
-                                                f"--license {licence} (the release command does this itself)")
     results = check_gates(ws, gated, gates)
     failed = [r for r in results if not r.passed]
     if failed:
@@ -197,13 +195,32 @@ def _release(ws: Workspace, target: ArtifactRecord, opts: ReleaseOptions, actor:
 
     base = recorded_base(ws, target)
     created = datetime.now(UTC).isoformat(timespec="seconds")
+    fach = ({"fach_llm": {"id": gated.id, "ref": gated.ref, "knowledge_base": {"id": knowledge.id,
+                                                                                "ref": knowledge.ref}}}
+            if knowledge is not None else {})
+    facts = {"name": opts.name, "version": opts.version, "license": licence, "audience": opts.audience,
+             "created_at": created, "gates": [r.as_dict() for r in results], "purposes": purposes, **fach}
+    with ws.catalog.transaction():  # the documents of this release, the record, policies and audit entry commit together
+        docs: ArtifactRecord = lookup("documents", "release")(
+            ws, target, facts, earlier=earlier, org=org, org_label=org_label, data_sources=dict(opts.data_sources),
+            actor=actor)
+        return _bundle(ws, target, gated, knowledge, base, docs, results, purposes, created, licence, opts, actor,
+                       run_id, earlier)
+
+
+def _bundle(ws: Workspace, target: ArtifactRecord, gated: ArtifactRecord, knowledge: ArtifactRecord | None,
+            base: ArtifactRecord | None, docs: ArtifactRecord, results: list[Any], purposes: list[str], created: str,
+            licence: str, opts: ReleaseOptions, actor: str, run_id: str,
+            earlier: ArtifactRecord | None) -> ArtifactRecord:
     info = {"name": opts.name, "version": opts.version, "license": licence, "audience": opts.audience,
             "created_at": created,
             "model": {"id": target.id, "ref": target.ref, "kind": target.kind},
             **({"fach_llm": {"id": gated.id, "ref": gated.ref, "knowledge_base": {"id": knowledge.id,
                                                                                    "ref": knowledge.ref}}}
                if knowledge is not None else {}),
-            "documents": {"id": docs.id, "ref": docs.ref}, "gates": [r.as_dict() for r in results],
+            "documents": {"id": docs.id, "ref": docs.ref, **({"made_from": {"id": earlier.id, "ref": earlier.ref}}
+                                                             if earlier is not None else {})},
+            "gates": [r.as_dict() for r in results],
             "policy": {"purposes_permitted": purposes}, "run_id": run_id,
             "kifabrik_version": kifabrik.__version__,
             "distribution": "kifabrik release bundle: a folder with weights, documents, lineage.json, "

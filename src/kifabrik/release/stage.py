@@ -8,6 +8,9 @@
       gates:
         - min: {task: werkstatt, metric: acc, value: 0.3}
       documents: docs             # optional: an earlier document step (default: the newest documents)
+
+The release bundles documents made for itself (its version, date, licence, audience and gates),
+with the recipe's `organisation:` and the data-source categories of the documents it starts from.
 """
 
 from __future__ import annotations
@@ -34,7 +37,11 @@ class ReleaseStageOptions(StageOptions):
     license: str | None = Field(default=None, description="SPDX licence id (default: the documented licence).")
     gates: list[Gate] = Field(default_factory=list, description="Quality gates on recorded evaluation metrics.")
     gate_file: str | None = Field(default=None, description="YAML file with more gates.")
-    documents: str | None = Field(default=None, description="An earlier document step or a document artifact.")
+    documents: str | None = Field(default=None, description="An earlier document step or a document artifact to "
+                                  "start from: the bundled documents are made for this release with its provider "
+                                  "facts, data-source categories and format.")
+    data_sources: dict[str, str] = Field(default_factory=dict, description="Source categories of training datasets "
+                                         "for the training-content summary, added to those of `documents`.")
     audience: Literal["public", "internal"] = Field(default="public", description="public (distributed under "
                                                     "`license`) or internal (deployed inside the organisation only).")
     if_exists: Literal["refuse", "next-patch"] = Field(default="refuse", description="When this name and version "
@@ -62,8 +69,12 @@ def _run(ctx: StageContext, opts: ReleaseStageOptions) -> list[ArtifactRecord]:
     docs = ctx.resolve(opts.documents, "document").id if opts.documents else None
     version = next_free_version(ctx.ws, opts.release_name, opts.version) if opts.if_exists == "next-patch" else opts.version
     ropts = ReleaseOptions(name=opts.release_name, version=version, license=opts.license, gates=opts.gates,
-                           gate_file=opts.gate_file, documents=docs, audience=opts.audience)
-    return [release(ctx.ws, target.id, ropts, actor=f"pipeline:{ctx.pipeline_id[:12]}", run_id=ctx.run_id)]
+                           gate_file=opts.gate_file, documents=docs, audience=opts.audience,
+                           data_sources=opts.data_sources)
+    org = ctx.recipe.organisation
+    given = org if org.model_dump(exclude_none=True) else None
+    return [release(ctx.ws, target.id, ropts, org=given, org_label=f"recipe {ctx.recipe.name}: organisation section",
+                    actor=f"pipeline:{ctx.pipeline_id[:12]}", run_id=ctx.run_id)]
 
 
 register("stage", "release")(StageDef("release", ReleaseStageOptions, _run,
