@@ -45,29 +45,40 @@ def _label(a: ArtifactRecord) -> str:
 
 
 def as_text(lin: Lineage) -> str:
-    """An indented tree: ancestors above the artifact, descendants below."""
-    lines = []
+    """A tree of ancestors and one of descendants, each node printed once (as `cargo tree` does).
 
-    def walk(node: str, edges: list[EdgeRecord], up: bool, depth: int, seen: set[str]) -> None:
-        for e in edges:
-            if (e.child_id if up else e.parent_id) != node:
-                continue
+    Lineage is a DAG: a base model reached through an adapter and through a merged model is one
+    node. The first time a node appears its subtree follows; later appearances end in `(*)` and
+    refer to it instead of repeating the subtree, so the text grows with the number of edges.
+    """
+    lines: list[str] = []
+    repeated = False
+
+    def walk(node: str, edges: list[EdgeRecord], up: bool, prefix: str, shown: set[str]) -> None:
+        nonlocal repeated
+        mine = [e for e in edges if (e.child_id if up else e.parent_id) == node]
+        for i, e in enumerate(mine):
             other = e.parent_id if up else e.child_id
-            arrow = "<-" if up else "->"
+            last = i == len(mine) - 1
+            has_more = any((f.child_id if up else f.parent_id) == other for f in edges)
             attrs = f" {json.dumps(e.attributes)}" if e.attributes else ""
-            lines.append(f"{'  ' * depth}{arrow} {e.relation}{attrs}: {_label(lin.nodes[other])}")
-            if other not in seen:
-                walk(other, edges, up, depth + 1, seen | {other})
+            again = other in shown and has_more
+            repeated |= again
+            lines.append(f"{prefix}{'└── ' if last else '├── '}{'<-' if up else '->'} {e.relation}{attrs}: "
+                         f"{_label(lin.nodes[other])}{' (*)' if again else ''}")
+            if other not in shown:
+                shown.add(other)
+                walk(other, edges, up, prefix + ("    " if last else "│   "), shown)
 
     lines.append(_label(lin.root))
-    if lin.ancestors:
-        lines.append("ancestors:")
-        walk(lin.root.id, lin.ancestors, True, 1, {lin.root.id})
-    if lin.descendants:
-        lines.append("descendants:")
-        walk(lin.root.id, lin.descendants, False, 1, {lin.root.id})
+    for title, edges, up in (("ancestors:", lin.ancestors, True), ("descendants:", lin.descendants, False)):
+        if edges:
+            lines.append(title)
+            walk(lin.root.id, edges, up, "", {lin.root.id})
     if not lin.ancestors and not lin.descendants:
         lines.append("(no recorded ancestors or descendants)")
+    if repeated:
+        lines.append("(*) shown above with its own lineage; not repeated")
     return "\n".join(lines)
 
 

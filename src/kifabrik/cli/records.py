@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from kifabrik.cli import tables
 from kifabrik.cli.common import err, out, print_json, when, workspace
 from kifabrik.errors import KifabrikError
 
@@ -20,19 +21,31 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 @runs_app.command("list")
 def runs_list(pipeline: Annotated[str | None, typer.Option(help="Only the runs of this pipeline (id prefix).")] = None,
               limit: Annotated[int, typer.Option(help="How many.")] = 50,
-              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List recent runs, newest first."""
+              wide: Annotated[bool, typer.Option("--wide", help="Every column in full: ids, pipeline, recipe, "
+                                                               "times and errors, however wide.")] = False,
+              as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False) -> None:
+    """List recent runs, newest first (`kifabrik runs show RUN` for one in full)."""
     runs = workspace().catalog.list_runs(limit=limit if not pipeline else 10_000)
     if pipeline:
         runs = [r for r in runs if r.pipeline_id and r.pipeline_id.startswith(pipeline)]
     if as_json:
         print_json([r.__dict__ for r in runs])
         return
-    table = Table("run", "pipeline", "recipe", "step", "stage", "status", "started", "ended", "error")
-    for r in runs:
-        table.add_row(r.id[:12], (r.pipeline_id or "-")[:12], r.recipe or "-", r.name or "-", r.stage,
-                      r.status, when(r.started_at), when(r.ended_at), (r.error or "")[:60])
-    out.print(table)
+    if wide:
+        tables.show(["run", "pipeline", "recipe", "step", "stage", "status", "started", "ended", "took", "error"],
+                    [[r.id, r.pipeline_id or "-", r.recipe or "-", r.name or "-", r.stage, r.status, when(r.started_at),
+                      when(r.ended_at), tables.took(r.started_at, r.ended_at), " ".join((r.error or "").split())]
+                     for r in runs], wide=True)
+        return
+    width = tables.terminal_width()
+    lines = tables.render(["run", "step", "stage", "status", "started", "took"],
+                          [[r.id[:8], r.name or "-", r.stage, r.status, tables.ago(r.started_at),
+                            tables.took(r.started_at, r.ended_at)] for r in runs], width=width, caps={1: 28}, flex=1)
+    tables.echo(lines[0])
+    for r, line in zip(runs, lines[1:], strict=True):
+        tables.echo(line)
+        if r.error:  # under its run, on one line cut at the terminal's edge (`runs show RUN` has all of it)
+            tables.echo(tables.cut(f"          error: {' '.join(r.error.split())}", width))
 
 
 @runs_app.command("show")
@@ -43,17 +56,20 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run id or prefix.")]) 
 
 @artifacts_app.command("list")
 def artifacts_list(kind: Annotated[str | None, typer.Option(help="Only this kind (model, generations, ...).")] = None,
-                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List artifacts."""
+                   wide: Annotated[bool, typer.Option("--wide", help="Full ids and times, names never cut.")] = False,
+                   as_json: Annotated[bool, typer.Option("--json", help="Print the artifacts as JSON.")] = False) -> None:
+    """List artifacts, oldest first: short id, kind, name@version, status, age."""
     recs = workspace().catalog.list_artifacts(kind)
     if as_json:
         print_json([{"id": r.id, "kind": r.kind, "name": r.name, "version": r.version, "status": r.status,
                      "created_at": r.created_at} for r in recs])
         return
-    table = Table("kind", "name", "id", "status", "created")
-    for r in recs:
-        table.add_row(r.kind, r.ref, r.id[:12], r.status, when(r.created_at))
-    out.print(table)
+    if wide:
+        tables.show(["id", "kind", "name", "status", "created"],
+                    [[r.id, r.kind, r.ref, r.status, when(r.created_at)] for r in recs], wide=True)
+        return
+    tables.show(["id", "kind", "name", "status", "created"],
+                [[r.id[:12], r.kind, r.ref, r.status, tables.ago(r.created_at)] for r in recs], wide=False, flex=2)
 
 
 @audit_app.command("list")
