@@ -144,13 +144,24 @@ def test_machine_shop_numbers_are_not_pii() -> None:
 
 @given(st.text(alphabet="0123456789", min_size=18, max_size=18))
 @settings(max_examples=200, deadline=None)
-def test_any_valid_german_iban_is_found_and_a_typo_is_not(bban: str) -> None:
+def test_any_valid_german_iban_is_found_and_a_typo_is_a_possible_iban(bban: str) -> None:
     iban = make_iban(bban)
     spaced = " ".join(iban[i:i + 4] for i in range(0, 22, 4))
     assert [s.kind for s in SCANNER.find(f"Konto: {spaced}.")] == ["iban"]
     pos = random.Random(bban).randrange(4, 22)
     typo = iban[:pos] + str((int(iban[pos]) + 1) % 10) + iban[pos + 1:]
-    assert all(s.kind != "iban" for s in SCANNER.find(f"Konto: {typo}."))
+    # one changed digit always breaks mod 97, and it is still somebody's account number
+    assert not iban_ok(typo)
+    assert [s.kind for s in SCANNER.find(f"Konto: {typo}.")] == ["iban_possible"]
+    redacted, counts = SCANNER.redact(f"Konto: {typo}.")
+    assert redacted == "Konto: [IBAN]." and counts == {"iban_possible": 1}
+
+
+def test_a_possible_iban_needs_the_country_and_length_of_an_iban() -> None:
+    assert [s.kind for s in SCANNER.find("Konto DE88 3704 0044 0532 0130 00 bitte")] == ["iban_possible"]
+    # the length of no IBAN of that country, or no IBAN country at all: not an account number
+    assert all(s.kind not in ("iban", "iban_possible") for s in SCANNER.find("DE88 3704 0044 0532 0130 0"))
+    assert all(s.kind not in ("iban", "iban_possible") for s in SCANNER.find("QQ88 3704 0044 0532 0130 00"))
 
 
 @given(st.text(max_size=200))

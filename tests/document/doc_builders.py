@@ -101,6 +101,23 @@ def make_adapter(ws: Workspace, base: Any, datasets: list[Any], name: str = "ser
     return draft.record
 
 
+def make_merge(ws: Workspace, base: Any, adapters: list[Any], name: str = "merged-lora") -> Any:
+    """A merged adapter as the merge stage writes it: rank and modules in its record, alpha only in adapter_config.json."""
+    meta = {"method": "ties", "peft_combination": "ties", "weights": {a.ref: 0.5 for a in adapters}, "density": 0.5,
+            "majority_sign_method": "total", "seed": 0, "base_model": base.ref, "base_model_id": base.id,
+            "base_weights_sha256": base.meta.get("weights_sha256"), "architecture": base.meta.get("architecture"),
+            "model_type": base.meta.get("model_type"), "policy_ids": sorted({p for a in adapters for p in a.meta["policy_ids"]}),
+            "parents": [{"id": a.id, "ref": a.ref, "rank": 4} for a in adapters],
+            "datasets": [d for a in adapters for d in a.meta["datasets"]], "rank": 8, "target_modules": ["q_proj", "v_proj"]}
+    parents = [(base.id, "base_model")] + [(a.id, "merged_from", {"weight": 0.5, "given_weight": 1.0}) for a in adapters]
+    with ws.create("adapter", name, parents=parents, config={"merge": {"method": "ties"}}, meta=meta,
+                   policies=meta["policy_ids"]) as draft:
+        draft.write_json("adapter_config.json", {"peft_type": "LORA", "r": 8, "lora_alpha": 16,
+                                                 "base_model_name_or_path": "tiny", "peft_version": "0.0.test"})
+        draft.write_text("adapter_model.safetensors", "not real weights")
+    return draft.record
+
+
 THRESHOLDS = {"ve.accuracy": {"indicator": "VE1.5", "better": "higher", "need": {"1": 0.5, "2": 0.7, "3": 0.85}},
               "nd.abs_bias_ambig": {"indicator": "ND1.3", "better": "lower", "need": {"1": 0.2, "2": 0.1, "3": 0.05}}}
 

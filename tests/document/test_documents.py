@@ -168,3 +168,39 @@ def test_html_escapes_what_people_typed(ws, tiny_model, tmp_path):
     res = document(ws, "tiny", org=load_organisation(org), org_label="org.yaml")
     html = (ws.path(res.record) / "html" / "README.html").read_text(encoding="utf-8")
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_adapter_facts_are_read_from_the_records_that_hold_them(ws, tiny_model):
+    """A merge of two SFT adapters, trained on a dataset imported without a tokenizer or collection date."""
+    from doc_builders import make_adapter, make_merge
+
+    ds = make_dataset(ws, "service-chats", "internal-only")
+    card_path = ws.path(ds) / "card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    # as the data stage records a dataset imported without --model and --collected
+    card["size"]["tokens"] = {"train": None, "test": None, "tokenizer": None,
+                              "note": "unknown: no base model was given (--model), so characters were counted"}
+    card["collected"] = "2026-01-05 (import date; the collection date was not given)"
+    card["languages"]["shares"] = {"de": 1.0}
+    card_path.write_text(json.dumps(card), encoding="utf-8")  # the test's own record, rewritten before use
+    a = make_adapter(ws, tiny_model, [ds], name="wartung-lora")
+    b = make_adapter(ws, tiny_model, [ds], name="teile-lora")
+    merged = make_merge(ws, tiny_model, [a, b])
+    res = document(ws, merged.id, DocumentOptions(data_sources={"service-chats": "private"}))
+    annex = (ws.path(res.record) / "annex-xi.md").read_text(encoding="utf-8")
+    assert "training objective sft (the objective of the merged adapters: wartung-lora@1, teile-lora@1) [" in annex
+    assert ("| trainable parameters (adaptation) | none in the merge itself; the merged adapters trained "
+            "4,096 (wartung-lora@1), 4,096 (teile-lora@1) [") in annex
+    assert "LoRA rank 8 [1], alpha 16 [1], modules q_proj, v_proj [1]" in annex  # alpha from adapter_config.json
+    assert "not a LoRA adapter" not in annex and "not an adapter or fine-tune" not in annex
+    # 1(e): the languages of the training data first, the base model's as its card states them
+    assert "- Languages: de [" in annex and "(detected in the training data); de, en [" in annex
+    # 2(c) states the token count that 2(b) states, for what it counts
+    assert "| 456 in the training sequences of teile-lora@1 (not counted per dataset at import) [" in annex
+    summary = (ws.path(res.record) / "training-content-summary.md").read_text(encoding="utf-8")
+    assert "| latest date of data collection | 2026-01-05 (import date of service-chats; its collection date was " \
+           "not given) [" in summary
+    own = summary.split("### 2.6 Other sources of data")[1].split("## 3.")[0]
+    assert "service-chats@1" in own and "category private (the provider's own non-public data)" in own
+    third = summary.split("### 2.2 ")[1].split("### 2.3")[0]
+    assert "service-chats" not in third

@@ -95,3 +95,16 @@ def test_documents_name_source_files_without_the_machines_paths(stage_records: A
         assert str(ws.settings.home) not in text, f"{path.name} names the kifabrik home"
     annex = (ws.path(result.record) / "annex-xi.md").read_text(encoding="utf-8")
     assert "service.jsonl" in annex and source["sha256"] in annex
+
+
+def test_what_the_pii_scan_could_not_see_is_stated_where_the_data_is_described(stage_records: Any) -> None:
+    """The dataset card says whether person names were detected; so do the curation sections that use the data."""
+    ws, adapter, dataset = stage_records.ws, stage_records.adapter, stage_records.dataset
+    names = _json(ws, dataset, "card.json")["pii"]["names"]
+    assert names.startswith("person names were")  # the import's own words, detector or none
+    result = document(ws, adapter.id, DocumentOptions())
+    annex = (ws.path(result.record) / "annex-xi.md").read_text(encoding="utf-8")
+    curation = next(line for line in annex.splitlines() if line.startswith("- Curation:"))
+    assert f"limits of the scan: {names} [" in curation
+    summary = (ws.path(result.record) / "training-content-summary.md").read_text(encoding="utf-8")
+    assert "service-chats: mode redact [" in summary and f"limits of the scan: {names} [" in summary

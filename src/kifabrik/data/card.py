@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-PII_NAMES = {"email": "e-mail addresses", "phone": "phone numbers", "iban": "IBANs", "payment_card": "payment cards",
+PII_NAMES = {"email": "e-mail addresses", "phone": "phone numbers", "iban": "IBANs",
+             "iban_possible": "possible IBANs (country and length of an IBAN, check digits wrong)",
+             "payment_card": "payment cards",
              "tax_id": "German tax IDs", "social_insurance": "German social-insurance numbers",
              "ipv4": "IPv4 addresses", "ipv6": "IPv6 addresses", "person": "person names"}
 PII_MODES = {"redact": "replaced by placeholders such as [EMAIL]", "drop": "rows containing it were dropped",

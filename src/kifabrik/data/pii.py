@@ -1,7 +1,9 @@
 """Finding personal data in text: patterns confirmed by checksums, person names by NER where available.
 
 Every numeric identifier is confirmed before it counts: IBANs by their ISO 13616 mod-97
-check and country length, payment cards by issuer prefix and Luhn, the German tax ID by
+check and country length (a string of an IBAN's country, length and shape whose check fails is
+still a bank account with a typo, or one altered on purpose: it is reported and redacted as a
+possible IBAN, `iban_possible`), payment cards by issuer prefix and Luhn, the German tax ID by
 ISO 7064 MOD 11,10 and its digit-repetition rule, the German social-insurance number by
 its DRV check digit and embedded birth date, IP addresses by `ipaddress`, phone numbers by
 libphonenumber (`phonenumbers`). Raw values never leave this module: callers get spans,
@@ -20,8 +22,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-PII_TYPES = ("email", "phone", "iban", "payment_card", "tax_id", "social_insurance", "ipv4", "ipv6", "person")
-PLACEHOLDERS = {"email": "[EMAIL]", "phone": "[PHONE]", "iban": "[IBAN]", "payment_card": "[CARD]",
+PII_TYPES = ("email", "phone", "iban", "iban_possible", "payment_card", "tax_id", "social_insurance", "ipv4", "ipv6",
+             "person")
+PLACEHOLDERS = {"email": "[EMAIL]", "phone": "[PHONE]", "iban": "[IBAN]", "iban_possible": "[IBAN]", "payment_card": "[CARD]",
                 "tax_id": "[TAX_ID]", "social_insurance": "[SV_NUMBER]", "ipv4": "[IP]", "ipv6": "[IP]",
                 "person": "[NAME]"}
 #: Checksum tables (IBAN lengths, SV-number factors, card issuers) with their sources.
@@ -91,6 +94,12 @@ def iban_ok(iban: str) -> bool:
         return False
     moved = iban[4:] + iban[:4]
     return int("".join(str(int(ch, 36)) for ch in moved)) % 97 == 1
+
+
+def iban_shaped(iban: str) -> bool:
+    """The country code and length of an IBAN of that country (the check digits not checked): a typo is still one."""
+    iban = iban.replace(" ", "")
+    return tables().iban_lengths.get(iban[:2]) == len(iban) and not iban_ok(iban)
 
 
 def tax_id_ok(digits: str) -> bool:
@@ -169,6 +178,7 @@ class Scanner:
         if has_digit:
             checks: list[tuple[str, re.Pattern[str], Callable[[str], bool]]] = [
                 ("iban", IBAN, iban_ok),
+                ("iban_possible", IBAN, iban_shaped),
                 ("payment_card", CARD, lambda s: card_ok(re.sub(r"\D", "", s))),
                 ("tax_id", TAX_ID, lambda s: tax_id_ok(s.replace(" ", ""))),
                 ("social_insurance", SV_NUMBER, social_insurance_ok),
@@ -210,7 +220,7 @@ def add_all(spans: list[Span], kind: str, pattern: re.Pattern[str], ok: Callable
             spans.append(Span(m.start(), m.end(), kind))
 
 
-_PRIORITY = {k: i for i, k in enumerate(("iban", "payment_card", "social_insurance", "tax_id", "email", "ipv6",
+_PRIORITY = {k: i for i, k in enumerate(("iban", "iban_possible", "payment_card", "social_insurance", "tax_id", "email", "ipv6",
                                          "ipv4", "phone", "person"))}
 
 
