@@ -87,6 +87,10 @@ def _show(rec: Any) -> None:
     out.print(f"[green]✓[/green] {rec.kind} [bold]{rec.ref}[/bold]  id {rec.id}")
     out.print(f"  base {rec.meta.get('base_model')}; {acc.get('steps')} steps, {human(acc.get('tokens_seen'))} tokens, "
               f"{acc.get('wall_time_s')} s on {acc.get('device')}")
+    if acc.get("imported_rows") is not None:  # records written before the three counts were kept lack them
+        packed = f" → {acc['packed_sequences']} packed sequences" if acc.get("packed_sequences") is not None else ""
+        out.print(f"  data: {acc['imported_rows']} imported rows → {acc['training_sequences']} training sequences"
+                  f"{packed}; {acc.get('steps_per_epoch')} steps per epoch, {acc.get('epochs')} epochs")
     losses = [f"train loss {rec.meta['final_train_loss']:.4f}" if rec.meta.get("final_train_loss") is not None else "",
               f"eval loss {rec.meta['final_eval_loss']:.4f}" if rec.meta.get("final_eval_loss") is not None else ""]
     if any(losses):

@@ -34,7 +34,8 @@ def markdown(f: dict[str, Any]) -> str:
     if f.get("description"):
         out += [f["description"], ""]
     out += ["| | |", "|---|---|", f"| format | {f['format']} rows |",
-            f"| rows | {_n(rows['train'])} train, {_n(rows['test'])} test |",
+            f"| rows | {_n(rows['train'])} train, {_n(rows['test'])} test"
+            + (" (each a chunk of a document)" if f["format"] == "text" else "") + " |",
             f"| collected | {f['collected']} |",
             f"| usage policy | {f['policy']['name']} (`{f['policy'].get('id', '')[:12]}`) |"]
     prov = f.get("provenance")  # cards written before rows were traced have none

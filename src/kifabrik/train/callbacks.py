@@ -83,6 +83,9 @@ class ProgressBar(TrainerCallback):
         self._cm: Any = None
         self._progress: Any = None
         self._task: Any = None
+        self._t0, self._tok0 = time.monotonic(), 0
+        self.loss: float | None = None
+        self.eval_loss: float | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if progress._quiet():
@@ -104,21 +107,38 @@ class ProgressBar(TrainerCallback):
                                              stats="")
         self._t0, self._tok0 = time.monotonic(), state.num_input_tokens_seen
 
-    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if self._progress is None:
-            return
+    def stats(self, state: Any) -> str:
+        """`loss 2.3456 eval 2.4567 1,234 tok/s`: the newest logged losses and the throughput."""
         dt = time.monotonic() - self._t0
         tps = (state.num_input_tokens_seen - self._tok0) / dt if dt > 0 else 0.0
         parts = []
-        if self.run.last_loss is not None:
-            parts.append(f"loss {self.run.last_loss:.4f}")
-        if self.run.last_eval_loss is not None:
-            parts.append(f"eval {self.run.last_eval_loss:.4f}")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4f}")
+        if self.eval_loss is not None:
+            parts.append(f"eval {self.eval_loss:.4f}")
         parts.append(f"{tps:,.0f} tok/s")
-        self._progress.update(self._task, completed=state.global_step, stats=" ".join(parts))
+        return " ".join(parts)
+
+    def _show(self, state: Any) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=state.global_step, stats=self.stats(state))
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self._show(state)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        # The Trainer logs a step's loss after `on_step_end`: without this, the bar would show the loss
+        # of the step before, and after the last step never the last loss.
+        logs = logs or {}
+        if "loss" in logs:
+            self.loss = float(logs["loss"])
+        if "eval_loss" in logs:
+            self.eval_loss = float(logs["eval_loss"])
+        self._show(state)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self._progress is not None:
+            self._show(state)
             self._progress.stop()
             self._progress = None
 

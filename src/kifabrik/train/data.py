@@ -5,6 +5,15 @@ assistant turns (including the template's end-of-turn marker, so the model learn
 stop) carry a loss. Text rows (continued pre-training) are tokenized, closed with EOS and
 split into windows of `max_seq_length`, so nothing is thrown away.
 
+Three counts, named the same way in every message, record and summary:
+
+- *imported rows*: the lines of a dataset's `train.jsonl` (chats, or chunks of documents);
+- *training sequences*: what encoding makes of them, at most `max_seq_length` tokens each (one
+  per chat row; a text row longer than that gives several windows);
+- *packed sequences*: with packing, training sequences placed back to back into sequences of
+  `max_seq_length` tokens. A batch holds `batch_size` packed sequences (training sequences
+  when packing is off), and an epoch is one pass over them.
+
 Every sequence's first label is -100. Unpacked, that label is never a target anyway (a
 causal LM predicts token t+1 from position t); packed, it stops the last token of one
 sequence from being trained to predict the first token of the next. So packed and
@@ -38,10 +47,10 @@ class Example:
 
 @dataclass
 class EncodeStats:
-    """What encoding did to the rows; stored in the adapter's accounting."""
+    """What encoding did to the imported rows; stored in the adapter's record."""
 
-    rows: int = 0
-    sequences: int = 0
+    rows: int = 0  # imported rows
+    sequences: int = 0  # training sequences
     tokens: int = 0
     loss_tokens: int = 0
     truncated: int = 0  # chat rows cut at max_seq_length

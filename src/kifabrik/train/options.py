@@ -49,9 +49,10 @@ class TrainOptions(StrictModel):
     epochs: float = Field(default=1.0, gt=0, le=1000, description="Passes over the training split.")
     max_steps: int | None = Field(
         default=None, ge=1,
-        description="Stop after this many optimizer steps. Must fit into `epochs` passes over the data "
-        "(kifabrik never repeats data silently); raise `epochs` to repeat it.")
-    batch_size: int = Field(default=4, ge=1, description="Rows per device and micro-batch (packed rows when packing).")
+        description="Stop after this many optimizer steps (wins over `epochs`). More steps than one epoch "
+        "repeat the data, as with transformers' Trainer; the run says how many epochs that makes.")
+    batch_size: int = Field(default=4, ge=1, description="Training sequences per device and micro-batch (packed "
+                            "sequences when packing).")
     grad_accum: int = Field(default=1, ge=1, description="Micro-batches accumulated per optimizer step.")
     learning_rate: float = Field(default=2e-4, gt=0, lt=1, description="Peak learning rate (AdamW).")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
@@ -61,12 +62,12 @@ class TrainOptions(StrictModel):
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
     max_seq_length: int | None = Field(
         default=None, ge=8,
-        description="Longest token sequence (and packed-row length). Default: min(model context, 1024). "
-        "Must not exceed the model's context length.")
+        description="Longest training sequence in tokens (and the length of a packed sequence). Default: "
+        "min(model context, 1024). Must not exceed the model's context length.")
     packing: bool = Field(
         default=True,
-        description="Pack several sequences into one row (best-fit decreasing) with position ids restarting per "
-        "sequence, so attention never crosses a boundary and no compute is spent on padding. "
+        description="Pack several training sequences into one packed sequence (best-fit decreasing) with "
+        "position ids restarting per sequence, so attention never crosses a boundary and no compute is spent on padding. "
         "`false`: length-grouped batches with padding.")
     max_truncated_fraction: float = Field(
         default=0.05, ge=0, le=1,
@@ -77,8 +78,8 @@ class TrainOptions(StrictModel):
     eval_steps: int | None = Field(
         default=None, ge=1, description="Held-out loss on the test split every N steps (default: = save_steps).")
     eval_rows: int | None = Field(
-        default=None, ge=1, description="Compute the held-out loss on at most this many test rows (the first N, so "
-        "every evaluation sees the same rows); default: all of them.")
+        default=None, ge=1, description="Compute the held-out loss on at most this many test sequences (the "
+        "first N, so every evaluation sees the same sequences); default: all of them.")
     logging_steps: int = Field(default=1, ge=1, description="Log training loss every N steps.")
     keep_checkpoints: int = Field(default=2, ge=1, description="How many recent checkpoints to keep in the run folder.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(

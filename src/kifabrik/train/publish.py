@@ -19,7 +19,7 @@ from kifabrik.train.runner import SessionResult
 from kifabrik.workspace import Workspace
 
 
-def accounting(folder: Path, res: SessionResult, opts: Any) -> dict[str, Any]:
+def accounting(folder: Path, res: SessionResult, opts: Any, prepared: Prepared) -> dict[str, Any]:
     """Totals over every session of the run (a resumed run has several)."""
     sessions = [json.loads(p.read_text()) for p in sorted(folder.glob("session-*.json"))]
     state = res.trainer.state
@@ -35,7 +35,11 @@ def accounting(folder: Path, res: SessionResult, opts: Any) -> dict[str, Any]:
         "steps": state.global_step,
         "epochs": round(float(state.epoch or 0.0), 4),
         "steps_per_epoch": res.steps_per_epoch,
-        "rows_per_epoch": res.rows,
+        # the three counts of `kifabrik.train.data`: imported rows -> training sequences -> packed sequences
+        "imported_rows": prepared.train_stats.rows,
+        "training_sequences": len(prepared.train),
+        "packed_sequences": res.batch_units if opts.packing else None,
+        "sequences_per_epoch": res.batch_units,
         "wall_time_s": round(sum(s["wall_time_s"] for s in sessions), 2),
         "sessions": len(sessions),
         "device": device_description(res.device),
@@ -76,7 +80,7 @@ def publish(ws: Workspace, run_id: str, folder: Path, spec: RunSpec, prepared: P
         "final_train_loss": train_losses[-1] if train_losses else None,
         "final_eval_loss": eval_losses[-1] if eval_losses else None,
         "run_id": run_id,
-        "accounting": accounting(folder, res, opts),
+        "accounting": accounting(folder, res, opts, prepared),
     }
     if opts.method == "lora":
         meta.update({"rank": opts.lora.rank, "alpha": opts.lora.alpha, "dropout": opts.lora.dropout,

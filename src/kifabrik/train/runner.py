@@ -36,7 +36,7 @@ class SessionResult:
     matmul_params: int
     device: str
     precision: str
-    rows: int
+    batch_units: int  # what a batch draws from: packed sequences with packing, else training sequences
     steps_per_epoch: int
 
 
@@ -200,11 +200,10 @@ def run_session(ws_path: Path, folder: Path, prepared: Prepared, opts: TrainOpti
                             hint="start a new run instead of resuming this one")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_epoch, total = plan_steps(len(train_rows), opts, world)
-    if total > per_epoch:
-        from kifabrik.progress import info
+    from kifabrik.progress import info
 
-        info(f"{total} steps are {total / per_epoch:.1f} passes over the {len(train_rows)} training sequences "
-             f"({per_epoch} step(s) each, batch {opts.batch_size} × grad_accum {opts.grad_accum}); the data repeats")
+    info(describe_plan(prepared.train_stats.rows, len(prepared.train), len(train_rows) if opts.packing else None,
+                       prepared.max_seq_length, opts, per_epoch, total, world))
     args = training_arguments(folder, opts, total, precision, test_rows is not None)
     tokenizer = load_tokenizer(ws_path, trust_remote_code=trust)
     model, targets, n_matmul = build_model(ws_path, prepared, opts, trust, device)
@@ -238,6 +237,23 @@ def run_session(ws_path: Path, folder: Path, prepared: Prepared, opts: TrainOpti
     total_params = sum(p.numel() for p in model.parameters())
     return SessionResult(model, tokenizer, trainer, run_cb, targets, trainable, total_params, n_matmul, device,
                          precision, len(train_rows), per_epoch)
+
+
+def describe_plan(imported: int, sequences: int, packed: int | None, max_len: int, opts: TrainOptions,
+                  per_epoch: int, total: int, world: int = 1) -> str:
+    """The data and steps of a run in one line, in the words of `kifabrik.train.data`.
+
+    `24 imported rows → 24 training sequences → 9 packed sequences of ≤ 128 tokens; 3 steps per
+    epoch (batch 4 × grad_accum 1); 12 steps = 4.0 epochs (the data repeats)`.
+    """
+    chain = f"{imported} imported rows → {sequences} training sequences"
+    chain += f" → {packed} packed sequences of ≤ {max_len} tokens" if packed is not None else f" of ≤ {max_len} tokens"
+    batch = f"batch {opts.batch_size}" + (f" × {world} processes" if world > 1 else "") + f" × grad_accum {opts.grad_accum}"
+    epochs = total / per_epoch
+    span = (f"{total} steps = {epochs:.1f} epochs (the data repeats, as with transformers' Trainer)"
+            if total > per_epoch else f"{total} step{'s' if total != 1 else ''} = "
+            + ("1 epoch" if total == per_epoch else f"{epochs:.2f} of an epoch"))
+    return f"data: {chain}; {per_epoch} step{'s' if per_epoch != 1 else ''} per epoch ({batch}); {span}"
 
 
 def _oom(opts: TrainOptions, device: str, exc: BaseException) -> KifabrikError:
