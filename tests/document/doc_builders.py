@@ -66,7 +66,7 @@ def make_dataset(ws: Workspace, name: str, policy_spec: str, train: int = 12, te
 
 
 ACCOUNTING = {"tokens_seen": 2048, "tokens_processed_all_sessions": 2048, "steps": 6, "epochs": 3.0,
-              "steps_per_epoch": 2, "rows_per_epoch": 12, "wall_time_s": 12.5, "sessions": 1,
+              "steps_per_epoch": 2, "sequences_per_epoch": 12, "wall_time_s": 12.5, "sessions": 1,
               "device": "CPU Test CPU (2 threads)", "precision": "fp32", "peak_memory_bytes": 104857600,
               "peak_memory_basis": "peak resident set size", "flops": 3.2e9,
               "flops_basis": "(4·N + 6·N_lora)·T; test numbers", "energy_joules": 250.0, "energy_kwh": 6.9e-05,

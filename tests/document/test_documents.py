@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from doc_builders import CATALOGUE, build_facts, make_dataset
 
-from kifabrik.document import DocumentOptions, document
+from kifabrik.document import DOCUMENTS, DocumentOptions, document
 from kifabrik.document.render import fmt
 from kifabrik.errors import KifabrikError
 
@@ -146,18 +149,54 @@ def test_bad_input_writes_nothing(ws, tiny_model, cli):
     assert len(ws.catalog.list_artifacts("document")) == before
 
 
-def test_pdf_needs_weasyprint(ws, tiny_model):
-    pytest.importorskip("jinja2")
-    try:
-        import weasyprint  # noqa: F401
-    except (ImportError, OSError):
-        with pytest.raises(KifabrikError, match="PDF output needs WeasyPrint") as exc:
-            document(ws, "tiny", DocumentOptions(format="pdf"))
-        assert "kifabrik[pdf]" in (exc.value.hint or "")
-        assert not ws.catalog.list_artifacts("document") and not ws.store.leftovers()
-    else:
-        res = document(ws, "tiny", DocumentOptions(format="pdf"))
-        assert (ws.path(res.record) / "pdf" / "README.pdf").read_bytes().startswith(b"%PDF")
+def test_pdf_documents_keep_tables_citations_and_umlauts(ws, tiny_model, tmp_path):
+    """Every document printed by WeasyPrint: the text, umlauts, citations and tables are on the pages."""
+    from pypdf import PdfReader
+
+    from kifabrik.config import Organisation
+
+    facts = build_facts(ws, tiny_model)
+    org = Organisation(provider="Schmidt Maschinenbau GmbH, Öhringen", contact="ki@schmidt.example",
+                       intended_purpose="Antworten auf Servicefragen zu Fräsmaschinen und Drehbänken (Kühlschmierstoff, "
+                                        "Ölwechsel, Störungen).")
+    res = document(ws, facts["adapter"].id, DocumentOptions(format="pdf", catalogue=str(CATALOGUE)), org=org,
+                   org_label="Organisationsangaben der Qualitätsstelle", out=tmp_path / "docs")
+    pdfs = sorted(p.name for p in (ws.path(res.record) / "pdf").iterdir())
+    assert pdfs == sorted(f"{stem}.pdf" for stem in DOCUMENTS) == sorted(p.name for p in (tmp_path / "docs").glob("*.pdf"))
+    assert res.record.meta["formats"] == ["md", "html", "pdf"]
+    texts = {}
+    for name in pdfs:
+        reader = PdfReader(ws.path(res.record) / "pdf" / name)
+        texts[name] = " ".join(" ".join((page.extract_text() or "").split()) for page in reader.pages)
+    annex = texts["annex-xi.pdf"]
+    assert "Antworten auf Servicefragen zu Fräsmaschinen und Drehbänken (Kühlschmierstoff, Ölwechsel, Störungen). [2]" in annex
+    assert "[2] Organisationsangaben der Qualitätsstelle" in annex  # the citation and its source entry
+    assert "Schmidt Maschinenbau GmbH, Öhringen [" in texts["README.pdf"]
+    # table cells, in their order: the metrics table of Annex XII with item counts and intervals
+    assert "metric value items (n) 95 % CI" in texts["annex-xii.pdf"]
+    assert "task.werkstatt.acc 0.625 [" in texts["annex-xii.pdf"] and "64 [" in texts["annex-xii.pdf"]
+    assert "| VE1.5 " not in texts["mission-ki.pdf"] and "VE1.5" in texts["mission-ki.pdf"]  # a table, not Markdown
+    for name, text in texts.items():
+        assert "page 1 of" in text, name  # the page footer of the print style
+    # the pages as a reader sees them: pdftoppm renders every page; the table's borders are drawn
+    out = subprocess.run(["pdftoppm", "-png", "-r", "50", str(ws.path(res.record) / "pdf" / "annex-xii.pdf"),
+                          str(tmp_path / "page")], check=True, capture_output=True)
+    assert out.returncode == 0
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert len(pages) == len(PdfReader(ws.path(res.record) / "pdf" / "annex-xii.pdf").pages) >= 2
+    from PIL import Image
+
+    grey = Image.open(pages[0]).convert("L")
+    rows = [sum(1 for x in range(grey.width) if grey.getpixel((x, y)) < 235) for y in range(grey.height)]
+    assert max(rows) > grey.width * 0.6  # a horizontal line across the text width: a table border
+
+
+def test_pdf_without_weasyprint_says_what_to_install(ws, tiny_model, monkeypatch):
+    monkeypatch.setitem(sys.modules, "weasyprint", None)  # what `import weasyprint` meets where it is missing
+    with pytest.raises(KifabrikError, match="PDF output needs WeasyPrint") as exc:
+        document(ws, "tiny", DocumentOptions(format="pdf"))
+    assert "kifabrik[pdf]" in (exc.value.hint or "")
+    assert not ws.catalog.list_artifacts("document") and not ws.store.leftovers()
 
 
 def test_html_escapes_what_people_typed(ws, tiny_model, tmp_path):
@@ -204,3 +243,31 @@ def test_adapter_facts_are_read_from_the_records_that_hold_them(ws, tiny_model):
     assert "service-chats@1" in own and "category private (the provider's own non-public data)" in own
     third = summary.split("### 2.2 ")[1].split("### 2.3")[0]
     assert "service-chats" not in third
+
+
+def test_every_evaluation_figure_in_every_document_carries_its_item_count(ws, tiny_model):
+    """Scores from 4 items must read as scores from 4 items: in the tables, the prose, the YAML and the ML-BOM."""
+    from doc_builders import make_adapter, make_evaluation
+
+    ds = make_dataset(ws, "service-chats", "open-with-attribution:Schmidt GmbH")
+    adapter = make_adapter(ws, tiny_model, [ds])
+    make_evaluation(ws, adapter, acc=0.5, n=4)  # the werkstatt task and ve.accuracy on 4 items; the bias on 96
+    res = document(ws, adapter.id, DocumentOptions(catalogue=str(CATALOGUE)))
+    counts = {"task.werkstatt.acc": 4, "task.werkstatt.acc_norm": 4, "ve.accuracy": 4, "nd.abs_bias_ambig": 96}
+    seen = 0
+    for stem in DOCUMENTS:
+        text = (ws.path(res.record) / f"{stem}.md").read_text(encoding="utf-8")
+        for line in text.splitlines():
+            for metric, n in counts.items():
+                shown = re.search(rf"(?<![\w.]){re.escape(metric)}(?![\w]) ?[|=]? ?\d", line)
+                if shown:
+                    seen += 1
+                    assert re.search(rf"n = {n}\b|\| {n} \[\d+\] \|", line), f"{stem}.md: {line}"
+    assert seen >= 10  # the metrics tables of the card and Annex XII, Annex XI's bias line, MISSION KI evidence
+    front = (ws.path(res.record) / "README.md").read_text(encoding="utf-8").split("---")[1]
+    assert "name: acc (n = 4, 95 % CI" in front and "name: nd.abs_bias_ambig (n = 96, 95 % CI 0.06–0.18)" in front
+    bom = json.loads((ws.path(res.record) / "ml-bom.cdx.json").read_text(encoding="utf-8"))
+    metrics = bom["metadata"]["component"]["modelCard"]["quantitativeAnalysis"]["performanceMetrics"]
+    assert {m["type"]: m["slice"].rsplit("(", 1)[1] for m in metrics} == {k: f"n = {n})" for k, n in counts.items()}
+    assert next(m for m in metrics if m["type"] == "nd.abs_bias_ambig")["confidenceInterval"] == \
+        {"lowerBound": "0.06", "upperBound": "0.18"}

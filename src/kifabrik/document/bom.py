@@ -70,6 +70,19 @@ def component(record: ArtifactRecord, ws_meta: dict[str, Any] | None = None) -> 
     return comp
 
 
+def _items(stats: dict[str, Any] | None) -> str:
+    """`n = 64` (the item count the metric was measured on), or why it is missing."""
+    return f"n = {stats['n'].value}" if stats and stats["n"].recorded else "item count not recorded"
+
+
+def _spread(stats: dict[str, Any] | None) -> dict[str, Any]:
+    """The recorded 95 % interval as CycloneDX's confidenceInterval (absent when none is recorded)."""
+    if not stats or not stats["ci"].recorded or "–" not in str(stats["ci"].value):
+        return {}
+    low, high = str(stats["ci"].value).split("–", 1)
+    return {"confidenceInterval": {"lowerBound": low.strip(), "upperBound": high.strip()}}
+
+
 def model_card(target: ArtifactRecord, datasets: list[ArtifactRecord], evaluations: list[dict[str, Any]],
                trainings: list[ArtifactRecord], org: dict[str, Any]) -> dict[str, Any]:
     """The CycloneDX modelCard section from recorded facts only."""
@@ -87,7 +100,8 @@ def model_card(target: ArtifactRecord, datasets: list[ArtifactRecord], evaluatio
     for ev in evaluations:
         for key, value in (ev["results"].get("metrics") or ev.get("raw_metrics") or {}).items():
             if isinstance(value, int | float):
-                metrics.append({"type": key, "value": f"{value:.6g}", "slice": ev["record"].value})
+                metrics.append({"type": key, "value": f"{value:.6g}", **_spread(ev["stats"].get(key)),
+                                "slice": f"{ev['record'].value} ({_items(ev['stats'].get(key))})"})
     if metrics:
         card["quantitativeAnalysis"] = {"performanceMetrics": metrics}
     considerations: dict[str, Any] = {}

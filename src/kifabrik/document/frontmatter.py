@@ -18,10 +18,10 @@ RELATION = {"lora": "adapter", "full": "finetune"}
 def _results(ev: dict[str, Any]) -> list[dict[str, Any]]:
     """model-index results of one evaluation: one entry per task and per quality suite."""
     out = []
-    groups = [(t["name"], t["metrics"]) for t in ev["tasks"]]
-    groups += [(f"kifabrik suite {s['name']}", s["metrics"]) for s in ev["suites"]]
-    for name, metrics in groups:
-        values = [{"type": k, "value": round(float(v.value), 6), "name": k, "verified": False}
+    groups = [(t["name"], t["metrics"], t["stats"]) for t in ev["tasks"]]
+    groups += [(f"kifabrik suite {s['name']}", s["metrics"], s["stats"]) for s in ev["suites"]]
+    for name, metrics, stats in groups:
+        values = [{"type": k, "value": round(float(v.value), 6), "name": _label(k, stats.get(k)), "verified": False}
                   for k, v in metrics.items()
                   if isinstance(v.value, int | float) and not (isinstance(v.value, float) and math.isnan(v.value))]
         if values:
@@ -29,6 +29,14 @@ def _results(ev: dict[str, Any]) -> list[dict[str, Any]]:
                         "dataset": {"name": name, "type": name.replace(" ", "-")}, "metrics": values,
                         "source": {"name": f"kifabrik evaluation {ev['record'].value} ({ev['id'].value[:12]})"}})
     return out
+
+
+def _label(metric: str, stats: dict[str, Any] | None) -> str:
+    """The metric's display name with its item count and interval: a score means little without them."""
+    if not stats or not stats["n"].recorded:
+        return f"{metric} (item count not recorded)"
+    ci = f", 95 % CI {stats['ci'].value}" if stats["ci"].recorded else ""
+    return f"{metric} (n = {stats['n'].value}{ci})"
 
 
 def front_matter(ctx: dict[str, Any]) -> str:
