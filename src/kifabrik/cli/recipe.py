@@ -29,6 +29,10 @@ def run_recipe_file(path: Path, overrides: list[str], online: bool, check_only: 
             out.print(f"    {rec.kind} {rec.ref}  {ws.path(rec)}")
             if rec.kind == "release":
                 out.print(f"    documents: {ws.path(rec) / 'documents'}")
+            if rec.kind in ("release", "document"):
+                pdf = ws.path(rec) / ("documents/pdf" if rec.kind == "release" else "pdf")
+                if pdf.is_dir():
+                    out.print(f"    PDF: {pdf} ({', '.join(sorted(p.name for p in pdf.glob('*.pdf')))})")
             if rec.kind == "evaluation" and (ws.path(rec) / "report.html").exists():
                 out.print(f"    report: {ws.path(rec) / 'report.html'}")
             answers = ws.path(rec) / "answers.jsonl"
