@@ -91,7 +91,9 @@ def test_adapter_outputs_match_peft_for_the_same_inputs_and_seed(ws, tiny_model,
                                       str(ws.path(a)), adapter_name="x")
     model.load_adapter(str(ws.path(b)), adapter_name="y")
     torch.manual_seed(7)
-    model.add_weighted_adapter(["x", "y"], [0.6, 0.5], "ref", combination_type=combination, **kw)
+    # kifabrik asks PEFT for the thin SVD (the leading singular vectors only)
+    model.add_weighted_adapter(["x", "y"], [0.6, 0.5], "ref", combination_type=combination, svd_full_matrices=False,
+                               **kw)
     ours = load_file(ws.path(merged) / "adapter_model.safetensors")
     theirs = {k.replace(".ref.", "."): v for k, v in model.state_dict().items() if ".ref." in k}
     assert ours.keys() == {k.replace(".weight", ".weight") for k in theirs}
@@ -213,3 +215,53 @@ def test_cli_merge_adapters_and_export(cli, ws, tiny_model, adapters, tmp_path):
     again = cli("export", "shop-model", "--out", str(tmp_path / "hf"))
     assert again.code == 1 and "not empty" in again.err
     assert cli("export", a.ref, "--out", str(tmp_path / "x")).code == 1
+
+
+def test_thin_svd_gives_the_adapter_of_the_full_svd(ws, tiny_model, adapters):
+    """The adapter keeps the leading singular vectors, which the thin SVD gives as the full one does:
+    the merged delta weights agree with PEFT's default (full_matrices=True) to float32 precision."""
+    from peft import PeftModel
+
+    a, b = adapters
+    merged = merge(ws, opts("ties", [(a.ref, 0.6), (b.ref, 0.5)], density=0.4, seed=7), "m-thin")
+    model = PeftModel.from_pretrained(load_model(model_path(ws, tiny_model), dtype="float32", device="cpu"),
+                                      str(ws.path(a)), adapter_name="x")
+    model.load_adapter(str(ws.path(b)), adapter_name="y")
+    model.load_adapter(str(ws.path(merged)), adapter_name="ours")
+    torch.manual_seed(7)
+    model.add_weighted_adapter(["x", "y"], [0.6, 0.5], "full", combination_type="ties_svd", density=0.4)
+    layers = [m for m in model.modules() if hasattr(m, "lora_A") and "full" in m.lora_A]
+    assert len(layers) == 2 * 3  # q, v and o projections of the 2 layers
+    for m in layers:
+        assert torch.allclose(m.get_delta_weight("ours"), m.get_delta_weight("full"), atol=1e-6)
+
+
+def test_svd_methods_state_their_cost_and_the_exact_command(cli, ws, tiny_model, adapters, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from kifabrik import progress
+
+    a, b = adapters
+    shown = io.StringIO()
+    monkeypatch.setenv("KIFABRIK_QUIET", "0")
+    monkeypatch.setattr(progress, "console", Console(file=shown, width=1000))
+    r = cli("merge", "--method", "dare_ties", "--adapters", f"{a.ref}:0.6,{b.ref}:0.5", "--density", "0.4",
+            "--seed", "3", "--name", "shop")
+    assert r.code == 0, r.err
+    text = shown.getvalue()
+    # the tiny model's 2 layers × (q, v, o), of at most 32×32 (its hidden size)
+    assert ("dare_ties into an adapter: TIES and DARE prune entries of the full weight deltas (TIES also elects a "
+            "sign per entry), so the merged delta is no longer low-rank. A rank-8 adapter is fitted to it with one SVD "
+            "per adapted matrix: 6 matrices up to 32×32") in text
+    assert "dare_ties: SVD of 6 matrices" in text and "6/6" in text  # the bar counted every SVD
+    command = (f"kifabrik merge --method dare_ties --adapters {a.ref}:0.6,{b.ref}:0.5 --density 0.4 --seed 3 "
+               "--into-base --name shop-model")
+    assert f"\n  {command}\n" in text
+    folded = cli(*command.split()[1:])  # the command as printed runs, and writes the model
+    assert folded.code == 0, folded.err
+    assert ws.catalog.get_artifact("shop-model").kind == "model"
+    text = shown.getvalue()
+    assert "dare_ties: folding the deltas of 6 matrices into the base" in text and "6/6" in text
+    assert text.count("SVD of") == 1  # folding into the base computed none

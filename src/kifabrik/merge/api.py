@@ -99,25 +99,45 @@ def merge(ws: Workspace, options: MergeOptions, name: str, *, actor: str = "cli"
     config = {"merge": options.model_dump(mode="json"), "adapter_ids": [i.record.id for i in infos],
               "base_model_id": base.id}
     kind = "model" if options.into_base else "adapter"
-    with bar(f"merging {len(infos)} adapter(s) with {options.method}"):
-        from kifabrik.merge.compute import merged_adapter, merged_model
+    from kifabrik.merge.compute import merged_adapter, merged_model
 
-        with ws.catalog.transaction():  # record, policies and audit entry commit together
-            with ws.create(kind, name, parents=parents, config=config, meta=meta, policies=policies) as draft:
-                if options.into_base:
-                    merged_model(ws, infos, options, weights, draft.dir / "weights", meta)
-                else:
-                    rank, targets = merged_adapter(ws, infos, options, weights, draft.dir)
-                    meta.update({"rank": rank, "target_modules": targets})
-                draft.meta = meta
-        record: ArtifactRecord = draft.record
-        if kind == "model":
-            from kifabrik.models.sources import record_weights_hash
+    # record, policies and audit entry commit together
+    with ws.catalog.transaction(), ws.create(kind, name, parents=parents, config=config, meta=meta,
+                                             policies=policies) as draft:
+        if options.into_base:
+            merged_model(ws, infos, options, weights, draft.dir / "weights", meta)
+        else:
+            rank, targets = merged_adapter(ws, infos, options, weights, draft.dir,
+                                           into_base_command(options, [i.record.ref for i in infos], name))
+            meta.update({"rank": rank, "target_modules": targets})
+        draft.meta = meta
+    record: ArtifactRecord = draft.record
+    if kind == "model":
+        from kifabrik.models.sources import record_weights_hash
 
+        with bar("hashing the merged weights"):
             record = record_weights_hash(ws, record)
-        ws.catalog.audit("merge.output", actor=actor, subject=record.id,
-                         details={"method": options.method, "parents": [i.record.id for i in infos], "kind": kind})
+    ws.catalog.audit("merge.output", actor=actor, subject=record.id,
+                     details={"method": options.method, "parents": [i.record.id for i in infos], "kind": kind})
     return record
+
+
+def into_base_command(options: MergeOptions, refs: list[str], name: str) -> str:
+    """The `kifabrik merge` command that merges the same adapters, the same way, exactly into the base.
+
+    For `svd`, whose rank reduction is the method, it is the exact task_arithmetic adapter instead.
+    """
+    pairs = ",".join(f"{ref}:{a.weight:g}" for ref, a in zip(refs, options.adapters, strict=True))
+    if options.method == "svd":
+        return f"kifabrik merge --method task_arithmetic --adapters {pairs} --name {name}-exact"
+    parts = [f"kifabrik merge --method {options.method} --adapters {pairs}"]
+    if options.density is not None:
+        parts.append(f"--density {options.density:g}")
+    if options.majority_sign_method != "total" and "ties" in options.method:
+        parts.append(f"--majority-sign-method {options.majority_sign_method}")
+    if options.seed and options.method.startswith("dare"):
+        parts.append(f"--seed {options.seed}")
+    return " ".join(parts + ["--into-base", f"--name {name}-model"])
 
 
 def describe(info: AdapterInfo) -> dict[str, Any]:

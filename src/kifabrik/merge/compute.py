@@ -26,20 +26,74 @@ def load_with_adapters(ws: Workspace, infos: list[AdapterInfo]) -> Any:
     return attach_adapters(model, list(zip(_names(infos), [i.path for i in infos], strict=True)), base_ref=base.ref)
 
 
+def adapted(peft_model: Any, names: list[str]) -> list[tuple[int, int]]:
+    """The weight shapes (out, in) of every layer that one of the adapters `names` changes."""
+    from peft.tuners.lora import LoraLayer
+
+    return [tuple(m.get_base_layer().weight.shape) for m in peft_model.modules()  # type: ignore[misc]
+            if isinstance(m, LoraLayer) and any(n in m.lora_A for n in names)]
+
+
+def svd_cost(method: str, shapes: list[tuple[int, int]], rank: int, into_base: str) -> str:
+    """What an SVD-based adapter merge costs and why, and the exact, cheaper command (`into_base`:
+    the same merge folded into the base weights; for `svd`, task_arithmetic)."""
+    biggest = max(shapes, key=lambda s: s[0] * s[1])
+    flops = sum(4 * a * b * min(a, b) for a, b in shapes)  # a thin SVD of an a×b matrix: ~4·a·b·min(a, b)
+    why = ("TIES and DARE prune entries of the full weight deltas (TIES also elects a sign per entry), so the "
+           "merged delta is no longer low-rank" if method != "svd"
+           else "the weighted sum of the deltas has the rank of all adapters together")
+    cheaper = ("task_arithmetic gives the same weighted sum exactly, without SVD (an adapter whose rank is the sum of "
+               "the ranks)" if method == "svd" else "The same merge folded exactly into the base weights needs no "
+               "SVD (one pass over the matrices; it writes a full model instead of an adapter)")
+    return (f"{method} into an adapter: {why}. A rank-{rank} adapter is fitted to it with one SVD per adapted "
+            f"matrix: {len(shapes)} {'matrices' if len(shapes) != 1 else 'matrix'} up to {biggest[0]}×{biggest[1]}, "
+            f"~{flops / 1e9:.3g} GFLOP; the bar shows the time left. {cheaper}:\n  {into_base}")
+
+
+def _with_progress(peft_model: Any, step: Any) -> None:
+    """Advance `step` after each SVD that PEFT's add_weighted_adapter computes (one per adapted matrix)."""
+    lora = peft_model.base_model
+    svd = getattr(lora, "_svd_generalized_task_arithmetic_weighted_adapter", None)
+    if svd is None:  # a PEFT without this helper: no per-matrix progress, the spinner stays
+        return
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        result = svd(*args, **kwargs)
+        step(1)
+        return result
+
+    object.__setattr__(lora, "_svd_generalized_task_arithmetic_weighted_adapter", counted)
+
+
 def merged_adapter(ws: Workspace, infos: list[AdapterInfo], options: Any, weights: list[float],
-                   out: Path) -> tuple[int, list[str]]:
-    """Write the combined adapter (PEFT format) into `out`; returns (rank, target modules)."""
+                   out: Path, into_base: str = "") -> tuple[int, list[str]]:
+    """Write the combined adapter (PEFT format) into `out`; returns (rank, target modules).
+
+    `into_base` is the command that merges the same adapters exactly into the base; SVD-based
+    methods name it, with their cost, before they start.
+    """
     import torch
 
     from kifabrik.merge.methods import methods
+    from kifabrik.progress import bar, info
 
     peft_model = load_with_adapters(ws, infos)
-    if options.svd_rank is not None and methods()[options.method]["peft"] != "cat":
+    combination = methods()[options.method]["peft"]
+    if options.svd_rank is not None and combination != "cat":
         _check_svd_rank(peft_model, options.svd_rank)
-    torch.manual_seed(options.seed)  # DARE draws its random masks from the global generator
-    peft_model.add_weighted_adapter(
-        _names(infos), weights, "merged", combination_type=methods()[options.method]["peft"],
-        svd_rank=options.svd_rank, density=options.density, majority_sign_method=options.majority_sign_method)
+    shapes = adapted(peft_model, _names(infos))
+    svd = combination.endswith("svd")
+    if svd:
+        info(svd_cost(options.method, shapes, options.svd_rank or max(i.rank for i in infos), into_base))
+    label = f"{options.method}: SVD of {len(shapes)} matrices" if svd else f"merging with {options.method}"
+    with bar(label, len(shapes) if svd else None) as step:
+        _with_progress(peft_model, step)
+        torch.manual_seed(options.seed)  # DARE draws its random masks from the global generator
+        # A thin SVD: the adapter keeps the leading `rank` singular vectors only, which it gives exactly as
+        # the full one does, without the full square factors (several times faster on wide layers).
+        peft_model.add_weighted_adapter(
+            _names(infos), weights, "merged", combination_type=combination, svd_rank=options.svd_rank,
+            density=options.density, majority_sign_method=options.majority_sign_method, svd_full_matrices=False)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         peft_model.save_pretrained(tmp, selected_adapters=["merged"], safe_serialization=True)
         saved = Path(tmp) / "merged"  # PEFT puts non-default adapters into a sub-folder
@@ -91,20 +145,26 @@ def merged_model(ws: Workspace, infos: list[AdapterInfo], options: Any, weights:
     from kifabrik.merge.methods import methods
     from kifabrik.models.folder import derived_model_facts
     from kifabrik.models.runtime import load_tokenizer_of
+    from kifabrik.progress import bar
 
     peft_model = load_with_adapters(ws, infos)
     names = _names(infos)
+    n = len(adapted(peft_model, names))
     torch.manual_seed(options.seed)
     if methods()[options.method]["exact"] is None:  # svd: the rank reduction is the method
-        peft_model.add_weighted_adapter(names, weights, "merged", combination_type="svd", svd_rank=options.svd_rank)
+        with bar(f"svd: SVD of {n} matrices", n) as step:
+            _with_progress(peft_model, step)
+            peft_model.add_weighted_adapter(names, weights, "merged", combination_type="svd",
+                                            svd_rank=options.svd_rank, svd_full_matrices=False)
         model = peft_model.merge_and_unload(adapter_names=["merged"])
     else:
-        with torch.no_grad():
+        with torch.no_grad(), bar(f"{options.method}: folding the deltas of {n} matrices into the base", n) as step:
             # Same module order as PEFT's add_weighted_adapter, so DARE's random draws line up.
             for _, module in peft_model.base_model.model.named_modules():
                 if isinstance(module, LoraLayer) and any(n in module.lora_A for n in names):
                     delta = combined_delta(module, names, weights, options)
                     module.get_base_layer().weight.data += delta.to(module.get_base_layer().weight.dtype)
+                    step(1)
         model = peft_model.unload()  # drop the LoRA layers; their deltas are already in the weights
     base = infos[0].base
     stored = base.meta.get("dtype")
