@@ -211,6 +211,16 @@ def test_recipe_stages_document_and_release(ws, tiny_model_dir, tmp_path):
     line = re.search(r"- This release: r-base \[(\d+)\] 1\.0 \[\1\], released (\S+) \[\1\] under the licence "
                      r"Apache-2\.0 \[\1\]", card)
     assert line and line.group(2) == info["created_at"]
+    # a release step given an organisation file states its facts instead of the recipe's
+    org = tmp_path / "org.yaml"
+    org.write_text(ORG_FILE, encoding="utf-8")
+    again = {**recipe, "stages": [{"stage": "release", "name": "ship", "model": "base", "release_name": "r-base",
+                                   "version": "1.1", "license": "Apache-2.0", "org": str(org),
+                                   "data_sources": {}}]}
+    rel = run_recipe(ws, validate_recipe(again)).steps[0].outputs[0]
+    annex = (ws.path(rel) / "documents" / "annex-xi.md").read_text(encoding="utf-8")
+    assert "Antworten auf Servicefragen zu unseren Fräsmaschinen. [" in annex and "Service answers." not in annex
+    assert "[2] organisation file org.yaml" in annex
     bad = {**recipe, "stages": [{"stage": "release", "model": "base", "release_name": "x", "version": "1",
                                  "gates": [{"min": {"metric": "acc", "value": 1}, "max": {"metric": "acc", "value": 1}}]}]}
     with pytest.raises(Exception, match="exactly one of min, max or dimension"):

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.config import Organisation
 from kifabrik.document.api import DocumentOptions, document
+from kifabrik.document.facts import load_organisation
 from kifabrik.errors import KifabrikError
 from kifabrik.registry import register
 from kifabrik.workspace import Workspace
@@ -67,3 +68,4 @@ def release_documents(ws: Workspace, target: ArtifactRecord, release: dict[str, 
 
 
 register("documents", "release")(release_documents)
+register("documents", "organisation")(load_organisation)  # the reader of `--org FILE`, for the release stage

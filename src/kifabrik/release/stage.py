@@ -15,6 +15,7 @@ with the recipe's `organisation:` and the data-source categories of the document
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -42,6 +43,8 @@ class ReleaseStageOptions(StageOptions):
                                   "facts, data-source categories and format.")
     data_sources: dict[str, str] = Field(default_factory=dict, description="Source categories of training datasets "
                                          "for the training-content summary, added to those of `documents`.")
+    org: str | None = Field(default=None, description="YAML file with provider facts for the bundled documents "
+                            "(default: the recipe's `organisation:` section, else those of `documents`).")
     audience: Literal["public", "internal"] = Field(default="public", description="public (distributed under "
                                                     "`license`) or internal (deployed inside the organisation only).")
     if_exists: Literal["refuse", "next-patch"] = Field(default="refuse", description="When this name and version "
@@ -72,8 +75,13 @@ def _run(ctx: StageContext, opts: ReleaseStageOptions) -> list[ArtifactRecord]:
                            gate_file=opts.gate_file, documents=docs, audience=opts.audience,
                            data_sources=opts.data_sources)
     org = ctx.recipe.organisation
-    given = org if org.model_dump(exclude_none=True) else None
-    return [release(ctx.ws, target.id, ropts, org=given, org_label=f"recipe {ctx.recipe.name}: organisation section",
+    given, label = (org if org.model_dump(exclude_none=True) else None), f"recipe {ctx.recipe.name}: organisation section"
+    if opts.org:
+        from kifabrik.registry import lookup
+
+        # the organisation file format belongs to the document stage: its reader is found by name, not imported
+        given, label = lookup("documents", "organisation")(Path(opts.org)), f"organisation file {Path(opts.org).name}"
+    return [release(ctx.ws, target.id, ropts, org=given, org_label=label,
                     actor=f"pipeline:{ctx.pipeline_id[:12]}", run_id=ctx.run_id)]
 
 
