@@ -232,6 +232,9 @@ def test_adapter_facts_are_read_from_the_records_that_hold_them(ws, tiny_model):
             "4,096 (wartung-lora@1), 4,096 (teile-lora@1) [") in annex
     assert "LoRA rank 8 [1], alpha 16 [1], modules q_proj, v_proj [1]" in annex  # alpha from adapter_config.json
     assert "not a LoRA adapter" not in annex and "not an adapter or fine-tune" not in annex
+    card = (ws.path(res.record) / "README.md").read_text(encoding="utf-8")
+    trained = card.split("## Training procedure")[1].split("## Evaluation")[0]
+    assert trained.count("| LoRA rank / alpha | 4 [") == 2 and " / 8 [" in trained  # each training's own settings
     # 1(e): the languages of the training data first, the base model's as its card states them
     assert "- Languages: de [" in annex and "(detected in the training data); de, en [" in annex
     # 2(c) states the token count that 2(b) states, for what it counts

@@ -203,6 +203,9 @@ def training_facts(ws: Workspace, record: ArtifactRecord) -> dict[str, Any]:
         "test_tokens": meta_fact(record, "data.test.tokens", missing="no token count of the test split"),
         "truncated": meta_fact(record, "data.train.truncated", missing="no truncation count"),
         "datasets": [d.get("ref") for d in record.meta.get("datasets", [])],
+        # the settings of this training (a merge of it may have another rank)
+        "rank": meta_fact(record, "rank", missing="not a LoRA training (a full fine-tune)"),
+        "alpha": meta_fact(record, "alpha", missing="not a LoRA training (a full fine-tune)"),
     }
     for key in ("tokens_seen", "steps", "epochs", "flops", "flops_basis", "wall_time_s", "sessions", "device",
                 "precision", "peak_memory_bytes", "peak_memory_basis", "energy_kwh", "energy_joules",
