@@ -232,6 +232,8 @@ def test_adapter_facts_are_read_from_the_records_that_hold_them(ws, tiny_model):
             "4,096 (wartung-lora@1), 4,096 (teile-lora@1) [") in annex
     assert "LoRA rank 8 [1], alpha 16 [1], modules q_proj, v_proj [1]" in annex  # alpha from adapter_config.json
     assert "not a LoRA adapter" not in annex and "not an adapter or fine-tune" not in annex
+    digest = merged.manifest["files"]["adapter_model.safetensors"]["sha256"]
+    assert f"weights sha256 {digest} (adapter_model.safetensors; the base model's weights separately) [1]" in annex
     card = (ws.path(res.record) / "README.md").read_text(encoding="utf-8")
     trained = card.split("## Training procedure")[1].split("## Evaluation")[0]
     assert trained.count("| LoRA rank / alpha | 4 [") == 2 and " / 8 [" in trained  # each training's own settings

@@ -124,8 +124,7 @@ def model_facts(ws: Workspace, target: ArtifactRecord, base: ArtifactRecord | No
                               "meta.chat_template", missing="the tokenizer has no chat template (plain text in, text out)"),
         "license": either("license", "no licence is recorded for the model or its base"),
         "languages": either("languages", "the model card of the base states no languages"),
-        "weights_sha256": meta_fact(target, "weights_sha256",
-                                    missing="an adapter has no full weights; see the base model's hash"),
+        "weights_sha256": weights_fact(target),
         "method": meta_fact(target, "method", missing="no training or merge method is recorded (a registered model)"),
         "objective": meta_fact(target, "objective", missing="no training objective is recorded"),
         "rank": lora_fact(ws, target, "rank", "r"),
@@ -134,6 +133,20 @@ def model_facts(ws: Workspace, target: ArtifactRecord, base: ArtifactRecord | No
         "source": meta_fact(target, "source", missing="no source is recorded (a trained or merged artifact)"),
         "software": software_versions(ws, target),
     }
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def weights_fact(target: ArtifactRecord) -> Fact:
+    """The weights' sha256: a model's as recorded; an adapter's weights file as its manifest checksums it."""
+    own = meta_fact(target, "weights_sha256", missing="the model record holds no weights hash")
+    if own.recorded or target.kind != "adapter":
+        return own
+    digest = ((target.manifest.get("files") or {}).get(ADAPTER_WEIGHTS) or {}).get("sha256")
+    return fact(f"{digest} ({ADAPTER_WEIGHTS}; the base model's weights separately)" if digest else None,
+                artifact_source(target), f"manifest.files.{ADAPTER_WEIGHTS}.sha256",
+                missing=f"the adapter's manifest lists no {ADAPTER_WEIGHTS}")
 
 
 def lora_fact(ws: Workspace, target: ArtifactRecord, key: str, peft_key: str) -> Fact:
