@@ -21,6 +21,7 @@ from typing import Any
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
 from kifabrik.models import prompts
+from kifabrik.models.structured import Constraint
 from kifabrik.workspace import Workspace
 
 
@@ -163,18 +164,32 @@ class LoadedModel:
         """Chat ids for a conversation; raw-completion ids for a plain string."""
         return self.text_ids(prompt) if isinstance(prompt, str) else self.chat_ids(prompt)
 
+    @property
+    def vocab_size(self) -> int:
+        """Width of the model's logits (what a token mask must cover; may exceed the tokenizer's vocabulary)."""
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    def grammar(self, constraint: Constraint) -> Any:
+        """`constraint` compiled for this model's tokenizer (cached); raises `structured.UnsupportedSchema`."""
+        from kifabrik.models.structured import compile_constraint
+
+        return compile_constraint(self.tokenizer, self.vocab_size, sorted(self.eos_ids), constraint)
+
     def generate(self, prompt_list: Sequence[str | prompts.Messages], opts: GenerationOptions, *,
-                 batch_size: int = 8, prefill: str = "",
+                 batch_size: int = 8, prefill: str = "", constraint: Constraint | None = None,
                  progress: Callable[[int], None] | None = None) -> list[Completion]:
         """Answer prompts (conversations, or raw strings as completions), batched with left padding."""
         encoded = [self.prompt_ids(p) if not prefill or isinstance(p, str) else self.chat_ids(p, prefill=prefill)
                    for p in prompt_list]
-        return self.generate_ids(encoded, opts, batch_size=batch_size, progress=progress)
+        return self.generate_ids(encoded, opts, batch_size=batch_size, constraint=constraint, progress=progress)
 
     def generate_ids(self, encoded: Sequence[list[int]], opts: GenerationOptions, *, batch_size: int = 8,
+                     constraint: Constraint | None = None,
                      progress: Callable[[int], None] | None = None) -> list[Completion]:
+        """Answer token-id prompts; with `constraint`, every answer follows it (`models.structured`)."""
         import torch
 
+        grammar = self.grammar(constraint) if constraint is not None else None
         encoded = [prompts.fit_prompt(list(e), self.context_length, opts.max_new_tokens) for e in encoded]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths pad little
         out: list[Completion | None] = [None] * len(encoded)
@@ -188,11 +203,19 @@ class LoadedModel:
                 ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
                 mask[row, width - len(encoded[i]):] = 1
             torch.manual_seed(opts.seed + start)
+            extra: dict[str, Any] = {}
+            if grammar is not None:
+                from transformers import LogitsProcessorList
+
+                from kifabrik.models.structured import ConstrainedLogits, Matcher
+
+                extra["logits_processor"] = LogitsProcessorList([ConstrainedLogits([Matcher(grammar) for _ in idx])])
             with torch.inference_mode():
                 gen = self.model.generate(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
                                           max_new_tokens=opts.max_new_tokens, do_sample=sample,
                                           temperature=opts.temperature if sample else None,
-                                          top_p=opts.top_p if sample else None, top_k=None, pad_token_id=self.pad_id)
+                                          top_p=opts.top_p if sample else None, top_k=None, pad_token_id=self.pad_id,
+                                          **extra)
             for row, i in enumerate(idx):
                 new = [int(t) for t in gen[row, width:]]
                 stopped = False

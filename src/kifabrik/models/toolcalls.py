@@ -16,7 +16,10 @@ parse stays in the text (the client sees what the model wrote; nothing is invent
 
 `tool_choice="required"` or a named function pre-fills the start of a Hermes `<tool_call>`
 after the generation prompt, so even a small model produces a call; the pre-filled text
-is part of the parsed output.
+is part of the parsed output. `call_format` gives the structural tag that the rest of the
+answer is then decoded under (`models.structured`): the name is one of the offered tools
+and the arguments follow its `parameters` schema. Under `auto` the model writes free text,
+and once it starts a `<tool_call>` the call is held to the same format.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+RESPONSE = "<tool_response>"
 _BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 TOOLS_SYSTEM = (
@@ -69,7 +73,7 @@ def prompt_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]] 
                               for c in m["tool_calls"])
             out.append({"role": "assistant", "content": ((m.get("content") or "") + "\n" + calls).strip()})
         elif m["role"] == "tool":
-            out.append({"role": "user", "content": f"<tool_response>\n{m.get('content') or ''}\n</tool_response>"})
+            out.append({"role": "user", "content": f"{RESPONSE}\n{m.get('content') or ''}\n</tool_response>"})
         else:
             out.append({"role": m["role"], "content": m.get("content") or ""})
     if tools:
@@ -104,6 +108,45 @@ def prefill(tool_choice: Any) -> str:
     if isinstance(tool_choice, dict):
         return OPEN + '\n{"name": ' + json.dumps(tool_choice["function"]["name"]) + ', "arguments": '
     return ""
+
+
+def call_format(tools: list[dict[str, Any]], tool_choice: Any, *, native: bool = False,
+                chat_template: str | None = None) -> dict[str, Any] | None:
+    """The structural tag (xgrammar's format, plain data) for the answer that follows `prefill(tool_choice)`.
+
+    `required`: one call of any offered tool; a named function: its arguments; `auto` (or None):
+    free text in which every `<tool_call>` block is a valid call. None where no call format can be
+    enforced: a native chat template that writes calls in another syntax than `<tool_call>`, under `auto`.
+    Raises `structured.UnsupportedSchema` (param `tools[i].function.parameters`) for a schema the grammar
+    cannot enforce.
+    """
+    from kifabrik.models.structured import check_schema
+
+    params: dict[str, Any] = {}
+    for i, tool in enumerate(tools):
+        fn = tool["function"]
+        schema = fn.get("parameters") or {"type": "object", "properties": {}}
+        check_schema(schema, f"tools[{i}].function.parameters")
+        params[fn["name"]] = schema
+
+    def content(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "json_schema", "json_schema": schema, "max_whitespace_cnt": 1}
+
+    end = "}\n" + CLOSE
+    if isinstance(tool_choice, dict):
+        name = tool_choice["function"]["name"]
+        return {"type": "structural_tag", "format": {"type": "sequence", "elements": [
+            content(params[name]), {"type": "const_string", "value": end}]}}
+    if tool_choice == "required":
+        return {"type": "structural_tag", "format": {"type": "or", "elements": [
+            {"type": "tag", "begin": json.dumps(name)[1:] + ', "arguments": ', "content": content(schema), "end": end}
+            for name, schema in params.items()]}}
+    if native and OPEN not in str(chat_template or ""):
+        return None
+    # the text may not contain a <tool_response>: only the tools write those (a small model tends to echo one)
+    return {"type": "structural_tag", "format": {"type": "triggered_tags", "triggers": [OPEN], "tags": [
+        {"type": "tag", "begin": OPEN + '\n{"name": ' + json.dumps(name) + ', "arguments": ', "content": content(schema),
+         "end": end} for name, schema in params.items()], "excludes": [RESPONSE]}}
 
 
 def _call(obj: Any) -> ParsedCall | None:

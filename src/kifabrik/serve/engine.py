@@ -43,6 +43,7 @@ class GenRequest:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    grammar: Any = None  # a compiled constraint (`Backend.grammar`): every token is masked to follow it
     cancelled: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.monotonic)
     _sink: Callable[[Event], None] | None = None

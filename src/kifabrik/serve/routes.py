@@ -138,6 +138,7 @@ def _prepare(state: ServerState, backend: Backend, served: Served, body: Any, ki
         native = toolcalls.template_handles_tools(backend.chat_template)
         choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
         prefill = toolcalls.prefill(choice) if tools_on else ""
+        grammar = _grammar(backend, body, tools, choice, native)
         try:
             ids = backend.chat_ids(toolcalls.prompt_messages(messages, tools, native), tools if native else None, prefill)
         except Exception as exc:  # jinja templates raise for conversations they do not accept
@@ -148,6 +149,7 @@ def _prepare(state: ServerState, backend: Backend, served: Served, body: Any, ki
             raise APIError(400, f"the chat template of `{body.model}` rejects these messages{why}",
                            code="invalid_messages", param="messages") from None
     else:
+        grammar = None
         if served.fach_llm is not None:
             raise APIError(400, f"`{body.model}` is a Fach-LLM that answers from its knowledge base; "
                                 "use /v1/chat/completions", code="unsupported_endpoint", param="model")
@@ -172,9 +174,45 @@ def _prepare(state: ServerState, backend: Backend, served: Served, body: Any, ki
                            code="context_length_exceeded", param="messages" if kind == "chat" else "prompt")
         max_tokens = min(state.config.default_max_tokens, limit - len(ids))
     req = GenRequest(prompt_ids=ids, max_tokens=max_tokens, adapter=served.adapter, temperature=body.temperature,
-                     top_p=body.top_p, seed=body.seed, stop=body.stop_list())
+                     top_p=body.top_p, seed=body.seed, stop=body.stop_list(), grammar=grammar)
     return Job(trace.endpoint, served, trace.key, body, trace, req, prefill=prefill, tools=tools_on, sources=sources,
                canned=canned)
+
+
+def _grammar(backend: Backend, body: ChatRequest, tools: list[dict[str, Any]] | None, choice: Any,
+             native: bool) -> Any:
+    """The compiled constraint of a chat request (`response_format`, or the call format of its tools), or None.
+
+    A schema the grammar cannot enforce is a 400 naming the parameter. A backend that cannot constrain
+    refuses `response_format`; its tool calls are parsed from free text as before.
+    """
+    from kifabrik.models.structured import Constraint, UnsupportedSchema
+
+    fmt = body.response_format
+    constraint: Constraint | None = None
+    param = "response_format"
+    try:
+        if fmt is not None and fmt.type != "text":
+            if tools:
+                raise APIError(400, "response_format json_object / json_schema together with tools is not supported; "
+                                    "send tool_choice 'none' or leave response_format out", code="invalid_request",
+                               param="response_format")
+            if fmt.type == "json_object":
+                constraint = Constraint.json_object()
+            else:
+                param = "response_format.json_schema.schema"
+                constraint = Constraint.json_schema(fmt.json_schema.schema_, param)
+            if not backend.constrains:
+                raise APIError(400, f"the {backend.kind} backend cannot decode under a response_format",
+                               code="unsupported_parameter", param="response_format")
+        elif tools:
+            param = "tools"
+            tag = toolcalls.call_format(tools, choice, native=native, chat_template=backend.chat_template)
+            constraint = Constraint.tags(tag) if tag is not None and backend.constrains else None
+        return backend.grammar(constraint) if constraint is not None else None
+    except UnsupportedSchema as exc:
+        where = exc.param if exc.param != "schema" else param
+        raise APIError(400, exc.message, code="unsupported_schema", param=where) from None
 
 
 def _message(m: dict[str, Any]) -> dict[str, Any]:

@@ -102,7 +102,8 @@ class FunctionDef(StrictModel):
     description: Text | None = Field(default=None, description="What the function does.")
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}},
                                        description="JSON Schema of the arguments.")
-    strict: bool | None = Field(default=None, description="Accepted; arguments are not constrained while decoding.")
+    strict: bool | None = Field(default=None, description="Accepted; arguments are always constrained to `parameters` "
+                                "while decoding (transformers backend), strict or not.")
 
     @field_validator("parameters")
     @classmethod
@@ -135,6 +136,34 @@ class NamedFunction(StrictModel):
 class NamedToolChoice(StrictModel):
     type: Literal["function"] = Field(description="Always `function`.")
     function: NamedFunction = Field(description="The function to call.")
+
+
+class JSONSchemaFormat(StrictModel):
+    """The schema the answer must follow (OpenAI's `response_format.json_schema`)."""
+
+    name: str = Field(pattern=FN_NAME, description="Name of the format: letters, digits, `_` and `-`, at most 64.")
+    description: Text | None = Field(default=None, description="What the format is for.")
+    schema_: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema",
+                                    description="JSON Schema of the answer; keywords that cannot be enforced while "
+                                                "decoding are refused with 400 naming them.")
+    strict: bool | None = Field(default=None, description="Accepted; the answer always follows the schema.")
+
+
+class ResponseFormatText(StrictModel):
+    type: Literal["text"] = Field(description="Free text (the default).")
+
+
+class ResponseFormatJSONObject(StrictModel):
+    type: Literal["json_object"] = Field(description="Any JSON object.")
+
+
+class ResponseFormatJSONSchema(StrictModel):
+    type: Literal["json_schema"] = Field(description="A JSON value valid under `json_schema.schema`.")
+    json_schema: JSONSchemaFormat = Field(description="The schema.")
+
+
+ResponseFormat = Annotated[ResponseFormatText | ResponseFormatJSONObject | ResponseFormatJSONSchema,
+                           Field(discriminator="type")]
 
 
 class StreamOptions(StrictModel):
@@ -219,6 +248,8 @@ class ChatRequest(_Sampling):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
         default=None, description="none, auto (default with tools), required, or a named function.")
     parallel_tool_calls: bool | None = Field(default=None, description="Allow several calls in one turn.")
+    response_format: ResponseFormat | None = Field(
+        default=None, description="text, json_object, or json_schema: the answer is decoded under that constraint.")
     top_logprobs: Annotated[int | None, WithJsonSchema({"anyOf": [{"enum": [0]}, {"type": "null"}]})] = Field(
         default=None, description="Not supported; must be unset or 0.")
 

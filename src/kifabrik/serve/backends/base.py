@@ -65,6 +65,16 @@ class Backend(ABC):
         """The chat template text (decides whether tools go to the template natively)."""
         return getattr(self.tokenizer, "chat_template", None)
 
+    #: Whether `grammar` works: requests can be decoded under a constraint (JSON Schema, tool-call format).
+    constrains: bool = False
+
+    def grammar(self, constraint: Any) -> Any:
+        """`constraint` (a `models.structured.Constraint`) compiled for this backend's tokenizer, for `GenRequest.grammar`.
+
+        Raises `structured.UnsupportedSchema` for a schema the grammar cannot enforce.
+        """
+        raise NotImplementedError(f"the {self.kind} backend does not decode under constraints")
+
     @abstractmethod
     def chat_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, prefill: str) -> list[int]:
         """Token ids of a chat prompt: template with generation prompt, then `prefill` text."""

@@ -6,6 +6,8 @@ keeps a left-padded batch with one KV cache, samples each row with its own setti
 generator, drops finished rows from the cache, and (continuous batching) pre-fills
 requests that arrived meanwhile and appends them to the running batch by left-padding
 the shorter cache. Adapters are mixed in one batch through PEFT's `adapter_names`.
+A request with a grammar (`GenRequest.grammar`: JSON Schema, tool-call format) gets its own
+`models.structured.Matcher`, which masks its row's logits before each token is sampled.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import torch
 
+from kifabrik.models.structured import Matcher
 from kifabrik.serve.engine import Event, GenRequest
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
@@ -61,11 +64,14 @@ class Row:
     sent: int = 0
     done: bool = False
     stop_len: int = field(default=0)
+    matcher: Matcher | None = None  # the row's grammar state, when its request is constrained
 
 
 def sample(logits: torch.Tensor, row: Row) -> int:
     """One token from a row's last-position logits with its temperature / top_p / generator."""
     req = row.req
+    if row.matcher is not None:
+        row.matcher.mask(logits)  # in place: tokens the grammar forbids get -inf
     if req.temperature <= 0:
         return int(torch.argmax(logits))
     # shifted so the best logit is 0, and in float64: a tiny temperature (1e-30) then gives a one-hot
@@ -147,7 +153,8 @@ class BatchDecoder:
             if r.temperature > 0:
                 gen = torch.Generator(device=self.device).manual_seed(r.seed if r.seed is not None else secrets.randbits(63))
             rows.append(Row(r, Detokenizer(self.tok, r.prompt_ids), gen, position=len(r.prompt_ids),
-                            stop_len=max((len(s) for s in r.stop), default=0)))
+                            stop_len=max((len(s) for s in r.stop), default=0),
+                            matcher=Matcher(r.grammar) if r.grammar is not None else None))
         # logits_to_keep=1: only the last position's logits are needed (all of them cost batch x prompt x vocab)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1,
                          **{self._cache_kw: DynamicCache(config=self.model.config)}, use_cache=True,
@@ -169,6 +176,8 @@ class BatchDecoder:
             return self._finish(row, "cancelled")
         if token in self.eos:
             return self._finish(row, "stop")
+        if row.matcher is not None:
+            row.matcher.accept(token)
         row.generated += 1
         row.next_token = token
         row.text += row.detok.add(token)

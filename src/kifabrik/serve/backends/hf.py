@@ -40,6 +40,11 @@ class TransformersBackend(Backend):
         self.scheduler = Scheduler(base.name, self.decoder.run, max_batch=options.max_batch,
                                    max_queue=options.max_queue, batch_wait=options.batch_wait, on_batch=on_batch)
 
+    constrains = True
+
+    def grammar(self, constraint: Any) -> Any:
+        return self.loaded.grammar(constraint)
+
     def chat_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, prefill: str) -> list[int]:
         return self.loaded.chat_ids(messages, tools, prefill)
 
