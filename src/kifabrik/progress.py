@@ -1,4 +1,4 @@
-"""Progress bars for long steps (rich, on stderr). Silent with KIFABRIK_QUIET=1."""
+"""Progress bars for long steps (rich, on stderr). Silent with KIFABRIK_QUIET=1 or inside `silenced()`."""
 
 from __future__ import annotations
 
@@ -18,10 +18,28 @@ from rich.progress import (
 )
 
 console = Console(stderr=True, emoji=False, highlight=False)
+_silenced = 0
 
 
 def _quiet() -> bool:
-    return os.environ.get("KIFABRIK_QUIET", "") not in ("", "0")
+    return _silenced > 0 or os.environ.get("KIFABRIK_QUIET", "") not in ("", "0")
+
+
+@contextmanager
+def silenced() -> Iterator[None]:
+    """No bars and no info lines inside (a dry run that counts work must not show a second run)."""
+    global _silenced
+    _silenced += 1
+    try:
+        yield
+    finally:
+        _silenced -= 1
+
+
+def duration(seconds: float) -> str:
+    """`45s`, `3m 05s`, `1h 12m`."""
+    s = max(0, round(seconds))
+    return f"{s}s" if s < 60 else f"{s // 60}m {s % 60:02d}s" if s < 3600 else f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
 @contextmanager

@@ -184,22 +184,33 @@ def _evaluate_one(ws: Workspace, ref: str, record: ArtifactRecord | None, opts: 
                   judge: Any, datasets: dict[str, list[ArtifactRecord]], baseline: Outcome | None,
                   report: Path | None, name: str | None, actor: str) -> Outcome:
     from kifabrik.evaluate.backends import open_target
+    from kifabrik.evaluate.plan import Meter, Metered, count
     from kifabrik.evaluate.runner import run_task
 
     progress.info(f"evaluating {ref}")
     backend = open_target(ws, ref, endpoint_model=opts.endpoint_model, api_key=opts.api_key, actor=actor)
     train = datasets.get("train", [])
-    ctx = SuiteContext(backend=backend, ws=ws, tasks=prep.tasks, limit=opts.limit, judge=judge, seed=opts.seed,
-                       training_datasets=train)
-    for task in prep.tasks:
-        task_judge = judge
-        if task.spec.judge and task.spec.judge.model:
-            task_judge = open_target(ws, task.spec.judge.model, endpoint_model=opts.endpoint_model, api_key=opts.api_key,
-                                     actor=actor)
-        ctx.cache[task.name] = run_task(backend, task, judge=task_judge, seed=opts.seed)
-    for suite_name in prep.suites:
-        progress.info(f"  suite {suite_name}")
-        ctx.results[suite_name] = get_suite(suite_name).run(ctx)
+    judges = {t.name: open_target(ws, t.spec.judge.model, endpoint_model=opts.endpoint_model, api_key=opts.api_key,
+                                  actor=actor) if t.spec.judge and t.spec.judge.model else judge for t in prep.tasks}
+
+    def run_all(target: Any, wrap: Any) -> SuiteContext:
+        """Every task, then every suite, on `target`; `wrap` gives the judge to use for a judge."""
+        ctx = SuiteContext(backend=target, ws=ws, tasks=prep.tasks, limit=opts.limit, judge=wrap(judge),
+                           seed=opts.seed, training_datasets=train)
+        steps = len(prep.tasks) + len(prep.suites)
+        for i, task in enumerate(prep.tasks, 1):
+            progress.info("  " + meter.line(f"task {task.name}", i, steps))
+            ctx.cache[task.name] = run_task(target, task, judge=wrap(judges[task.name]), seed=opts.seed)
+        for i, suite_name in enumerate(prep.suites, len(prep.tasks) + 1):
+            progress.info("  " + meter.line(f"suite {suite_name}", i, steps))
+            ctx.results[suite_name] = get_suite(suite_name).run(ctx)
+        return ctx
+
+    # A dry run on stand-ins counts the work first, so every step can say how much is left.
+    meter = Meter(None)  # what run_all's lines read during the dry run (which shows none of them)
+    meter = Meter(count(run_all, backend))
+    ctx = run_all(Metered(backend, meter), lambda b: None if b is None else Metered(b, meter))
+    progress.info("  " + meter.summary())
     results = assemble(ref, record, backend, opts, prep, ctx)
     if baseline is not None:
         results["baseline"] = {"model": baseline.results["model"], "metrics": baseline.results["metrics"],
