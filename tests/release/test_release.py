@@ -270,8 +270,15 @@ def test_the_bundled_documents_describe_this_release_with_the_facts_given_to_doc
     assert "Date of placement on the market: none — this release schmidt-service" in summary
     assert "license: other\nlicense_name: schmidt-internal\n" in docs["README.md"]
     assert "## Release\n" in docs["README.md"] and "this release schmidt-service" in docs["annex-xii.md"]
+    bom = json.loads((ws.path(rec) / "documents" / "ml-bom.cdx.json").read_text(encoding="utf-8"))
+    main = bom["metadata"]["component"]
+    assert main["licenses"] == [{"license": {"name": "LicenseRef-Schmidt-internal"}}]
+    props = {p["name"]: p["value"] for p in main["properties"]}
+    assert (props["kifabrik:release_version"], props["kifabrik:release_audience"]) == ("1.2.0", "internal")
+    assert props["kifabrik:release_created_at"] == info["created_at"]
     bundled = ws.catalog.get_artifact(rec.meta["documents"])
     assert bundled.meta["release"]["version"] == "1.2.0" and bundled.meta["license"] == "LicenseRef-Schmidt-internal"
+    assert bundled.meta["bom"].startswith("valid CycloneDX 1.6")
     assert info["documents"]["made_from"]["ref"] == "service-lora-documents@1"
     # the organisation file takes the licence from the release, and says so
     org.write_text(ORG_FILE + "license: Apache-2.0\n", encoding="utf-8")

@@ -154,6 +154,15 @@ def ml_bom(ctx: dict[str, Any]) -> tuple[dict[str, Any], str]:
     org = {k: v.value for k, v in ctx["org"].items() if v.recorded}
     bom = boms.build_bom(ctx["target"], records, found["edges"], ctx["evaluations"], found["trainings"], org,
                          ctx["doc"]["generated_at"], kifabrik.__version__)
+    main = bom["metadata"]["component"]
+    lic = ctx["m"]["license"]
+    if lic.recorded and boms.licence(str(lic.value)):
+        main["licenses"] = boms.licence(str(lic.value))  # the documented licence: the release's, when chosen
+    if ctx["release"] is not None:
+        r = ctx["release"]
+        main["properties"] = main.get("properties", []) + [
+            {"name": f"kifabrik:release_{k}", "value": str(r[k].value)}
+            for k in ("name", "version", "license", "audience", "created_at")]
     return bom, boms.validate(bom)
 
 
