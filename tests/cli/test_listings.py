@@ -33,7 +33,8 @@ def test_artifacts_list_fits_80_columns(cli, monkeypatch, dozen: list[str]) -> N
     assert lines[0].split() == ["id", "kind", "name", "status", "created"]
     first, long = lines[1].split(), lines[2].split()
     assert first[:4] == [dozen[0][:12], "dataset", "ds-0@1", "ok"] and first[5] == "ago"  # created seconds ago
-    assert long[0] == dozen[1][:12] and long[2].startswith(LONG[:20]) and long[2].endswith("…")
+    # 80 columns less id 12, kind 11 ("generations"), status 6, created 7 and 4 gaps of 2 leave the name 36
+    assert long[0] == dozen[1][:12] and long[2] == LONG[:33] + "…@1"  # cut to fit, the version kept
     wide = cli("artifacts", "list", "--wide").out.splitlines()
     assert wide[2].split()[:3] == [dozen[1], "dataset", f"{LONG}-1@1"]  # full id, whole name
     assert len(json.loads(cli("artifacts", "list", "--json").out)) == 12
@@ -61,6 +62,8 @@ def test_render_cuts_only_the_flexible_column() -> None:
     lines = render(["a", "b"], [["x" * 10, "y" * 50]], width=30, flex=1)
     assert lines == ["a           b", "xxxxxxxxxx  " + "y" * 17 + "…"]
     assert render(["a", "b"], [["x" * 10, "y" * 50]], width=None, flex=1)[1] == "x" * 10 + "  " + "y" * 50
+    assert render(["a", "b"], [["x" * 10, "y" * 50 + "@12"]], width=30, flex=1, keep="@")[1] == \
+        "xxxxxxxxxx  " + "y" * 14 + "…@12"
 
 
 def test_relative_times() -> None:

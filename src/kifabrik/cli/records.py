@@ -69,7 +69,8 @@ def artifacts_list(kind: Annotated[str | None, typer.Option(help="Only this kind
                     [[r.id, r.kind, r.ref, r.status, when(r.created_at)] for r in recs], wide=True)
         return
     tables.show(["id", "kind", "name", "status", "created"],
-                [[r.id[:12], r.kind, r.ref, r.status, tables.ago(r.created_at)] for r in recs], wide=False, flex=2)
+                [[r.id[:12], r.kind, r.ref, r.status, tables.ago(r.created_at)] for r in recs], wide=False, flex=2,
+                keep="@")  # a cut name keeps its version
 
 
 @audit_app.command("list")

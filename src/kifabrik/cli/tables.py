@@ -18,9 +18,17 @@ GAP = "  "
 MIN_FLEX = 10
 
 
-def cut(text: str, width: int) -> str:
-    """`text` in at most `width` characters, ending in `…` when it was cut."""
-    return text if len(text) <= width else text[:max(0, width - 1)] + "…"
+def cut(text: str, width: int, keep: str | None = None) -> str:
+    """`text` in at most `width` characters, with `…` where it was cut.
+
+    With `keep`, the part from its last occurrence on stays whole: `kundendienst-anfr…@3`.
+    """
+    if len(text) <= width:
+        return text
+    tail = text[text.rfind(keep):] if keep and keep in text else ""
+    if tail and len(tail) < width - 1:
+        return text[:width - 1 - len(tail)] + "…" + tail
+    return text[:max(0, width - 1)] + "…"
 
 
 def ago(ts: datetime | None, now: datetime | None = None) -> str:
@@ -49,7 +57,7 @@ def took(start: datetime | None, end: datetime | None) -> str:
 
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[str]], *, width: int | None = None,
-           caps: dict[int, int] | None = None, flex: int | None = None) -> list[str]:
+           caps: dict[int, int] | None = None, flex: int | None = None, keep: str | None = None) -> list[str]:
     """The lines of a column listing.
 
     Args:
@@ -58,15 +66,16 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[str]], *, width: int 
         width: Most characters per line (None: no limit, the `--wide` listing).
         caps: Most characters of a column (index -> width), cells cut with `…`.
         flex: The column that shrinks (down to `MIN_FLEX`) so that a line fits `width`.
+        keep: What the cut cells keep at their end (see `cut`), e.g. `@` for the version of a name.
     """
     caps = dict(caps or {}) if width is not None else {}
-    cells = [[cut(c, caps[i]) if i in caps else c for i, c in enumerate(row)] for row in rows]
+    cells = [[cut(c, caps[i], keep) if i in caps else c for i, c in enumerate(row)] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     if width is not None and flex is not None:
         over = sum(widths) + len(GAP) * (len(widths) - 1) - width
         if over > 0:
             widths[flex] = max(MIN_FLEX, len(headers[flex]), widths[flex] - over)
-            cells = [[cut(c, widths[flex]) if i == flex else c for i, c in enumerate(r)] for r in cells]
+            cells = [[cut(c, widths[flex], keep) if i == flex else c for i, c in enumerate(r)] for r in cells]
     return [GAP.join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
             for line in [list(headers), *cells]]
 
@@ -81,7 +90,7 @@ def echo(line: str) -> None:
 
 
 def show(headers: Sequence[str], rows: Sequence[Sequence[str]], *, wide: bool,
-         caps: dict[int, int] | None = None, flex: int | None = None) -> None:
+         caps: dict[int, int] | None = None, flex: int | None = None, keep: str | None = None) -> None:
     """Print a listing fitted to the terminal, or in full with `wide`."""
-    for line in render(headers, rows, width=None if wide else terminal_width(), caps=caps, flex=flex):
+    for line in render(headers, rows, width=None if wide else terminal_width(), caps=caps, flex=flex, keep=keep):
         echo(line)
