@@ -78,3 +78,11 @@ def test_a_heading_moves_to_the_chunk_of_its_text() -> None:
     chunks, _ = chunk(text, Measure(100, "characters"), TRAINING)
     assert [c.text.split("\n\n")[-1][:4] for c in chunks] == ["Wort", "Öl p"]
     assert chunks[1].text.startswith("# W\n\n### Wöchentliche Wartung\n\nÖl prüfen.")
+
+
+def test_a_long_list_is_cut_between_its_items() -> None:
+    items = [f"- Maschine {i}: Filter alle {100 * i} Betriebsstunden tauschen" for i in range(1, 9)]
+    text = "## Filter\n\nDie Intervalle:\n" + "\n".join(items)
+    chunks, _ = chunk(text, Measure(200, "characters"), TRAINING)
+    # the paragraph and its list (one block) is longer than a chunk: cut between items, never inside one
+    assert [c.text.split("\n")[2:] for c in chunks] == [["Die Intervalle:", *items[:3]], items[3:6], items[6:]]

@@ -11,8 +11,8 @@ most `Measure.size` units (tokens of a tokenizer, characters or words):
 - Every chunk starts with its heading path (`Layout.prefix="path"`: all headings above it, as
   Markdown heading lines) or with its own section's heading (`"heading"`), so a chunk always
   says what it is about.
-- A paragraph longer than a chunk is cut at sentence ends, a sentence longer than a chunk at
-  unit boundaries. A table longer than a chunk is cut between rows, and every piece repeats
+- A paragraph longer than a chunk is cut at sentence ends (a list between its items), a sentence
+  longer than a chunk at unit boundaries. A table longer than a chunk is cut between rows, and every piece repeats
   the header row (`Layout.tables="rows"`), or is kept whole (`"whole"`); a cell is never cut.
 - A chunk never spans two top-level sections (the outermost heading level that occurs more
   than once: `## ...` in a handbook with one `# Title`), so a split by section takes whole
@@ -31,6 +31,7 @@ from typing import Any, Literal
 HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 TABLE_DELIMITER = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+")
+LIST_ITEM = re.compile(r"^\s{0,3}([-*+]|\d{1,3}[.)])\s+")
 
 Heading = tuple[int, str]  # (level 1-6, title)
 
@@ -183,8 +184,19 @@ def _pieces(block: Block, measure: Measure, budget: int, layout: Layout) -> list
             out.append((piece, line if out else block.line))
             line += piece.count("\n") + 1 - n_head
         return out
+    lines = block.text.split("\n")
+    if len(lines) > 1 and all(LIST_ITEM.match(line) or line.startswith((" ", "\t")) for line in lines[1:]):
+        # a list (or a paragraph ending in one) is cut between its items, each item whole where it fits
+        items: list[str] = []
+        for line in lines:
+            if items and not LIST_ITEM.match(line):
+                items[-1] += "\n" + line
+            else:
+                items.append(line)
+        if all(measure.count(item) <= budget for item in items):
+            return [(piece, block.line) for piece in _group(items, [], "\n", measure, budget)]
     sentences: list[str] = []
-    for sentence in SENTENCE_END.split(" ".join(block.text.split("\n"))):
+    for sentence in SENTENCE_END.split(" ".join(lines)):
         sentences += [sentence] if measure.count(sentence) <= budget else measure.cut(sentence, budget)
     return [(piece, block.line) for piece in _group(sentences, [], " ", measure, budget)]
 
