@@ -147,7 +147,7 @@ def encode(ws: Workspace, tokenizer: Any, base: ArtifactRecord, datasets: list[A
                      f"allow it with max_truncated_fraction: {math.ceil(share * 100) / 100}")
         warnings.append(f"{train_stats.truncated} chat row(s) longer than {max_len} tokens were truncated{where}")
     if not train:
-        raise KifabrikError(f"{names}: no training rows left to learn from ({train_stats.rows} rows, "
+        raise KifabrikError(f"{names}: no training sequences left to learn from ({train_stats.rows} imported rows, "
                             f"{train_stats.dropped} without an assistant answer within {max_len} tokens)",
                             hint="check that chat rows contain assistant messages, or raise max_seq_length")
     if train_stats.dropped:
