@@ -62,3 +62,11 @@ def test_a_document_without_sections_holds_nothing_out(ws: Workspace, tmp_path: 
     res = import_dataset(ws, ImportOptions(name="notiz", path=str(path), policy_preset="internal-only"))
     assert res.card["rows"]["test"] == 0 and res.card["rows"]["train"] == 3  # 5,000 characters in rows of 2,000
     assert res.card["split"]["method"].startswith("none held out: one document without top-level sections")
+
+
+def test_the_import_says_how_it_split(cli, tmp_path: Path) -> None:
+    r = cli("data", "import", str(HANDBOOK), "--name", "hb", "--policy-preset", "internal-only", "--chunk-size", "500",
+            "--test-fraction", "0.2")
+    assert r.code == 0, r.err
+    assert ("  split: whole top-level sections, seeded: 2 of 9 held out (schmidt-handbuch.md § Kühlmittel, "
+            "schmidt-handbuch.md § Schmierung und Ölwechsel)") in r.out

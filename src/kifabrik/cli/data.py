@@ -29,6 +29,9 @@ def _import(opts: ImportOptions) -> None:
     out.print(f"imported dataset [bold]{rec.ref}[/bold]  id {rec.id}")
     out.print(f"  {card['format']} rows: {rows['train']} train, {rows['test']} test; skipped {rows['invalid_skipped']} "
               f"invalid, removed {rows['duplicates_exact']} exact + {rows['duplicates_near']} near duplicates")
+    split = card["split"]
+    held = f" ({', '.join(split['held_out'])})" if split.get("held_out") else ""
+    out.print(f"  split: {split['method']}{held}")
     if card["skipped_links"]:
         n = len(card["skipped_links"])
         out.print(f"  [yellow]skipped {n} symbolic link{'s' if n > 1 else ''}[/yellow] in the folders "
