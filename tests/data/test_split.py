@@ -70,3 +70,17 @@ def test_the_import_says_how_it_split(cli, tmp_path: Path) -> None:
     assert r.code == 0, r.err
     assert ("  split: whole top-level sections, seeded: 2 of 9 held out (schmidt-handbuch.md § Kühlmittel, "
             "schmidt-handbuch.md § Schmierung und Ölwechsel)") in r.out
+
+
+def test_text_rows_of_a_jsonl_file_are_documents_of_their_own() -> None:
+    from kifabrik.data.dedup import split_documents
+    from kifabrik.data.rows import Row
+
+    rows = [Row("a.md", f"chunk {i}", {"text": f"a{i}"}, "Teil A" if i < 3 else "Teil B") for i in range(6)]
+    rows += [Row("notes.jsonl", i, {"text": f"n{i}"}) for i in range(1, 5)]
+    train, test, facts = split_documents(rows, 0.3, seed=1)
+    assert len(train) == 7
+    # 5 documents: a.md (6 chunks) and 4 JSONL rows; 3 of 10 rows asked for: 3 JSONL rows (seeded) hit it
+    assert facts["unit"] == "document" and facts["units"] == 5
+    assert sorted(r.line for r in test) == [2, 3, 4] and all(r.source == "notes.jsonl" for r in test)
+    assert facts["held_out"] == ["notes.jsonl:2", "notes.jsonl:3", "notes.jsonl:4"]

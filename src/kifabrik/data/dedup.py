@@ -139,12 +139,16 @@ def split_documents(rows: list[Row], fraction: float, seed: int) -> tuple[list[R
     training cannot miss a table because its one chunk fell into the test split. By document
     when the import has several documents and a seeded choice of whole ones comes within half
     of the asked share; else by top-level section (`Row.section`) of each document; a single
-    document without sections holds nothing out.
+    document without sections holds nothing out. A text row of a JSONL file (no `section`) is a
+    document of its own.
     """
+    def doc(r: Row) -> str:
+        return r.source if r.section is not None else f"{r.source}:{r.line}"
+
     target = fraction * len(rows)
     facts: dict[str, Any] = {"seed": seed, "test_fraction": fraction}
-    by_doc = Counter(r.source for r in rows)
-    by_section = Counter((r.source, r.section) for r in rows)
+    by_doc = Counter(doc(r) for r in rows)
+    by_section = Counter((doc(r), r.section or "") for r in rows)
     chosen: list[Any] = []
     unit = "document"
     if len(by_doc) > 1 and target > 0:
@@ -156,10 +160,10 @@ def split_documents(rows: list[Row], fraction: float, seed: int) -> tuple[list[R
     held = set(chosen)
     if unit == "document":
         names, total = [Path(d).name for d in chosen], len(by_doc)
-        is_test = [r.source in held for r in rows]
+        is_test = [doc(r) in held for r in rows]
     else:
         names = [f"{Path(d).name} § {s or '(before the first section)'}" for d, s in chosen]
-        total, is_test = len(by_section), [(r.source, r.section) in held for r in rows]
+        total, is_test = len(by_section), [(doc(r), r.section or "") in held for r in rows]
     test = [r for r, t in zip(rows, is_test, strict=True) if t]
     train = [r for r, t in zip(rows, is_test, strict=True) if not t]
     if target <= 0:

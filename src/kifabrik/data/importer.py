@@ -275,7 +275,7 @@ def import_dataset(ws: Workspace, opts: ImportOptions, *, actor: str = "cli") ->
     if test_files:
         train, test = rows, test_rows
         split_info = {"method": "given held-out files", "test_files": [str(p) for p in test_files]}
-    elif fmt == "text" and all(r.section is not None for r in rows):
+    elif fmt == "text" and any(r.section is not None for r in rows):
         # Chunks of documents: whole documents or top-level sections, never single chunks.
         train, test, split_info = split_documents(rows, opts.test_fraction, opts.seed)
         if opts.test_fraction > 0 and not test:
