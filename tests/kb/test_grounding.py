@@ -123,3 +123,58 @@ def test_agent_searches_the_knowledge_base_with_policies(ws: Workspace, data: Da
     secret = json.loads(tool({"query": SECRET_QA[0]}))
     assert all(SECRET_QA[1] not in s["text"] for s in secret.get("sources", []))
     assert json.loads(tool({"query": "Wie wird das Wetter in Paris?"}))["found"] is False
+
+
+def test_a_fach_llm_with_focus_shows_the_asked_table_row_and_cites_the_whole_section(ws: Workspace,
+                                                                                    data: Data) -> None:
+    from kb_datafiles import PARTS, TABLE_ROWS
+
+    from kifabrik.kb.build import build_kb
+    from kifabrik.kb.grounding import ground
+    from kifabrik.kb.search import KnowledgeBase
+
+    kb = KnowledgeBase.open(ws, build_kb(ws, "wissen", [data.handbook]))
+    asked = [{"role": "user", "content": "Welche Artikelnummer hat der Zahnriemen?"}]
+    row = TABLE_ROWS[PARTS.index("Zahnriemen")].strip("| ").split(" | ")
+    whole = ground(kb, asked, k=1, purpose="evaluation").sources[0]
+    focused = ground(kb, asked, k=1, purpose="evaluation", focus=True).sources[0]
+    assert whole.passage_id == focused.passage_id  # the citation names the same (whole) section
+    assert all(p in whole.text for p in PARTS)
+    lines = focused.text.splitlines()
+    assert lines[0] == "## Verschleißteile"
+    assert f"Teil: Zahnriemen; Artikelnummer: {row[1]}; Intervall: {row[2]}" in lines
+    assert not any(p in focused.text for p in PARTS if p != "Zahnriemen")
+
+
+def test_context_rows_show_document_sections_focused_as_a_fach_llm_does() -> None:
+    from kb_datafiles import HANDBOOK, TABLE_ROWS
+
+    from kifabrik.kb.chunking import chunk_text
+    from kifabrik.kb.contexts import add_contexts
+
+    sections = [c.text for c in chunk_text(HANDBOOK.format(rows="\n".join(TABLE_ROWS)), 200)[0]]
+    table = next(s for s in sections if "Spindelfilter |" in s)
+    rows = [r for r in _rows() if "Spindelfilter" in r["messages"][1]["content"]]
+    plain, _ = add_contexts(rows, k=3, unanswerable=0.0, pool=sections)
+    focused, _ = add_contexts(rows, k=3, unanswerable=0.0, pool=sections, focus=set(sections))
+    assert table in plain[0]["messages"][0]["content"]
+    shown = focused[0]["messages"][0]["content"]
+    assert table not in shown and "Teil: Spindelfilter; Artikelnummer: TB-1000-10; Intervall: 250 h" in shown
+    assert "Keilriemen" not in shown
+
+
+def test_a_name_the_documents_never_mention_is_not_found_without_running_the_model(ws: Workspace,
+                                                                                   data: Data) -> None:
+    from kifabrik.kb.build import build_kb
+    from kifabrik.kb.grounding import NOT_FOUND, ground
+    from kifabrik.kb.search import KnowledgeBase
+
+    kb = KnowledgeBase.open(ws, build_kb(ws, "wissen", [data.chats, data.handbook]))
+    assert kb.unknown_names("Was bedeutet E999 an der DM 320?") == ["E999"]  # E615/E205 are known codes
+    assert kb.unknown_names("Welches Öl braucht die DM 900?") == ["DM 900"]  # DM 250, DM 320 are known
+    # known names, hyphenated numbers (orders, IBAN-like) and letters the documents never use as names
+    assert kb.unknown_names("Welches Öl braucht die DM 320? Auftrag A-2025-44199, Ansprechpartner W 56") == []
+    asked = [{"role": "user", "content": "Was bedeutet der Fehler E999 an der Fräse?"}]
+    grounded = ground(kb, asked, k=2, purpose="evaluation", known_names=True)
+    assert not grounded.found and grounded.not_found == f"{NOT_FOUND} Meine Unterlagen nennen E999 nicht."
+    assert ground(kb, asked, k=2, purpose="evaluation").found  # off: the nearest codes are retrieved

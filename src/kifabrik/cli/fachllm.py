@@ -20,13 +20,17 @@ def create(
     k: Annotated[int, typer.Option("-k", min=1, max=20, help="Passages retrieved per answer.")] = 3,
     relative: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop sources scoring under this share of the "
                                             "best one (0 keeps the k best).")] = 0.0,
+    focus: Annotated[bool, typer.Option(help="Show long document sections cut down to the lines that match the "
+                                        "question.")] = True,
+    known_names: Annotated[bool, typer.Option(help="Answer a question naming a machine or code the documents never "
+                                              "mention (of a kind they use) as not found.")] = True,
 ) -> None:
     """Record MODEL + KB as the Fach-LLM NAME."""
     from kifabrik.kb.fachllm import create_fach_llm
 
     ws = workspace()
     record = create_fach_llm(ws, name, ws.catalog.get_artifact(model), ws.catalog.get_artifact(kb, "index"), k=k,
-                             relative=relative)
+                             relative=relative, focus=focus, known_names=known_names)
     out.print(f"fach-llm {record.ref}: {record.meta['model']} + knowledge base {record.meta['kb']} (k={k})")
 
 

@@ -17,10 +17,12 @@ format of `kb.grounding`:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kifabrik.kb.focus import focus as focus_on
+from kifabrik.kb.focus import idf_weights
 from kifabrik.kb.grounding import NOT_FOUND, with_sources
 from kifabrik.kb.search import search_terms
 from kifabrik.kb.tokenize import Tokenizer
@@ -46,7 +48,7 @@ def _overlap(a: set[str], b: set[str]) -> float:
 
 def add_contexts(rows: list[dict[str, Any]], *, k: int = 3, unanswerable: float = 0.2, seed: int = 0,
                  pool: Sequence[str] = (), near_duplicate: float = 0.5,
-                 same: float = 0.8) -> tuple[list[dict[str, Any]], ContextStats]:
+                 same: float = 0.8, focus: Collection[str] = ()) -> tuple[list[dict[str, Any]], ContextStats]:
     """Rewrite chat rows (`{"messages": [...]}`) into grounded rows; rows without a final answer stay as they are.
 
     Args:
@@ -60,6 +62,8 @@ def add_contexts(rows: list[dict[str, Any]], *, k: int = 3, unanswerable: float 
         pool: More passages (document sections) that may appear as sources, as they will at serving time.
         near_duplicate: Passages sharing this much of the answer's words count as holding the answer.
         same: Passages this similar to a better one are skipped, as at serving time (`grounding.diverse`).
+        focus: Texts of `pool` (document sections) to show cut down to the lines matching the question,
+            as a Fach-LLM with `focus` shows them (`kb.focus`); chat answers are shown whole, as there.
     """
     import bm25s
     import numpy as np
@@ -74,6 +78,7 @@ def add_contexts(rows: list[dict[str, Any]], *, k: int = 3, unanswerable: float 
     index = bm25s.BM25()
     index.index(terms, show_progress=False)
     position = {a: i for i, a in enumerate(answers)}
+    weight = idf_weights(word_sets)
     rng = random.Random(seed)
     out, n_ans, n_un = [], 0, 0
     for row in rows:
@@ -84,7 +89,8 @@ def add_contexts(rows: list[dict[str, Any]], *, k: int = 3, unanswerable: float 
             out.append(row)
             continue
         gold = position[gold_text]
-        q = [t for t in search_terms(tok, index.vocab_dict, question) if t in index.vocab_dict]
+        asked = search_terms(tok, index.vocab_dict, question)
+        q = [t for t in asked if t in index.vocab_dict]
         scores = index.get_scores(q) if q else np.zeros(len(texts))
         order = [int(i) for i in np.argsort(-scores, kind="stable")]
         ranked = [i for i in order if i != gold]
@@ -108,7 +114,8 @@ def add_contexts(rows: list[dict[str, Any]], *, k: int = 3, unanswerable: float 
                 sources.insert(rng.randrange(len(sources) + 1), gold)
             target = gold_text
             n_ans += 1
-        grounded = with_sources(messages[:-1], [texts[i] for i in sources])
+        shown = [focus_on(texts[i], asked, tok, weight=weight) if texts[i] in focus else texts[i] for i in sources]
+        grounded = with_sources(messages[:-1], shown)
         out.append({**row, "messages": [*grounded, {"role": "assistant", "content": target}]})
     return out, ContextStats(len(rows), n_ans, n_un, len(texts))
 

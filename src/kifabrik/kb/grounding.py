@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kifabrik.kb.focus import focus as focus_on
+from kifabrik.kb.focus import idf_weights
 from kifabrik.kb.search import Hit, KnowledgeBase
 
 #: The answer when the knowledge base holds nothing relevant (and the target of training rows whose
@@ -50,10 +52,18 @@ class Grounded:
 
     messages: list[dict[str, Any]]
     sources: list[Source] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # names asked for that the documents never mention
 
     @property
     def found(self) -> bool:
         return bool(self.sources)
+
+    @property
+    def not_found(self) -> str:
+        """The answer when nothing was found, naming what the documents do not mention."""
+        if self.unknown:
+            return f"{NOT_FOUND} Meine Unterlagen nennen {' und '.join(dict.fromkeys(self.unknown))} nicht."
+        return NOT_FOUND
 
 
 @functools.lru_cache(maxsize=16)
@@ -62,8 +72,31 @@ def _answers(kb: KnowledgeBase) -> dict[str, str]:
     return {p.id: p.answer or p.text for p in kb.passages}
 
 
+@functools.lru_cache(maxsize=16)
+def _sections(kb: KnowledgeBase) -> frozenset[str]:
+    return frozenset(p.id for p in kb.passages if p.kind == "section")
+
+
+_WEIGHTS: dict[str, Callable[[str], float]] = {}
+
+
+def _weights(kb: KnowledgeBase) -> Callable[[str], float]:
+    """idf of the index's terms (per knowledge base id: ids are content hashes, so it never goes stale)."""
+    if kb.record.id not in _WEIGHTS:
+        _WEIGHTS[kb.record.id] = idf_weights(set(kb.tokenizer.tokens(p.index_text())) for p in kb.passages)
+    return _WEIGHTS[kb.record.id]
+
+
 def passage_text(kb: KnowledgeBase, hit: Hit) -> str:
     return _answers(kb).get(hit.passage_id, hit.text)
+
+
+def shown_text(kb: KnowledgeBase, hit: Hit, terms: Sequence[str] | None) -> str:
+    """What a prompt shows of a hit: a document section focused on the question's `terms` (None: whole)."""
+    text = passage_text(kb, hit)
+    if terms is None or hit.passage_id not in _sections(kb):
+        return text
+    return focus_on(text, terms, kb.tokenizer, weight=_weights(kb))
 
 
 def diverse(kb: KnowledgeBase, hits: Sequence[Hit], k: int, *, same: float = 0.8) -> list[Hit]:
@@ -103,24 +136,32 @@ def with_sources(messages: Sequence[dict[str, Any]], texts: Sequence[str]) -> li
 
 
 def ground(kb: KnowledgeBase, messages: Sequence[dict[str, Any]], *, k: int = 3, purpose: str = "serving",
-           actor: str = "cli", min_score: float | None = None, relative: float = 0.0,
-           fits: Callable[[list[dict[str, Any]]], bool] | None = None,
+           actor: str = "cli", min_score: float | None = None, relative: float = 0.0, focus: bool = False,
+           known_names: bool = False, fits: Callable[[list[dict[str, Any]]], bool] | None = None,
            record: Callable[[dict[str, Any]], None] | None = None) -> Grounded:
     """Retrieve for the last user message (each passage checked against its dataset's policy) and write the sources in.
 
     `fits(messages)` says whether a prompt still leaves room for the answer in the model's context; the
     lowest-ranked sources are dropped until it does (the best one is always kept). `relative` drops
     sources scoring under that share of the best one: a clear best match is not diluted by
-    distractors, which a small model copies from as readily as from the right source.
+    distractors, which a small model copies from as readily as from the right source. `focus` shows
+    document sections cut down to the lines that match the question (`kb.focus`). With `known_names`,
+    a question naming a machine or code of a kind the documents use but never this one ("E999" where
+    they list E101 ... E840) is not found (`KnowledgeBase.unknown_names`), and no model runs.
     """
     kwargs: dict[str, Any] = {} if min_score is None else {"min_score": min_score}
     if record is not None:  # the filtering decision goes into the caller's audit entry
         kwargs["record"] = record
-    hits = diverse(kb, kb.search(question_of(messages), k=4 * k, purpose=purpose, actor=actor, **kwargs), k)
+    question = question_of(messages)
+    unknown = kb.unknown_names(question) if known_names else []
+    if unknown:
+        return Grounded([dict(m) for m in messages], [], unknown)
+    hits = diverse(kb, kb.search(question, k=4 * k, purpose=purpose, actor=actor, **kwargs), k)
     hits = [h for h in hits if h.score >= relative * hits[0].score] if hits else hits
     if not hits:
         return Grounded([dict(m) for m in messages])
-    sources = [Source(n, h.passage_id, h.dataset_ref, h.source, h.score, passage_text(kb, h))
+    terms = kb.terms(question) if focus else None
+    sources = [Source(n, h.passage_id, h.dataset_ref, h.source, h.score, shown_text(kb, h, terms))
                for n, h in enumerate(hits, 1)]
     grounded = with_sources(messages, [s.text for s in sources])
     while fits is not None and len(sources) > 1 and not fits(grounded):
@@ -142,8 +183,9 @@ class Grounding:
     """A knowledge base bound to its retrieval settings, as a Fach-LLM record states them."""
 
     def __init__(self, kb: KnowledgeBase, *, k: int = 3, min_score: float | None = None, relative: float = 0.0,
-                 purpose: str = "serving", actor: str = "cli") -> None:
-        self.kb, self.k, self.min_score, self.relative = kb, k, min_score, relative
+                 focus: bool = False, known_names: bool = False, purpose: str = "serving", actor: str = "cli") -> None:
+        self.kb, self.k, self.min_score, self.relative, self.focus = kb, k, min_score, relative, focus
+        self.known_names = known_names
         self.purpose, self.actor = purpose, actor
 
     @classmethod
@@ -152,15 +194,18 @@ class Grounding:
         if runnable.knowledge is None:
             return None
         kb_id, k, min_score = runnable.knowledge
-        relative = float(runnable.fach_llm.meta.get("relative") or 0.0)
+        meta = runnable.fach_llm.meta
+        relative = float(meta.get("relative") or 0.0)
         return cls(KnowledgeBase.open(ws, ws.catalog.get_artifact(kb_id, "index")), k=k, min_score=min_score,
-                   relative=relative, purpose=purpose, actor=actor)
+                   relative=relative, focus=bool(meta.get("focus", False)),
+                   known_names=bool(meta.get("known_names", False)), purpose=purpose, actor=actor)
 
     def ground(self, messages: Sequence[dict[str, Any]],
                fits: Callable[[list[dict[str, Any]]], bool] | None = None,
                record: Callable[[dict[str, Any]], None] | None = None) -> Grounded:
         return ground(self.kb, messages, k=self.k, purpose=self.purpose, actor=self.actor, min_score=self.min_score,
-                      relative=self.relative, fits=fits, record=record)
+                      relative=self.relative, focus=self.focus, known_names=self.known_names, fits=fits,
+                      record=record)
 
     def answer(self, loaded: Any, conversations: Sequence[Sequence[dict[str, Any]]], opts: Any, *,
                batch_size: int = 8, progress: Any = None) -> list[GroundedAnswer]:
@@ -169,7 +214,7 @@ class Grounding:
         grounded = [self.ground(c, fits=lambda m: len(loaded.chat_ids(m)) <= room) for c in conversations]
         todo = [i for i, g in enumerate(grounded) if g.found]
         done = loaded.generate([grounded[i].messages for i in todo], opts, batch_size=batch_size, progress=progress)
-        out = [GroundedAnswer(NOT_FOUND, []) for _ in grounded]
+        out = [GroundedAnswer(g.not_found, []) for g in grounded]
         for i, c in zip(todo, done, strict=True):
             out[i] = GroundedAnswer(c.text, grounded[i].sources, c.prompt_tokens, c.completion_tokens, c.finish_reason)
         if progress and len(todo) < len(grounded):

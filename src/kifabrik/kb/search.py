@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from kifabrik.errors import KifabrikError, NotFoundError
 from kifabrik.files import read_jsonl
 from kifabrik.kb.build import FORMAT_VERSION, KIND, get_kb
 from kifabrik.kb.passages import Passage, source_label
-from kifabrik.kb.tokenize import Tokenizer
+from kifabrik.kb.tokenize import Tokenizer, fold
 from kifabrik.workspace import Workspace
 
 if TYPE_CHECKING:  # numpy is imported when a knowledge base is opened, not by `kifabrik --help`
@@ -170,6 +171,28 @@ class KnowledgeBase:
     def passages(self) -> list[Passage]:
         return self._index.passages
 
+    def terms(self, query: str) -> list[str]:
+        """The index terms `query` is searched with."""
+        return search_terms(self._index.tokenizer, self._index.retriever.vocab_dict, query)
+
+    def unknown_names(self, query: str) -> list[str]:
+        """Names in `query` of a kind the documents use but that they never mention ("E999", "FZ 900").
+
+        A name is capital letters and a number ("FZ 900", "E312"; hyphenated numbers such as order
+        numbers are not names); it is unknown when the index holds other names with the same letters
+        ("fz400", "fz600") but not this one. The documents describe every machine and error code of
+        the company, so asked about one they do not name, the right answer is that they do not name
+        it — not the facts of the nearest name.
+        """
+        vocab = self._index.retriever.vocab_dict
+        families = _families(self.record.id, vocab)
+        out = []
+        for m in _NAME.finditer(query):
+            prefix = fold(m.group(1))
+            if prefix + m.group(2) not in vocab and prefix in families:
+                out.append(m.group(0))
+        return out
+
     def scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
         """(raw BM25, normalised score) of every passage for `query`."""
         import numpy as np
@@ -262,6 +285,17 @@ class KnowledgeBase:
         p = self._index.passages[i]
         return Hit(rank, round(float(norm[i]), 4), p.id, p.text, p.dataset_ref, p.dataset_id,
                    source_label(p.sources[0]), round(float(raw[i]), 4))
+
+
+_NAME = re.compile(r"(?<![\w-])([A-ZÄÖÜ]{1,4}) ?(\d{2,5})(?![\w-])")
+_FAMILIES: dict[str, frozenset[str]] = {}
+
+
+def _families(kb_id: str, vocab: Any) -> frozenset[str]:
+    """The letter prefixes of the index's names ("fz" for fz400), per knowledge base id."""
+    if kb_id not in _FAMILIES:
+        _FAMILIES[kb_id] = frozenset(m.group(1) for t in vocab if (m := re.fullmatch(r"([a-z]{1,4})\d{2,5}", t)))
+    return _FAMILIES[kb_id]
 
 
 def search_terms(tokenizer: Tokenizer, vocab: Any, query: str) -> list[str]:

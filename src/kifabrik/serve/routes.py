@@ -126,13 +126,11 @@ def _prepare(state: ServerState, backend: Backend, served: Served, body: Any, ki
         sources: list[dict[str, Any]] | None = None
         canned: str | None = None
         if grounding is not None:
-            from kifabrik.kb.grounding import NOT_FOUND
-
             room = backend.context_length - (body.max_tokens or 16)
             grounded = grounding.ground(messages, fits=lambda m: len(backend.chat_ids(m, None, "")) <= room,
                                         record=lambda decision: setattr(trace, "knowledge", decision))
             messages, sources = grounded.messages, [src.as_dict() for src in grounded.sources]
-            canned = None if grounded.found else NOT_FOUND
+            canned = None if grounded.found else grounded.not_found
         tools_on = bool(body.tools) and body.tool_choice != "none"
         tools = [t.model_dump(exclude_none=True) for t in body.tools] if tools_on else None
         native = toolcalls.template_handles_tools(backend.chat_template)

@@ -32,6 +32,8 @@ class ContextOptions(StrictModel):
     passages_from: list[str] = Field(default_factory=list, description="More datasets (catalog refs) whose passages "
                                      "(document sections, answers) appear as sources, as they will in the knowledge "
                                      "base; their policies must permit training and they join the adapter's lineage.")
+    focus: bool = Field(default=True, description="Show document passages cut down to the lines that match the "
+                        "question, as a Fach-LLM with `focus` shows them (`kb.focus`).")
     chunk_tokens: int = Field(default=200, ge=16, le=8192, description="Most words per document passage of "
                               "`passages_from` (use the `chunk_tokens` of your knowledge base).")
 

@@ -102,11 +102,13 @@ def encode(ws: Workspace, tokenizer: Any, base: ArtifactRecord, datasets: list[A
            opts: TrainOptions, extra_sources: list[ArtifactRecord] | None = None) -> Prepared:
     """Encode every split; refuse data that would make a meaningless run."""
     pool: list[str] = []
+    sections: set[str] = set()  # document sections: shown focused on the question, as a Fach-LLM shows them
     for d in extra_sources or []:
         from kifabrik.kb.passages import dataset_passages
 
         passages, _ = dataset_passages(ws, d, size=opts.context.chunk_tokens if opts.context else 200)
         pool += [p.answer or p.text for p in passages]
+        sections |= {p.text for p in passages if p.kind == "section"}
     ctx = int(base.meta.get("context_length") or DEFAULT_MAX_SEQ)
     max_len = opts.max_seq_length or min(ctx, DEFAULT_MAX_SEQ)
     train: list[Example] = []
@@ -120,9 +122,11 @@ def encode(ws: Workspace, tokenizer: Any, base: ArtifactRecord, datasets: list[A
             from kifabrik.kb.contexts import add_contexts
 
             train_rows, cst = add_contexts(rows.train, k=opts.context.k, unanswerable=opts.context.unanswerable,
-                                           seed=opts.seed, pool=pool)
+                                           seed=opts.seed, pool=pool,
+                                           focus=sections if opts.context.focus else ())
             test_rows, _ = add_contexts(rows.test, k=opts.context.k, unanswerable=opts.context.unanswerable,
-                                        seed=opts.seed + 1, pool=pool)
+                                        seed=opts.seed + 1, pool=pool,
+                                        focus=sections if opts.context.focus else ())
             rows = replace(rows, train=train_rows, test=test_rows)
             info(f"{d.ref}: {cst.answerable} rows with their answer among {opts.context.k} sources, "
                  f"{cst.unanswerable} whose sources lack it (from {cst.passages} passages)")
