@@ -25,9 +25,13 @@ class ScriptedModel:
     def __init__(self, *answers: str) -> None:
         self.answers = list(answers)
         self.seen: list[list[dict]] = []
+        self.offered: list[list[dict]] = []
+        self.retries: list[int] = []
 
-    def complete(self, messages, tools, force_tool=False):
+    def complete(self, messages, tools, force_tool=False, retry=0):
         self.seen.append([dict(m) for m in messages])
+        self.offered.append(tools)
+        self.retries.append(retry)
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
@@ -91,10 +95,16 @@ def test_invalid_calls_get_an_error_and_a_bounded_retry(db, bad, error):
     assert result.steps[1].kind == "tool"
 
 
-def test_a_model_that_keeps_failing_stops(db):
+def test_a_model_that_keeps_failing_stops_and_says_why(db):
     model = ScriptedModel(call("nope"))
     result = run_agent(model, resolve(SCHMIDT), "Status?", max_retries=2, max_steps=20)
     assert result.status == "gave_up" and len(model.seen) == 3  # first try + 2 retries, never more
+    # no retry is asked like the attempt before it: each is marked as a retry (other sampling) and told the error
+    assert model.retries == [0, 1, 2]
+    assert all("unknown tool 'nope'" in seen[-1]["content"] for seen in model.seen[1:])
+    assert result.reason == ("3 failed attempts in a row (the retries sampled with other settings and were told the "
+                             "error); last error: unknown tool 'nope'; available: schmidt_order_status, "
+                             "schmidt_find_spare_parts, schmidt_part_availability")
     looping = ScriptedModel(call("schmidt_part_availability", part_number="ET-1001"))
     assert run_agent(looping, resolve(SCHMIDT), "x", max_steps=4).status == "max_steps"
     assert len(looping.seen) == 4
@@ -165,11 +175,71 @@ def test_mcp_tools(tmp_path: Path, db):
 
 def test_first_tool_forces_a_call_in_the_first_turn_only(db):
     class Forced(ScriptedModel):
-        def complete(self, messages, tools, force_tool=False):
+        def complete(self, messages, tools, force_tool=False, retry=0):
             self.forced.append(force_tool)
-            return super().complete(messages, tools, force_tool)
+            return super().complete(messages, tools, force_tool, retry)
 
     model = Forced(call("schmidt_part_availability", part_number="ET-1003"), "8 Stück")
     model.forced = []
     result = run_agent(model, resolve(SCHMIDT), "Haben Sie ET-1003?", first_tool=True)
     assert result.status == "answered" and model.forced == [True, False]
+
+
+def test_retry_sampling_differs_from_the_failed_attempt():
+    from kifabrik.agents.models import retry_sampling
+
+    assert retry_sampling(0.0, 0) == (0.0, 0)  # the first attempt is greedy, as the recipe says
+    settings = [retry_sampling(0.0, n) for n in (1, 2, 3, 4)]
+    assert settings == [(0.5, 1), (0.8, 2), (1.0, 3), (1.0, 4)]  # hotter each time, never the same seed twice
+    assert retry_sampling(1.2, 1) == (1.2, 1)  # a recipe's higher temperature is kept
+
+
+def test_an_invalid_first_attempt_is_retried_with_a_change_on_a_real_model(ws, tiny_model, db):
+    """The tiny model through LocalModel: the same prompt as a retry decodes differently (sampled, seeded)."""
+    from kifabrik.agents.models import LocalModel
+
+    model = LocalModel(ws, "tiny", max_tokens=12)
+    messages = [{"role": "user", "content": "Hallo"}]
+    first, again = model.complete(messages, []), model.complete(messages, [])
+    retry = model.complete(messages, [], retry=1)
+    assert first == again  # greedy: asking again unchanged would only repeat the failure
+    assert retry != first
+    assert model.complete(messages, [], retry=1) == retry  # and still reproducible
+
+
+def test_answer_from_results_asks_with_the_results_and_no_tools(db):
+    model = ScriptedModel(call("schmidt_order_status", order_id="A-1007"), "Der Auftrag A-1007 ist in Fertigung.")
+    result = run_agent(model, resolve(SCHMIDT), "Status von A-1007?", system="Service", first_tool=True,
+                       answer_from_results=True)
+    assert result.status == "answered" and result.answer == "Der Auftrag A-1007 ist in Fertigung."
+    assert [s.kind for s in result.steps] == ["tool", "answer"]
+    assert model.offered[1] == []  # the answer turn offers no tools
+    system, user = model.seen[1]
+    assert system == {"role": "system", "content": "Service"}
+    tool_result = result.steps[0].text
+    assert user["content"] == ('Status von A-1007?\n\nResult of schmidt_order_status({"order_id": "A-1007"}):\n'
+                               f"{tool_result}\n\nAnswer the question with this result. Name every item of the result.")
+    assert json.loads(tool_result)["status"] == demo.order_status("A-1007")["status"]
+
+
+@pytest.mark.embedded
+def test_demo_agent_finishes_both_tasks_on_the_embedded_model(embedded, db):
+    """`kifabrik agent schmidt-demo` on SmolLM2-135M: valid calls (constrained), the right tool and arguments,
+    and answers that carry the looked-up facts."""
+    ws, record, _, _ = embedded
+    recipe = load_agent_recipe("schmidt-demo").model_copy(update={"model": record.name})
+    run = open_agent(ws, recipe)
+    try:
+        status, parts = (run.run(task) for task in recipe.tasks)
+    finally:
+        run.close()
+    assert status.status == "answered" and parts.status == "answered", (status.reason, parts.reason)
+    assert [(s.kind, s.tool, s.arguments) for s in status.steps] == [
+        ("tool", "schmidt_order_status", {"order_id": "A-1007"}), ("answer", None, None)]
+    assert [(s.kind, s.tool, s.arguments) for s in parts.steps] == [
+        ("tool", "schmidt_find_spare_parts", {"machine": "HP-80"}), ("answer", None, None)]
+    assert demo.order_status("A-1007")["status"] == "in Fertigung"  # the seeded demo database
+    assert "in Fertigung" in status.answer
+    # the four parts that fit the HP-80 (demo data): each named in the answer
+    for name in ("Hydraulikfilter HF-35", "Dichtungssatz Zylinder 80 bar", "Not-Aus-Taster rot", "Hydrauliköl"):
+        assert name in parts.answer, parts.answer

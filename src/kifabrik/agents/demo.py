@@ -111,9 +111,10 @@ def order_status(order_id: str) -> dict[str, Any]:
     rows = _query("SELECT * FROM orders WHERE id = ?", (order_id,))
     if not rows:
         raise ToolError(f"no order {order_id} (order numbers run from A-1001 to A-{1000 + demo_data()['orders']})")
-    items = _query("SELECT i.part, p.name, i.quantity FROM order_items i JOIN parts p ON p.number = i.part "
-                   "WHERE i.order_id = ? ORDER BY i.part", (order_id,))
-    return {**rows[0], "items": items}
+    items = _query("SELECT part, quantity FROM order_items WHERE order_id = ? ORDER BY part", (order_id,))
+    # compact: fields without a value left out, items as "ET-1001 x3" (a small model reads short results best)
+    return {**{k: v for k, v in rows[0].items() if v is not None},
+            "items": [f"{i['part']} x{i['quantity']}" for i in items]}
 
 
 @agent_tool("schmidt.find_spare_parts", "Find spare parts by machine model (e.g. HP-80) and/or a word in the part "
@@ -124,7 +125,7 @@ def order_status(order_id: str) -> dict[str, Any]:
 def find_spare_parts(machine: str | None = None, query: str | None = None) -> list[dict[str, Any]]:
     if not machine and not query:
         raise ToolError("give a machine model, a search word, or both")
-    sql = ("SELECT DISTINCT p.* FROM parts p JOIN part_fits f ON f.part = p.number WHERE 1=1"
+    sql = ("SELECT DISTINCT p.number, p.name FROM parts p JOIN part_fits f ON f.part = p.number WHERE 1=1"
            + (" AND upper(f.machine) = upper(?)" if machine else "") + (" AND p.name LIKE ?" if query else "")
            + " ORDER BY p.number")
     args = tuple(a for a in (machine, f"%{query}%" if query else None) if a)

@@ -16,8 +16,9 @@ class LocalModel:
 
     Prompts are rendered exactly as the server renders them (tools in the chat template or
     in Hermes text, through `models.prompts` and `models.toolcalls`); the raw answer goes back
-    to the loop, which parses tool calls from it. The usage policy is checked for purpose
-    `serving` when the model is opened.
+    to the loop, which parses tool calls from it. Decoding is constrained to the tool-call
+    format (`toolcalls.call_format`), so a call names an offered tool and its arguments follow
+    the tool's schema. The usage policy is checked for purpose `serving` when the model is opened.
     """
 
     def __init__(self, ws: Workspace, name: str, *, max_tokens: int = 256, temperature: float = 0.0,
@@ -30,22 +31,35 @@ class LocalModel:
         self.temperature = temperature
 
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *,
-                 force_tool: bool = False) -> str:
+                 force_tool: bool = False, retry: int = 0) -> str:
         from kifabrik.models.runtime import GenerationOptions
+        from kifabrik.models.structured import Constraint
 
         native = toolcalls.template_handles_tools(self.loaded.chat_template)
-        prefill = toolcalls.prefill("required") if force_tool and tools else ""
+        choice = "required" if force_tool and tools else "auto"
+        prefill = toolcalls.prefill(choice)
         ids = self.loaded.chat_ids(toolcalls.prompt_messages(messages, tools, native), tools if native else None, prefill)
         room = self.loaded.context_length - len(ids)
         if room < 1:
             raise KifabrikError(f"the conversation ({len(ids)} tokens) no longer fits the model's context "
                                 f"({self.loaded.context_length} tokens)", hint="lower max_steps or shorten the system prompt")
-        opts = GenerationOptions(max_new_tokens=min(self.max_tokens, room), temperature=self.temperature, seed=0)
-        [done] = self.loaded.generate_ids([ids], opts, batch_size=1)
+        fmt = toolcalls.call_format(tools, choice, native=native, chat_template=self.loaded.chat_template) if tools else None
+        temperature, seed = retry_sampling(self.temperature, retry)
+        opts = GenerationOptions(max_new_tokens=min(self.max_tokens, room), temperature=temperature, seed=seed)
+        [done] = self.loaded.generate_ids([ids], opts, batch_size=1,
+                                          constraint=Constraint.tags(fmt) if fmt is not None else None)
         return prefill + done.text
 
     def close(self) -> None:
         """The runtime keeps the model cached for the rest of the process."""
+
+
+def retry_sampling(temperature: float, retry: int) -> tuple[float, int]:
+    """(temperature, seed) of a retry: a retry at the same greedy settings would repeat the failed answer word
+    for word, so each retry samples, a little hotter each time, with its own seed."""
+    if retry <= 0:
+        return temperature, 0
+    return max(temperature, min(0.3 * retry + 0.2, 1.0)), retry
 
 
 class ServedModel:
@@ -61,9 +75,10 @@ class ServedModel:
         self.timeout = timeout
 
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *,
-                 force_tool: bool = False) -> Turn:
+                 force_tool: bool = False, retry: int = 0) -> Turn:
+        temperature, seed = retry_sampling(self.temperature, retry)
         body = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens,
-                "temperature": self.temperature, **({"tools": tools} if tools else {}),
+                "temperature": temperature, "seed": seed, **({"tools": tools} if tools else {}),
                 **({"tool_choice": "required"} if force_tool and tools else {})}
         from kifabrik.models.http import post_json
 

@@ -55,6 +55,9 @@ class AgentRecipe(StrictModel):
     max_tokens: int = Field(default=256, ge=1, description="Most tokens per model turn.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
     first_tool: bool = Field(default=False, description="Force a tool call in the first turn (for small models).")
+    answer_from_results: bool = Field(
+        default=False, description="Answer right after the first tool turn that succeeded, from a short prompt of "
+        "the task and the tool results (for small models, which cannot read them from the tool conversation).")
 
     @model_validator(mode="after")
     def _one_model(self) -> AgentRecipe:
@@ -88,7 +91,8 @@ class AgentRun:
     def run(self, task: str, on_step: Callable[[Step], None] | None = None) -> AgentResult:
         r = self.recipe
         return run_agent(self.model, self.tools, task, system=r.system, max_steps=r.max_steps,
-                         max_retries=r.max_retries, first_tool=r.first_tool, on_step=on_step)
+                         max_retries=r.max_retries, first_tool=r.first_tool,
+                         answer_from_results=r.answer_from_results, on_step=on_step)
 
     def close(self) -> None:
         for close in self.closers:
@@ -148,6 +152,6 @@ def knowledge_tool(ws: Workspace, ref: str, *, k: int = 3) -> Tool:
 
 
 def as_dict(result: AgentResult) -> dict[str, Any]:
-    return {"status": result.status, "answer": result.answer,
+    return {"status": result.status, "answer": result.answer, "reason": result.reason,
             "steps": [{"kind": s.kind, "tool": s.tool, "arguments": s.arguments, "text": s.text, "raw": s.raw}
                       for s in result.steps]}

@@ -47,14 +47,15 @@ def agent(
 
             result = run.run(t, on_step=show)
             ws.catalog.audit("agent.task", actor="agent", subject=None,
-                             details={"recipe": spec.name, "status": result.status,
+                             details={"recipe": spec.name, "status": result.status, "reason": result.reason,
                                       "tool_calls": [s.tool for s in result.steps if s.tool]})
             results.append({"task": t, **as_dict(result)})
             if not as_json:
-                label = {"answered": "[bold]answer:[/bold]", "gave_up": "[red]gave up[/red] after repeated invalid "
-                         "tool calls", "max_steps": "[yellow]stopped[/yellow] at max_steps",
-                         "error": "[red]stopped[/red]: " + (result.steps[-1].text if result.steps else "")}[result.status]
-                out.print(f"  {label} {result.answer or ''}\n")
+                if result.status == "answered":
+                    out.print(f"  [bold]answer:[/bold] {result.answer}\n")
+                else:
+                    label = "[red]gave up[/red]" if result.status == "gave_up" else "[yellow]stopped[/yellow]"
+                    out.print(f"  {label}: {result.reason}\n")
     finally:
         run.close()
     if as_json:
