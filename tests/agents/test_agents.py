@@ -96,18 +96,30 @@ def test_invalid_calls_get_an_error_and_a_bounded_retry(db, bad, error):
 
 
 def test_a_model_that_keeps_failing_stops_and_says_why(db):
-    model = ScriptedModel(call("nope"))
+    model = ScriptedModel(call("nope"), call("nix"), call("nada"), call("niente"))
     result = run_agent(model, resolve(SCHMIDT), "Status?", max_retries=2, max_steps=20)
     assert result.status == "gave_up" and len(model.seen) == 3  # first try + 2 retries, never more
     # no retry is asked like the attempt before it: each is marked as a retry (other sampling) and told the error
     assert model.retries == [0, 1, 2]
-    assert all("unknown tool 'nope'" in seen[-1]["content"] for seen in model.seen[1:])
+    assert [seen[-1]["content"].split(";")[0] for seen in model.seen[1:]] == [
+        "Error: unknown tool 'nope'", "Error: unknown tool 'nix'"]
     assert result.reason == ("3 failed attempts in a row (the retries sampled with other settings and were told the "
-                             "error); last error: unknown tool 'nope'; available: schmidt_order_status, "
+                             "error); last error: unknown tool 'nada'; available: schmidt_order_status, "
                              "schmidt_find_spare_parts, schmidt_part_availability")
     looping = ScriptedModel(call("schmidt_part_availability", part_number="ET-1001"))
     assert run_agent(looping, resolve(SCHMIDT), "x", max_steps=4).status == "max_steps"
     assert len(looping.seen) == 4
+
+
+def test_a_repeated_failing_call_stops_at_once_with_the_reason(db):
+    """A retry that writes the very call that failed would fail the same way: it is not run again."""
+    model = ScriptedModel(call("schmidt_order_status", order_id="A-9999"))
+    result = run_agent(model, resolve(SCHMIDT), "Status von A-9999?", max_retries=5, max_steps=20)
+    assert result.status == "gave_up" and len(model.seen) == 2 and model.retries == [0, 1]
+    assert [s.kind for s in result.steps] == ["error", "error"]
+    assert result.reason == ('the model repeated the call schmidt_order_status({"order_id": "A-9999"}), which had '
+                             "failed (no order A-9999 (order numbers run from A-1001 to A-1040)), although the "
+                             "retry sampled with other settings and was told the error")
 
 
 def test_tools_come_only_from_the_registry():

@@ -103,6 +103,7 @@ def run_agent(model: ChatModel, tools: list[Tool], task: str, *, system: str | N
     steps: list[Step] = []
     failures = 0
     errors: list[str] = []  # of the failed turns in a row, for the reason of a stop
+    failed_calls: dict[str, str] = {}  # call (name + arguments) -> its error, for a model that repeats one
 
     def note(step: Step) -> None:
         steps.append(step)
@@ -143,6 +144,13 @@ def run_agent(model: ChatModel, tools: list[Tool], task: str, *, system: str | N
         failed: list[str] = []
         done: list[tuple[toolcalls.ParsedCall, str]] = []
         for call in turn.calls:
+            signature = f"{call.name}({json.dumps(call.arguments, ensure_ascii=False, sort_keys=True)})"
+            if signature in failed_calls:  # running it again gives the same error: stop and say so
+                error = failed_calls[signature]
+                note(Step("error", f"Error: repeated {signature}: {error}", call.name, call.arguments))
+                return AgentResult("gave_up", None, steps, messages,
+                                   f"the model repeated the call {signature}, which had failed ({error}), "
+                                   "although the retry sampled with other settings and was told the error")
             try:
                 if call.name not in by_name:
                     raise ToolError(f"unknown tool {call.name!r}; available: {', '.join(by_name) or 'none'}")
@@ -151,6 +159,7 @@ def run_agent(model: ChatModel, tools: list[Tool], task: str, *, system: str | N
                 done.append((call, result))
             except ToolError as exc:
                 failed.append(str(exc))
+                failed_calls[signature] = str(exc)
                 result = repair(str(exc))
                 note(Step("error", f"Error: {exc}", call.name, call.arguments))
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
