@@ -206,7 +206,7 @@ def test_retry_sampling_differs_from_the_failed_attempt():
     assert retry_sampling(1.2, 1) == (1.2, 1)  # a recipe's higher temperature is kept
 
 
-def test_an_invalid_first_attempt_is_retried_with_a_change_on_a_real_model(ws, tiny_model, db):
+def test_a_retry_decodes_differently_on_a_real_model(ws, tiny_model, db):
     """The tiny model through LocalModel: the same prompt as a retry decodes differently (sampled, seeded)."""
     from kifabrik.agents.models import LocalModel
 
