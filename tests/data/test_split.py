@@ -84,3 +84,13 @@ def test_text_rows_of_a_jsonl_file_are_documents_of_their_own() -> None:
     assert facts["unit"] == "document" and facts["units"] == 5
     assert sorted(r.line for r in test) == [2, 3, 4] and all(r.source == "notes.jsonl" for r in test)
     assert facts["held_out"] == ["notes.jsonl:2", "notes.jsonl:3", "notes.jsonl:4"]
+
+
+def test_a_short_document_does_not_lose_half_of_itself_to_the_test_split(ws: Workspace, tmp_path: Path) -> None:
+    doc = tmp_path / "kurz.md"
+    doc.write_text("# Handbuch\n\n## Reinigung\n\n| Anlage | Reinigung |\n|---|---|\n| BO 12 | täglich |\n\n"
+                   "## Sicherheit\n\nVor jeder Reinigung trennen Sie die Anlage vom Netz.\n", encoding="utf-8")
+    res = import_dataset(ws, ImportOptions(name="kurz", path=str(doc), policy_preset="internal-only",
+                                           test_fraction=0.1, seed=0))
+    assert rows(ws, res.record, "test") == [] and len(rows(ws, res.record, "train")) == 2
+    assert res.card["split"]["method"].startswith("none held out: the smallest whole section holds more than twice")

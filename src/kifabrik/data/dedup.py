@@ -116,7 +116,9 @@ def split(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[
 def _closest(sizes: dict[Any, int], target: float, seed: int) -> list[Any]:
     """Units in a seeded order, each taken when it brings the held-out rows closer to `target`.
 
-    At least one unit is taken when any is asked for, and at least one is always left.
+    At least one is always left; when no unit brings it closer, the smallest is taken only if it
+    holds at most twice the asked rows (a 2-section handbook asked for 10 % keeps both sections
+    rather than losing half of itself to the test split).
     """
     order = sorted(sizes, key=str)
     random.Random(seed).shuffle(order)
@@ -126,8 +128,9 @@ def _closest(sizes: dict[Any, int], target: float, seed: int) -> list[Any]:
         if len(taken) < len(order) - 1 and abs(held + sizes[unit] - target) < abs(held - target):
             taken.append(unit)
             held += sizes[unit]
-    if not taken and target > 0 and len(order) > 1:
-        taken = [min(order, key=lambda u: sizes[u])]
+    smallest = min(order, key=lambda u: sizes[u]) if order else None
+    if not taken and target > 0 and len(order) > 1 and sizes[smallest] <= 2 * target:
+        taken = [smallest]
     return taken
 
 
@@ -168,6 +171,9 @@ def split_documents(rows: list[Row], fraction: float, seed: int) -> tuple[list[R
     train = [r for r, t in zip(rows, is_test, strict=True) if not t]
     if target <= 0:
         method = "none held out (test fraction 0)"
+    elif not test and len(by_section) > 1:
+        method = (f"none held out: the smallest whole {unit} holds more than twice the asked share of "
+                  f"{fraction:.0%} (give held-out files with --test-path, or --test-fraction 0)")
     elif not test:
         method = ("none held out: one document without top-level sections cannot be split without cutting it "
                   "(give held-out files with --test-path)")
