@@ -111,3 +111,19 @@ def test_lineage_prints_each_node_once(cli, ws: Workspace) -> None:
 
 def cli_id(ws: Workspace, name: str) -> str:
     return ws.catalog.get_artifact(name).id[:12]
+
+
+def test_data_and_model_listings_fit_80_columns(cli, monkeypatch, tmp_path, tiny_model) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Frage {i}?"},
+                                                     {"role": "assistant", "content": f"Antwort {i}."}]}) + "\n"
+                            for i in range(12)), encoding="utf-8")
+    for name in (LONG, "kurz"):
+        cli("data", "import", str(data), "--name", name, "--policy-preset", "company-internal", "--no-dedup")
+    lines = cli("data", "list").out.splitlines()
+    assert len(lines) == 3 and max(len(line) for line in lines) <= 80  # a header and one line each: nothing wraps
+    assert lines[1].split()[0].endswith("…@1") and lines[2].split()[0] == "kurz@1"
+    assert f"{LONG}@1" in cli("data", "list", "--wide").out
+    lines = cli("models", "list").out.splitlines()
+    assert len(lines) == 2 and max(len(line) for line in lines) <= 80

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from kifabrik.cli.common import out, print_json, when, workspace
+from kifabrik.cli import tables
+from kifabrik.cli.common import out, print_json, workspace
 from kifabrik.cli.options import Flag, ModelFlags
 from kifabrik.data.options import ImportOptions
 
@@ -45,7 +45,8 @@ app.command("import")(IMPORT.command(_import))
 
 
 @app.command("list")
-def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+          wide: Annotated[bool, typer.Option("--wide", help="Print every cell in full.")] = False) -> None:
     """List datasets."""
     from kifabrik.data import list_datasets
 
@@ -56,13 +57,12 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     if not recs:
         out.print("no datasets yet; try `kifabrik data import FILE --name NAME --policy-preset internal-only`")
         return
-    table = Table("name", "id", "format", "train", "test", "policy", "PII", "created")
-    for r in recs:
-        m = r.meta
-        table.add_row(r.ref, r.id[:12], str(m.get("format")), str(m.get("rows", {}).get("train")),
-                      str(m.get("rows", {}).get("test")), str(m.get("policy")),
-                      ", ".join(f"{k} {v}" for k, v in (m.get("pii") or {}).items()) or "-", when(r.created_at))
-    out.print(table)
+    rows = [[r.ref, r.id[:12], str(r.meta.get("format")), str(r.meta.get("rows", {}).get("train")),
+             str(r.meta.get("rows", {}).get("test")), str(r.meta.get("policy")),
+             ", ".join(f"{k} {v}" for k, v in (r.meta.get("pii") or {}).items()) or "-", tables.ago(r.created_at)]
+            for r in recs]
+    tables.show(["name", "id", "format", "train", "test", "policy", "PII", "created"], rows, wide=wide,
+                caps={5: 18, 6: 14}, flex=0, keep="@")
 
 
 @app.command("show")

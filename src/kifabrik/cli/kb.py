@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
+from kifabrik.cli import tables
 from kifabrik.cli.common import out, print_json, when, workspace
 from kifabrik.cli.options import ModelFlags
 from kifabrik.kb.build import KbOptions
@@ -49,7 +49,8 @@ app.command("build")(BUILD.command(_build))
 
 
 @app.command("list")
-def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+          wide: Annotated[bool, typer.Option("--wide", help="Print every cell in full.")] = False) -> None:
     """List knowledge bases."""
     from kifabrik.kb import list_kbs
 
@@ -61,11 +62,9 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     if not recs:
         out.print("no knowledge bases yet; try `kifabrik kb build NAME --data DATASET`")
         return
-    table = Table("name", "id", "passages", "datasets", "created")
-    for r in recs:
-        table.add_row(r.ref, r.id[:12], str(r.meta.get("passages")),
-                      ", ".join(d["ref"] for d in r.meta.get("datasets", [])), when(r.created_at))
-    out.print(table)
+    rows = [[r.ref, r.id[:12], str(r.meta.get("passages")), ", ".join(d["ref"] for d in r.meta.get("datasets", [])),
+             tables.ago(r.created_at)] for r in recs]
+    tables.show(["name", "id", "passages", "datasets", "created"], rows, wide=wide, caps={0: 24}, flex=3, keep="@")
 
 
 @app.command("show")

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from kifabrik.cli.common import human, out, print_json, when, workspace
+from kifabrik.cli import tables
+from kifabrik.cli.common import human, out, print_json, workspace
 from kifabrik.config import set_offline
 
 app = typer.Typer(help="Register and inspect base models.", no_args_is_help=True)
@@ -39,7 +39,8 @@ def add(
 
 
 @app.command("list")
-def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+          wide: Annotated[bool, typer.Option("--wide", help="Print every cell in full.")] = False) -> None:
     """List registered models."""
     recs = workspace().catalog.list_artifacts("model")
     if as_json:
@@ -49,11 +50,10 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     if not recs:
         out.print("no models registered; try `kifabrik models add embedded:smollm2-135m-instruct`")
         return
-    table = Table("name", "id", "architecture", "params", "licence", "source", "created")
-    for r in recs:
-        table.add_row(r.ref, r.id[:12], str(r.meta.get("architecture")), human(r.meta.get("parameters")),
-                      str(r.meta.get("license")), str(r.meta.get("source")), when(r.created_at))
-    out.print(table)
+    rows = [[r.ref, r.id[:12], str(r.meta.get("architecture")), human(r.meta.get("parameters")),
+             str(r.meta.get("license")), str(r.meta.get("source")), tables.ago(r.created_at)] for r in recs]
+    tables.show(["name", "id", "architecture", "params", "licence", "source", "created"], rows, wide=wide,
+                caps={2: 18, 4: 14}, flex=5, keep="@")
 
 
 @app.command("show")
