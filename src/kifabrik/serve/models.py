@@ -78,6 +78,7 @@ class ModelTable:
         self.ws = ws
         self.served = served
         self.backend_kind = backend
+        self.backend_reason = "chosen with --backend"  # `--backend auto` says why it chose this one
         self.cls = backend_class(backend)
         self.cls.check_available()  # refuse at start, not at the first request
         self.options = options

@@ -110,6 +110,8 @@ class ModelObject(BaseModel):
     version: int
     root: str = Field(description="The base model whose weights answer.")
     parent: str | None = Field(description="An adapter's base model.")
+    backend: str = Field(description="The inference backend that answers (transformers, vllm, llama.cpp).")
+    backend_reason: str = Field(description="Why this backend: chosen with --backend, or what --backend auto found.")
 
 
 class ModelList(BaseModel):

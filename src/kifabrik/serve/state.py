@@ -39,7 +39,14 @@ class ServeConfig(StrictModel):
     host: str = Field(default="127.0.0.1", description="Address to bind; loopback unless told otherwise.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0 = any free port).")
     models: list[str] | None = Field(default=None, description="Serve only these model/adapter names (default: all).")
-    backend: Literal["transformers", "vllm"] = Field(default="transformers", description="Inference backend.")
+    backend: Literal["transformers", "vllm", "llama.cpp", "auto"] = Field(
+        default="transformers",
+        description="Inference backend. auto: vllm on a CUDA GPU, llama.cpp on a CPU where every served model "
+                    "has a GGUF (or converts to one), transformers otherwise; the choice and its reason are "
+                    "printed and shown in /v1/models.")
+    gguf_type: Literal["auto", "f32", "f16"] = Field(
+        default="auto", description="llama.cpp backend: run the GGUF a model was registered from (auto; else an "
+                                    "f16 conversion) or a conversion of its weights to f32 / f16, made once.")
     max_batch: int = Field(default=16, ge=1, le=256, description="Most requests decoded together per base model.")
     max_queue: int = Field(default=64, ge=1, description="Most waiting requests per base model; more get 429.")
     batch_wait_ms: float = Field(default=5.0, ge=0, description="How long to gather requests before a batch starts.")

