@@ -19,13 +19,13 @@ from typing import Annotated, Any
 import typer
 
 from kifabrik.cli.common import human, out, workspace
-from kifabrik.cli.options import ModelFlags, overlay
+from kifabrik.cli.options import Flag, ModelFlags, overlay
 from kifabrik.config import apply_overrides, load_yaml
 from kifabrik.errors import KifabrikError
 from kifabrik.train.options import TrainOptions
 
 #: Every field of TrainOptions is a flag; these keep the short names users know.
-TRAIN = ModelFlags(TrainOptions, flags={"learning_rate": "lr", "lora.rank": "rank", "lora.alpha": "alpha",
+TRAIN = ModelFlags(TrainOptions, flags={"learning_rate": Flag("lr", short="--learning-rate"), "lora.rank": "rank", "lora.alpha": "alpha",
                                         "lora.dropout": "dropout", "lora.target_modules": "target"},
                    what="training options", hint="see `kifabrik train --help`; nothing was run")
 

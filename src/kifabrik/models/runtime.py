@@ -284,9 +284,13 @@ def _load(runnable: Runnable, *, device: str | None, dtype: str) -> LoadedModel:
 
 def attach_adapters(model: Any, adapters: Sequence[tuple[str, Path]], *, base_ref: str, trainable: bool = False) -> Any:
     """Wrap `model` in one `PeftModel` holding every adapter under its name (the first one active)."""
+    import warnings
+
     from peft import PeftModel
 
     (first_name, first_path), rest = adapters[0], adapters[1:]
+    # PEFT asks transformers 5 for renamed attributes (`is_gradient_checkpointing`); nothing the user can act on
+    warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
     try:
         peft_model = PeftModel.from_pretrained(model, str(first_path), adapter_name=first_name, is_trainable=trainable)
         for name, path in rest:
