@@ -34,6 +34,9 @@ def test_cli_eval_writes_record_samples_and_report(cli: Any, ws: Any, tiny_model
     res = cli(*args)
     assert res.code == 0, res.err
     assert "ve.accuracy" in res.out and "evaluation eval-tiny@1" in res.out
+    # every printed figure carries its item count (and its interval where the metric has one)
+    line = next(x for x in res.out.splitlines() if x.strip().startswith("task.wartung.acc"))
+    assert line.rstrip().endswith("n=4") and "[" in line
     [rec] = evaluations(ws)
     folder = ws.path(rec)
     results = json.loads((folder / "results.json").read_text())

@@ -47,9 +47,10 @@ def _eval(
     base = results.get("baseline", {}).get("metrics", {})
     out.print(f"[bold]evaluation of {results['model']['ref']}[/bold]"
               + (f"  (baseline {results['baseline']['model']['ref']})" if base else ""))
+    stats = results.get("stats", {})
     for key, value in results["metrics"].items():
         extra = f"   baseline {base[key]:.3f}" if isinstance(base.get(key), float) else ""
-        out.print(f"  {key:<38} {value:8.3f}{extra}")
+        out.print(f"  {key:<38} {value:8.3f}{_interval(stats.get(key))}{extra}")
     dims = results["verdict"].get("dimensions")
     if dims:
         out.print("[bold]MISSION KI[/bold] (machine evidence; open = indicators still to be assessed by people)")
@@ -62,6 +63,15 @@ def _eval(
         out.print(f"evaluation {outcome.record.ref}  id {outcome.record.id[:12]}")
     if report:
         out.print(f"report: {report}  (JSON: {report.with_suffix('.json')})")
+
+
+def _interval(stat: dict | None) -> str:
+    """`  [0.12-0.45] n=40`: the 95 % interval and the item count every reported figure carries."""
+    if not stat or stat.get("n") is None:
+        return ""
+    if stat.get("ci_low") is None or stat.get("ci_high") is None:
+        return f"  n={stat['n']}"
+    return f"  [{stat['ci_low']:.3f}-{stat['ci_high']:.3f}] n={stat['n']}"
 
 
 eval_command = EVAL.command(_eval)
