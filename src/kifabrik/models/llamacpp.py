@@ -115,7 +115,7 @@ def gguf_for(base: ArtifactRecord, path: Path, home: Path, gguf_type: GgufType =
 
 
 class LlamaContext:
-    """One llama.cpp model + context holding up to `n_seq` sequences in one unified KV cache.
+    """One llama.cpp model + context holding up to `n_seq` sequences of `n_ctx` tokens each.
 
     The low-level API (what llama-server does with its slots), not `llama_cpp.Llama`, which holds a
     single sequence: `decode` runs one `llama_decode` over tokens of many sequences, so concurrent
@@ -134,22 +134,29 @@ class LlamaContext:
         lc.llama_backend_init()
         n = threads or max(1, len(os.sched_getaffinity(0)))
         mparams = lc.llama_model_default_params()
+        # No extra weight buffers (AMX, repacking): with them this llama.cpp (0.3.36's) crashes in
+        # ggml_backend_amx_mul_mat on quantised weights for prompts of more than a few tokens on CPUs
+        # with AMX (Sapphire Rapids), also through llama_cpp.Llama; the plain CPU kernels are correct.
+        mparams.use_extra_bufts = False
         self.model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
         if not self.model:
             raise KifabrikError(f"llama.cpp cannot load {gguf}",
                                 hint="check the file with `kifabrik models add FILE.gguf`, or use --backend transformers")
         cparams = lc.llama_context_default_params()
-        cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_ctx, n_batch, n_batch
+        # llama-server's layout for parallel slots: each sequence its own share of the KV cache, so
+        # attention reads only its own cells (a unified cache makes every sequence mask all of them,
+        # which measured 2.4x slower at 32 concurrent requests)
+        cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_ctx * n_seq, n_batch, n_batch
         cparams.n_seq_max = n_seq
         cparams.n_threads, cparams.n_threads_batch = n, n
-        cparams.kv_unified = True  # sequences share the cells: one long answer may use what idle slots leave
+        cparams.kv_unified = False
         cparams.no_perf = True
         self.ctx = lc.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             lc.llama_model_free(self.model)
             raise KifabrikError(f"llama.cpp cannot create a context of {n_ctx} tokens x {n_seq} sequences for {gguf}",
                                 hint="lower --max-batch")
-        self.n_ctx = int(lc.llama_n_ctx(self.ctx))
+        self.n_ctx = int(lc.llama_n_ctx(self.ctx)) // n_seq  # per sequence
         self.n_batch = n_batch
         self.n_vocab = int(lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self.model)))
         self.memory = lc.llama_get_memory(self.ctx)

@@ -7,7 +7,8 @@ metrics, tool-call rendering and parsing, streaming — is the one the transform
 stop sequences, the context limit and incremental detokenization are `decode.BatchDecoder`'s.
 
 Continuous batching as llama-server does it: one llama.cpp context holds up to `--max-batch`
-sequences in one unified KV cache; every step is one `llama_decode` over the next token of each
+sequences, each in its own share of the KV cache (so the served context is at most 16384 /
+max-batch tokens, at least 2048, when more than one request runs at a time); every step is one `llama_decode` over the next token of each
 running request plus prompt chunks of the requests that just joined (`models.llamacpp.LlamaContext`).
 Each request samples with its own temperature, top_p and seed (numpy, float64).
 Not built yet, and refused with a message: adapters (LoRA as GGUF), constrained decoding
@@ -31,6 +32,10 @@ from kifabrik.serve.backends.base import AdapterSpec, Backend, EngineOptions
 from kifabrik.serve.backends.decode import BatchDecoder, Detokenizer, Row
 from kifabrik.serve.engine import GenRequest, Scheduler
 from kifabrik.serve.errors import APIError
+
+
+#: KV cache cells shared out among the sequences of one backend (about 0.4 GB f16 for SmolLM2-135M).
+KV_CELLS = 16384
 
 
 class _Tokens:
@@ -99,9 +104,11 @@ class LlamaCppBackend(Backend):
         home = options.home or Settings.from_env().home
         self.gguf, self.gguf_reason = gguf_for(base, path, home, options.gguf_type)  # type: ignore[arg-type]
         self.n_seq = options.max_batch
-        # one unified KV cache: each request may grow to the model's context, all together to this many cells
-        self.llm = LlamaContext(self.gguf, n_ctx=min(self._context * self.n_seq, max(self._context, 16384)),
-                                n_seq=self.n_seq)
+        # each of the n_seq sequences gets its own share of the KV cache (llama-server's slots): the model's
+        # context when one request runs at a time, else at most KV_CELLS / n_seq (and at least 2048) tokens
+        per_seq = self._context if self.n_seq == 1 else min(self._context, max(2048, KV_CELLS // self.n_seq))
+        self.llm = LlamaContext(self.gguf, n_ctx=per_seq, n_seq=self.n_seq)
+        self._context = self.llm.n_ctx
         self.tokens = _Tokens(prompts.eos_ids(_Attrs({"generation_config": _Attrs(_generation(path))}), self.tokenizer),
                               self._context)
         self.scheduler = Scheduler(base.name, self._run, max_batch=self.n_seq, max_queue=options.max_queue,
