@@ -145,8 +145,9 @@ def test_auto_keeps_transformers_while_adapters_are_served(serve_ws: Any) -> Non
     from kifabrik.serve.models import discover
 
     kind, reason = choose_backend(serve_ws, list(discover(serve_ws, None).values()))
-    assert (kind, reason) == ("transformers", "no CUDA GPU, but adapters are served (tiny-a, tiny-b) and the "
-                                              "llama.cpp backend does not apply adapters yet")
+    assert kind == "transformers"
+    assert reason == ("no CUDA GPU, but adapters are served (tiny-a, tiny-b) and the "
+                      "llama.cpp backend does not apply adapters yet")
 
 
 def test_auto_keeps_transformers_when_no_gguf_can_be_made(serve_ws: Any) -> None:

@@ -33,7 +33,6 @@ from kifabrik.serve.backends.decode import BatchDecoder, Detokenizer, Row
 from kifabrik.serve.engine import GenRequest, Scheduler
 from kifabrik.serve.errors import APIError
 
-
 #: KV cache cells shared out among the sequences of one backend (about 0.4 GB f16 for SmolLM2-135M).
 KV_CELLS = 16384
 
