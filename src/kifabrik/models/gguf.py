@@ -57,7 +57,13 @@ def read_gguf_metadata(path: Path) -> dict[str, Any]:
         "name": field("general.name"),
         "license": field("general.license"),
         "tensors": len(reader.tensors),
+        "quantization": FILE_TYPES.get(field("general.file_type")),  # type: ignore[arg-type]
     }
+
+
+#: `general.file_type` (llama.cpp's `llama_ftype`) -> the name llama.cpp's tools use.
+FILE_TYPES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 10: "q2_k", 12: "q3_k_m",
+              14: "q4_k_s", 15: "q4_k_m", 16: "q5_k_s", 17: "q5_k_m", 18: "q6_k", 32: "bf16"}
 
 
 def convert_gguf(path: Path, out_dir: Path, *, dtype: str = "float32") -> None:

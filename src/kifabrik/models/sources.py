@@ -220,7 +220,8 @@ def add_model(ws: Workspace, source: str, *, name: str | None = None, online: bo
             digest = sha256_file(path, advance)
         if (rec := _existing(ws, name, digest)) is not None:
             return rec
-        extra = {"source_sha256": digest, "license": license or meta.get("license"), "gguf_name": meta.get("name")}
+        extra = {"source_sha256": digest, "license": license or meta.get("license"), "gguf_name": meta.get("name"),
+                 "quantization": meta.get("quantization")}
         return _register(ws, name, path.parent, source=str(path.resolve()), source_kind="gguf", copy=True,
                          trust_remote_code=False, extra=extra, convert=lambda out: _convert(path, out))
 
