@@ -51,6 +51,14 @@ llama-cpp:
 	ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 		CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" nice $(PIP) wheel --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEEL_CACHE)
 	$(PIP) install --quiet "$$(ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl | head -1)"
+	# llama.cpp's convert_lora_to_gguf.py (+ the conversion and gguf-py folders it imports) from the same
+	# sdist: the llama.cpp backend converts PEFT adapters with it
+	ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz >/dev/null 2>&1 || \
+		$(PIP) download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(WHEEL_CACHE)
+	rm -rf $(VENV)/tools/llama.cpp-convert && mkdir -p $(VENV)/tools/llama.cpp-convert
+	tar -xzf $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(VENV)/tools/llama.cpp-convert \
+		--strip-components=3 llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/convert_lora_to_gguf.py \
+		llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/conversion llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/gguf-py
 
 # The MISSION KI catalogue is the user's copy of the official file; this checkout's is used when present.
 MISSION_KI ?= $(wildcard ../shared/data/mission-ki)

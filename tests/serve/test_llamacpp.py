@@ -140,22 +140,75 @@ def test_auto_serves_a_model_registered_from_gguf_with_llama_cpp_and_says_why(em
         srv.stop()
 
 
-def test_auto_keeps_transformers_while_adapters_are_served(serve_ws: Any) -> None:
-    from kifabrik.serve.backends.base import choose_backend
-    from kifabrik.serve.models import discover
-
-    kind, reason = choose_backend(serve_ws, list(discover(serve_ws, None).values()))
-    assert kind == "transformers"
-    assert reason == ("no CUDA GPU, but adapters are served (tiny-a, tiny-b) and the "
-                      "llama.cpp backend does not apply adapters yet")
-
-
 def test_auto_keeps_transformers_when_no_gguf_can_be_made(serve_ws: Any) -> None:
     """The tiny test model's tokenizer is one llama.cpp's converter does not know."""
     from kifabrik.serve.backends.base import choose_backend
     from kifabrik.serve.models import discover
 
-    kind, reason = choose_backend(serve_ws, list(discover(serve_ws, ["tiny"]).values()))
+    kind, reason = choose_backend(serve_ws, list(discover(serve_ws, None).values()))  # tiny + 2 adapters
     assert kind == "transformers"
     assert reason.startswith("no CUDA GPU, but tiny@1 has no GGUF and none can be made (GGUF conversion of ")
     assert "BPE pre-tokenizer was not recognized" in reason
+
+
+def test_adapters_apply_per_request_with_the_transformers_backend_s_greedy_tokens(embedded: Any) -> None:
+    """Base and adapter requests run side by side on one loaded base; each equals transformers + PEFT."""
+    from kifabrik.models.sources import model_path
+    from kifabrik.serve.backends.base import AdapterSpec
+    from kifabrik.serve.backends.hf import TransformersBackend
+    from kifabrik.serve.backends.llamacpp import LlamaCppBackend
+
+    ws, record, _, home = embedded
+    path = model_path(ws, record)
+    adapter = random_adapter(ws, record, path, "llama-lora", seed=5)
+    specs = [AdapterSpec(adapter.name, ws.path(adapter), adapter)]
+    ref = TransformersBackend(record, path, specs, EngineOptions(max_batch=1))
+    llama = LlamaCppBackend(record, path, specs, EngineOptions(home=Path(home), gguf_type="f32"))
+    try:
+        assert llama.loras.keys() == {"llama-lora"}
+        ids = ref.chat_ids(PROMPTS[1], None, "")
+        want = {name: greedy_with(ref, ids, name) for name in (None, "llama-lora")}
+        assert want[None] != want["llama-lora"]  # the adapter changes the answer
+        # both submitted at once: one step decodes the base row and the adapter row one after the other
+        got = run_together(llama, ids, [None, "llama-lora"])
+        assert got == [want[None], want["llama-lora"]]
+    finally:
+        ref.close()
+        llama.close()
+
+
+def greedy_with(backend: Any, ids: list[int], adapter: str | None) -> str:
+    return run_together(backend, ids, [adapter])[0]
+
+
+def run_together(backend: Any, ids: list[int], adapters: list[str | None], max_tokens: int = 16) -> list[str]:
+    texts: list[list[str]] = [[] for _ in adapters]
+    dones = [threading.Event() for _ in adapters]
+    for i, name in enumerate(adapters):
+        req = GenRequest(list(ids), max_tokens=max_tokens, temperature=0.0, adapter=name)
+
+        def sink(ev: Event, i: int = i) -> None:
+            texts[i].append(ev.text)
+            if ev.finish_reason is not None:
+                dones[i].set()
+
+        req._sink = sink
+        backend.submit(req)
+    assert all(d.wait(300) for d in dones)
+    return ["".join(t) for t in texts]
+
+
+def random_adapter(ws: Any, base: Any, model_dir: Path, name: str, seed: int) -> Any:
+    """A LoRA adapter artifact as the train stage writes it, with random non-zero B (so it changes outputs)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))
+    with ws.create("adapter", name, parents=[(base.id, "base_model")],
+                   meta={"base_model": base.ref, "base_model_id": base.id, "method": "lora"}) as draft:
+        peft_model.save_pretrained(draft.dir, safe_serialization=True)
+    return draft.record

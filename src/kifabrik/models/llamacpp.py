@@ -75,6 +75,45 @@ def convert_to_gguf(src: Path, target: Path, outtype: str, home: Path) -> None:
     os.replace(part, target)
 
 
+#: Where llama.cpp's own conversion scripts (convert_lora_to_gguf.py with the `conversion` and `gguf-py`
+#: folders it imports) are unpacked from the llama-cpp-python sdist by `make llama-cpp`.
+LORA_TOOLS = "llama.cpp-convert"
+
+
+def lora_tools_dir(home: Path) -> Path | None:
+    """$KIFABRIK_LLAMA_CPP_TOOLS, <env>/tools/llama.cpp-convert or $KIFABRIK_HOME/tools/llama.cpp-convert."""
+    candidates = [Path(p) for p in [os.environ.get("KIFABRIK_LLAMA_CPP_TOOLS")] if p]
+    candidates += [Path(sys.prefix) / "tools" / LORA_TOOLS, home / "tools" / LORA_TOOLS]
+    return next((c for c in candidates if (c / "convert_lora_to_gguf.py").exists()), None)
+
+
+def adapter_gguf(name: str, adapter: Path, base: Path, home: Path) -> Path:
+    """A PEFT LoRA folder as a GGUF adapter (f32), converted once with llama.cpp's convert_lora_to_gguf.py."""
+    from kifabrik.artifacts import sha256_file
+
+    weights = adapter / "adapter_model.safetensors"
+    key = sha256_file(weights)[:16] if weights.exists() else adapter.name[:16]
+    target = home / "cache" / "gguf" / f"lora-{name}-{key}.f32.gguf"
+    if target.exists():
+        return target
+    tools = lora_tools_dir(home)
+    if tools is None:
+        raise KifabrikError("serving adapters with llama.cpp needs llama.cpp's convert_lora_to_gguf.py, "
+                            "which is not installed", hint="run `make llama-cpp`, or use --backend transformers")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(f".{target.name}.partial")
+    proc = subprocess.run([sys.executable, str(tools / "convert_lora_to_gguf.py"), str(adapter), "--base", str(base),
+                           "--outtype", "f32", "--outfile", str(part)], check=False, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0 or not part.exists():
+        part.unlink(missing_ok=True)
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise KifabrikError(f"GGUF conversion of adapter {name} failed: {tail}",
+                            hint="--backend transformers serves every PEFT adapter")
+    os.replace(part, target)
+    return target
+
+
 def source_gguf(base: ArtifactRecord, *, verify: bool = False) -> Path | None:
     """The GGUF file a model was registered from, if it still exists (None for a folder source).
 
@@ -161,6 +200,7 @@ class LlamaContext:
         self.n_vocab = int(lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self.model)))
         self.memory = lc.llama_get_memory(self.ctx)
         self.batch = lc.llama_batch_init(n_batch, 0, 1)
+        self._adapters: list[Any] = []
 
     def decode(self, items: list[tuple[int, int, int, bool]]) -> int:
         """Run `items` (token, position, sequence, wants logits) through the model; llama_decode's status.
@@ -181,6 +221,24 @@ class LlamaContext:
 
         return np.ctypeslib.as_array(self.lc.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
 
+    def load_adapter(self, gguf: Path) -> Any:
+        """A LoRA adapter (GGUF) on this model; `use` it before a decode."""
+        handle = self.lc.llama_adapter_lora_init(self.model, str(gguf).encode())
+        if not handle:
+            raise KifabrikError(f"llama.cpp cannot load the adapter {gguf}", hint="serve it with --backend transformers")
+        self._adapters.append(handle)
+        return handle
+
+    def use(self, adapter: Any | None) -> None:
+        """Decode with `adapter` (None: the base model) until told otherwise."""
+        import ctypes
+
+        if adapter is None:
+            self.lc.llama_set_adapters_lora(self.ctx, None, 0, None)
+        else:
+            self.lc.llama_set_adapters_lora(self.ctx, (self.lc.llama_adapter_lora_p_ctypes * 1)(adapter), 1,
+                                            (ctypes.c_float * 1)(1.0))  # alpha / rank is in the GGUF
+
     def drop(self, seq: int) -> None:
         """Forget sequence `seq` (its cells become free)."""
         self.lc.llama_memory_seq_rm(self.memory, seq, -1, -1)
@@ -189,6 +247,8 @@ class LlamaContext:
         if self.ctx:
             self.lc.llama_batch_free(self.batch)
             self.lc.llama_free(self.ctx)
+            for handle in self._adapters:
+                self.lc.llama_adapter_lora_free(handle)
             self.lc.llama_model_free(self.model)
             self.ctx = self.model = None
 

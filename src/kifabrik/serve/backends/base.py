@@ -110,9 +110,9 @@ def backend_names() -> list[str]:
 def choose_backend(ws: Any, served: list[Any], gguf_type: str = "auto") -> tuple[str, str]:
     """`--backend auto`: (backend name, why) for the served models (`serve.models.Served`) on this machine.
 
-    vLLM on a CUDA GPU (when installed); llama.cpp on a CPU when the binding is installed, no adapter
-    is served (it does not apply adapters yet) and every base model has a GGUF or converts to one (the
-    conversion is made now, once, and kept for the backend); transformers otherwise.
+    vLLM on a CUDA GPU (when installed); llama.cpp on a CPU when the binding is installed and every base
+    model has a GGUF or converts to one, and every served adapter converts too (the conversions are made
+    now, once, and kept for the backend); transformers otherwise.
     """
     import importlib.util
 
@@ -127,11 +127,7 @@ def choose_backend(ws: Any, served: list[Any], gguf_type: str = "auto") -> tuple
         return "transformers", f"a CUDA GPU ({gpu}) is present but vllm is not installed"
     if importlib.util.find_spec("llama_cpp") is None:
         return "transformers", "no CUDA GPU, and llama-cpp-python is not installed (make llama-cpp)"
-    adapters = sorted(s.name for s in served if s.record.kind == "adapter")
-    if adapters:
-        return "transformers", (f"no CUDA GPU, but adapters are served ({', '.join(adapters[:3])}) and the "
-                                "llama.cpp backend does not apply adapters yet")
-    from kifabrik.models.llamacpp import gguf_for
+    from kifabrik.models.llamacpp import adapter_gguf, gguf_for
     from kifabrik.models.sources import model_path
 
     whys = []
@@ -141,4 +137,10 @@ def choose_backend(ws: Any, served: list[Any], gguf_type: str = "auto") -> tuple
         except KifabrikError as exc:
             return "transformers", f"no CUDA GPU, but {base.ref} has no GGUF and none can be made ({exc.message})"
         whys.append(f"{base.name}: {why}")
+    for s in served:
+        if s.record.kind == "adapter":
+            try:
+                adapter_gguf(s.record.name, ws.path(s.record), model_path(ws, s.base), ws.settings.home)
+            except KifabrikError as exc:
+                return "transformers", f"no CUDA GPU, but adapter {s.record.ref} does not convert to GGUF ({exc.message})"
     return "llama.cpp", f"no CUDA GPU; llama-cpp-python is installed and every model has a GGUF ({'; '.join(whys)})"

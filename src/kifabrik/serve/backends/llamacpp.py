@@ -11,8 +11,10 @@ sequences, each in its own share of the KV cache (so the served context is at mo
 max-batch tokens, at least 2048, when more than one request runs at a time); every step is one `llama_decode` over the next token of each
 running request plus prompt chunks of the requests that just joined (`models.llamacpp.LlamaContext`).
 Each request samples with its own temperature, top_p and seed (numpy, float64).
-Not built yet, and refused with a message: adapters (LoRA as GGUF), constrained decoding
-(`response_format`; tool calls are still parsed, not enforced).
+Adapters: each PEFT LoRA on the base is converted once to a GGUF adapter (llama.cpp's
+convert_lora_to_gguf.py) and loaded next to the one copy of the base weights; llama.cpp sets
+adapters per context, so each step runs one `llama_decode` per adapter in use. Not built yet, and
+refused with a message: constrained decoding (`response_format`; tool calls are parsed, not enforced).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class LlamaCppBackend(Backend):
         super().__init__(base, path, adapters, options, on_batch)
         from kifabrik.config import Settings
         from kifabrik.models import prompts
-        from kifabrik.models.llamacpp import LlamaContext, gguf_for
+        from kifabrik.models.llamacpp import LlamaContext, adapter_gguf, gguf_for
         from kifabrik.models.loading import load_tokenizer
 
         trust = bool(base.meta.get("trust_remote_code"))
@@ -108,6 +110,8 @@ class LlamaCppBackend(Backend):
         per_seq = self._context if self.n_seq == 1 else min(self._context, max(2048, KV_CELLS // self.n_seq))
         self.llm = LlamaContext(self.gguf, n_ctx=per_seq, n_seq=self.n_seq)
         self._context = self.llm.n_ctx
+        # every adapter on this base, converted once to GGUF and loaded next to the shared base weights
+        self.loras = {a.name: self.llm.load_adapter(adapter_gguf(a.name, a.path, path, home)) for a in adapters}
         self.tokens = _Tokens(prompts.eos_ids(_Attrs({"generation_config": _Attrs(_generation(path))}), self.tokenizer),
                               self._context)
         self.scheduler = Scheduler(base.name, self._run, max_batch=self.n_seq, max_queue=options.max_queue,
@@ -124,9 +128,9 @@ class LlamaCppBackend(Backend):
         return prompts.text_ids(self.tokenizer, text)
 
     def submit(self, req: GenRequest) -> None:
-        if req.adapter:
-            raise APIError(400, f"the llama.cpp backend does not serve adapters yet ({req.adapter!r}); "
-                                "serve it with --backend transformers", code="adapter_not_supported", param="model")
+        if req.adapter and req.adapter not in self.loras:
+            raise APIError(400, f"adapter {req.adapter!r} is not loaded on this llama.cpp backend",
+                           code="adapter_not_supported", param="model")
         self.scheduler.submit(req)
 
     def _run(self, first: list[GenRequest], take: Callable[[int], list[GenRequest]]) -> None:
@@ -147,7 +151,10 @@ class LlamaCppBackend(Backend):
                 slots.append(self._slot(pending.pop(0), free.pop()))
             if not slots:
                 return
-            self._step(slots)
+            # llama.cpp applies adapters per context, not per sequence: one decode per adapter in use
+            for adapter in dict.fromkeys(s.row.req.adapter for s in slots):
+                self.llm.use(self.loras[adapter] if adapter else None)
+                self._step([s for s in slots if s.row.req.adapter == adapter])
 
     def _slot(self, req: GenRequest, seq: int) -> Slot:
         row = Row(req, Detokenizer(self.tokenizer, req.prompt_ids), None, position=len(req.prompt_ids),
