@@ -2,27 +2,33 @@
 
 Serve, evaluate, generate, agents, merge and the knowledge base run models only through
 this module (and `models.prompts` for prompt rendering), so they load the same weights, send
-the same token ids for the same messages and obey the same context-length rule.
+the same token ids for the same messages and obey the same context-length rule. Two backends
+run the weights: transformers (`LoadedModel`, the default) and llama.cpp (`models.llamacpp.LlamaModel`,
+a GGUF on the CPU); both have the surface of `PromptFace`.
 
     runnable = resolve(ws, ws.catalog.get_artifact("fach-llm"), purpose="serving")  # policy-checked, audited
-    loaded = load(runnable)                        # cached per process
+    loaded = load(runnable)                        # cached per process; backend="llama.cpp" for a GGUF
     [answer] = loaded.generate([messages], GenerationOptions(max_new_tokens=64))
 """
 
 from __future__ import annotations
 
 import threading
+import typing
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
 from kifabrik.models import prompts
 from kifabrik.models.structured import Constraint
 from kifabrik.workspace import Workspace
+
+if TYPE_CHECKING:
+    from kifabrik.models.llamacpp import GgufType, LlamaModel
 
 
 @dataclass(frozen=True)
@@ -132,15 +138,21 @@ def runnable_with_adapters(ws: Workspace, base: ArtifactRecord, adapters: Sequen
     return Runnable(base, base, model_path(ws, base), tuple((name, ws.path(rec)) for name, rec in adapters))
 
 
-@dataclass
-class LoadedModel:
-    """A model + tokenizer (+ adapters) in memory, with the one prompt and context rule."""
+class PromptFace:
+    """What every backend's loaded model shares: the one prompt path over its tokenizer, grammars, `generate`.
 
-    runnable: Runnable
-    model: Any
+    A subclass gives `tokenizer`, `context_length`, `eos_ids`, `vocab_size` and `generate_ids`.
+    """
+
     tokenizer: Any
     context_length: int
-    eos_ids: set[int] = field(default_factory=set)
+    eos_ids: set[int]
+    #: Which engine runs the weights (`transformers` or `llama.cpp`), recorded with what it produced.
+    backend: str = "transformers"
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
 
     @property
     def pad_id(self) -> int:
@@ -164,11 +176,6 @@ class LoadedModel:
         """Chat ids for a conversation; raw-completion ids for a plain string."""
         return self.text_ids(prompt) if isinstance(prompt, str) else self.chat_ids(prompt)
 
-    @property
-    def vocab_size(self) -> int:
-        """Width of the model's logits (what a token mask must cover; may exceed the tokenizer's vocabulary)."""
-        return int(self.model.get_output_embeddings().weight.shape[0])
-
     def grammar(self, constraint: Constraint) -> Any:
         """`constraint` compiled for this model's tokenizer (cached); raises `structured.UnsupportedSchema`."""
         from kifabrik.models.structured import compile_constraint
@@ -178,7 +185,7 @@ class LoadedModel:
     def generate(self, prompt_list: Sequence[str | prompts.Messages], opts: GenerationOptions, *,
                  batch_size: int = 8, prefill: str = "", constraint: Constraint | None = None,
                  progress: Callable[[int], None] | None = None) -> list[Completion]:
-        """Answer prompts (conversations, or raw strings as completions), batched with left padding."""
+        """Answer prompts (conversations, or raw strings as completions), in batches of `batch_size`."""
         encoded = [self.prompt_ids(p) if not prefill or isinstance(p, str) else self.chat_ids(p, prefill=prefill)
                    for p in prompt_list]
         return self.generate_ids(encoded, opts, batch_size=batch_size, constraint=constraint, progress=progress)
@@ -186,7 +193,38 @@ class LoadedModel:
     def generate_ids(self, encoded: Sequence[list[int]], opts: GenerationOptions, *, batch_size: int = 8,
                      constraint: Constraint | None = None,
                      progress: Callable[[int], None] | None = None) -> list[Completion]:
-        """Answer token-id prompts; with `constraint`, every answer follows it (`models.structured`)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What ran the model, for the records of what it produced (evaluations, generations)."""
+        return {"backend": self.backend}
+
+
+@dataclass
+class LoadedModel(PromptFace):
+    """A model + tokenizer (+ adapters) in memory with transformers, with the one prompt and context rule."""
+
+    runnable: Runnable
+    model: Any
+    tokenizer: Any
+    context_length: int
+    eos_ids: set[int] = field(default_factory=set)
+
+    @property
+    def vocab_size(self) -> int:
+        """Width of the model's logits (what a token mask must cover; may exceed the tokenizer's vocabulary)."""
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    def describe(self) -> dict[str, Any]:
+        param = next(self.model.parameters(), None)
+        return {"backend": "transformers", "device": str(getattr(self.model, "device", "cpu")),
+                "dtype": str(param.dtype).removeprefix("torch.") if param is not None else None}
+
+    def generate_ids(self, encoded: Sequence[list[int]], opts: GenerationOptions, *, batch_size: int = 8,
+                     constraint: Constraint | None = None,
+                     progress: Callable[[int], None] | None = None) -> list[Completion]:
+        """Answer token-id prompts, batched with left padding; with `constraint`, every answer follows it
+        (`models.structured`)."""
         import torch
 
         grammar = self.grammar(constraint) if constraint is not None else None
@@ -233,26 +271,46 @@ class LoadedModel:
         return [c for c in out if c is not None]
 
 
+#: A loaded model of either backend (the surface of `PromptFace`).
+Loaded = typing.Union[LoadedModel, "LlamaModel"]  # a forward reference: llama.cpp's module loads lazily
+
 # --------------------------------------------------------------------------- loading, cached per process
 
-_CACHE: OrderedDict[tuple[Any, ...], LoadedModel] = OrderedDict()
+_CACHE: OrderedDict[tuple[Any, ...], Loaded] = OrderedDict()
 _LOCK = threading.Lock()
 #: Loaded models kept per process; a model that is still referenced elsewhere stays in memory anyway.
 CACHE_SIZE = 3
+Backend = Literal["transformers", "llama.cpp"]
+BACKENDS: tuple[str, ...] = typing.get_args(Backend)
 
 
-def load(runnable: Runnable, *, device: str | None = None, dtype: str = "auto",
-         cache: bool = True) -> LoadedModel:
+def load(runnable: Runnable, *, device: str | None = None, dtype: str = "auto", cache: bool = True,
+         backend: Backend = "transformers", gguf_type: GgufType = "auto", home: Path | None = None) -> Loaded:
     """Load `runnable` (base weights, tokenizer, adapters) once per process and options.
 
-    `cache=False` gives the caller its own copy (a server that frees it on close).
+    Args:
+        cache: False gives the caller its own copy (a server that frees it on close).
+        backend: `transformers` (the safetensors folder; `device`, `dtype`) or `llama.cpp` (a GGUF file on
+            the CPU, `models.llamacpp.LlamaModel`: same token ids, same surface).
+        gguf_type: With llama.cpp, which GGUF runs (`models.llamacpp.gguf_for`): `auto` is the file the
+            model was registered from, else an f16 conversion; `f32`/`f16` a conversion of the folder.
+        home: $KIFABRIK_HOME, where GGUF conversions are cached (default: from the environment).
     """
-    key = (str(runnable.path), runnable.adapters, device, dtype)
+    if backend not in BACKENDS:
+        raise KifabrikError(f"backend {backend!r} is not known", hint=f"use one of {', '.join(BACKENDS)}")
+    key = (str(runnable.path), runnable.adapters, device, dtype) + ((backend, gguf_type) if backend != "transformers" else ())
     with _LOCK:
         if cache and key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-        loaded = _load(runnable, device=device, dtype=dtype)
+        loaded: Loaded
+        if backend == "llama.cpp":
+            from kifabrik.config import Settings
+            from kifabrik.models.llamacpp import LlamaModel
+
+            loaded = LlamaModel(runnable, home=home or Settings.from_env().home, gguf_type=gguf_type)
+        else:
+            loaded = _load(runnable, device=device, dtype=dtype)
         if cache:
             _CACHE[key] = loaded
             while len(_CACHE) > CACHE_SIZE:
@@ -262,7 +320,7 @@ def load(runnable: Runnable, *, device: str | None = None, dtype: str = "auto",
 
 def load_record(ws: Workspace, record: ArtifactRecord, *, device: str | None = None) -> LoadedModel:
     """`load(resolve(ws, record))`."""
-    return load(resolve(ws, record), device=device)
+    return load(resolve(ws, record), device=device)  # type: ignore[return-value]  # transformers by default
 
 
 def clear_cache() -> None:
