@@ -26,7 +26,7 @@ from kifabrik.errors import KifabrikError
 #: The commands whose options come from their option model.
 GENERATED = {"train": "TrainOptions", "eval": "EvalOptions", "merge": "MergeOptions", "document": "DocumentOptions",
              "release": "ReleaseOptions", "serve": "ServeConfig", "data import": "ImportOptions",
-             "kb build": "KbOptions"}
+             "kb build": "KbOptions", "generate": "BackendOptions", "agent": "BackendOptions"}
 
 #: The flags of these commands when they were written by hand (commit 0e9329d): users know them.
 FLAGS_BEFORE = {

@@ -8,6 +8,7 @@ from typing import Any
 from kifabrik.agents.loop import Turn
 from kifabrik.errors import KifabrikError
 from kifabrik.models import toolcalls
+from kifabrik.models.backend import BackendOptions
 from kifabrik.workspace import Workspace
 
 
@@ -18,15 +19,17 @@ class LocalModel:
     in Hermes text, through `models.prompts` and `models.toolcalls`); the raw answer goes back
     to the loop, which parses tool calls from it. Decoding is constrained to the tool-call
     format (`toolcalls.call_format`), so a call names an offered tool and its arguments follow
-    the tool's schema. The usage policy is checked for purpose `serving` when the model is opened.
+    the tool's schema (on llama.cpp too: the grammar masks its logits). The usage policy is checked
+    for purpose `serving` when the model is opened.
     """
 
     def __init__(self, ws: Workspace, name: str, *, max_tokens: int = 256, temperature: float = 0.0,
-                 actor: str = "agent") -> None:
+                 backend: BackendOptions | None = None, actor: str = "agent") -> None:
         from kifabrik.models.runtime import load, resolve
 
         runnable = resolve(ws, ws.catalog.get_artifact(name), purpose="serving", actor=actor)
-        self.loaded = load(runnable)
+        self.loaded = load(runnable, home=ws.settings.home, **(backend or BackendOptions()).load_args())
+        self.runtime = self.loaded.describe()  # what runs it: backend (and GGUF file, type, quantisation)
         self.max_tokens = max_tokens
         self.temperature = temperature
 

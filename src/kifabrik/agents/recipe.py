@@ -14,6 +14,7 @@ from kifabrik.agents.loop import AgentResult, ChatModel, Step, run_agent
 from kifabrik.agents.tools import Tool, resolve
 from kifabrik.config import StrictModel, load_yaml, validation_messages
 from kifabrik.errors import KifabrikError
+from kifabrik.models.backend import BackendOptions
 from kifabrik.workspace import Workspace
 
 BUNDLED = Path(__file__).parent / "recipes"
@@ -36,8 +37,11 @@ class MCPSpec(StrictModel):
     allow: list[str] = Field(min_length=1, description="The server's tools the agent may use (allow-list).")
 
 
-class AgentRecipe(StrictModel):
-    """An agent: model, system prompt, allow-listed tools and the bounds of its loop."""
+class AgentRecipe(BackendOptions):
+    """An agent: model, system prompt, allow-listed tools and the bounds of its loop.
+
+    `backend` and `gguf_type` choose what runs a local `model` (transformers or llama.cpp).
+    """
 
     name: str = Field(description="Name of the agent.")
     description: str | None = Field(default=None, description="What it is for.")
@@ -118,7 +122,8 @@ def open_agent(ws: Workspace, recipe: AgentRecipe, *, model: ChatModel | None = 
             model = ServedModel(recipe.server.url, recipe.server.model, os.environ.get(recipe.server.api_key_env),
                                 max_tokens=recipe.max_tokens, temperature=recipe.temperature)
         else:
-            local = LocalModel(ws, str(recipe.model), max_tokens=recipe.max_tokens, temperature=recipe.temperature)
+            local = LocalModel(ws, str(recipe.model), max_tokens=recipe.max_tokens, temperature=recipe.temperature,
+                               backend=BackendOptions(backend=recipe.backend, gguf_type=recipe.gguf_type))
             closers.append(local.close)
             model = local
     names = [t.call_name for t in tools]
@@ -126,7 +131,8 @@ def open_agent(ws: Workspace, recipe: AgentRecipe, *, model: ChatModel | None = 
         raise KifabrikError(f"two tools share a name: {sorted(names)}", hint="rename an MCP server prefix")
     ws.catalog.audit("agent.open", actor="agent", subject=None,
                      details={"recipe": recipe.name, "tools": [t.name for t in tools],
-                              "model": recipe.model or (recipe.server.model if recipe.server else None)})
+                              "model": recipe.model or (recipe.server.model if recipe.server else None),
+                              "runtime": model.runtime if isinstance(model, LocalModel) else None})
     return AgentRun(recipe, model, tools, closers)
 
 

@@ -7,10 +7,13 @@ from typing import Annotated
 import typer
 
 from kifabrik.cli.common import out, print_json, workspace
+from kifabrik.cli.options import ModelFlags
 from kifabrik.errors import KifabrikError
+from kifabrik.models.backend import BackendOptions
 
 
-def agent(
+def _agent(
+    runtime: BackendOptions,
     recipe: Annotated[str, typer.Argument(help="Agent recipe YAML, or a bundled one: schmidt-demo.")],
     task: Annotated[list[str] | None, typer.Option("--task", help="Task to run (repeatable; default: the recipe's).")] = None,
     model: Annotated[str | None, typer.Option(help="Use this registered model/adapter instead of the recipe's.")] = None,
@@ -23,6 +26,8 @@ def agent(
     spec = load_agent_recipe(recipe)
     if model:
         spec = spec.model_copy(update={"model": model, "server": None})
+    if runtime.model_fields_set:  # --backend / --gguf-type given: over the recipe's
+        spec = spec.model_copy(update=runtime.model_dump(exclude_unset=True))
     tasks = task or spec.tasks
     if not tasks:
         raise KifabrikError(f"agent {spec.name!r} has no tasks", hint="pass --task \"...\"")
@@ -60,3 +65,7 @@ def agent(
         run.close()
     if as_json:
         print_json(results)
+
+
+#: `--backend` and `--gguf-type` (the runtime's option model) go over the recipe's fields of the same name.
+agent = ModelFlags(BackendOptions).command(_agent)

@@ -26,9 +26,11 @@ from kifabrik.cli import release as release_cli
 from kifabrik.cli import serve as serve_cli
 from kifabrik.cli import train as train_cli
 from kifabrik.cli.common import err, out, workspace
+from kifabrik.cli.options import ModelFlags
 from kifabrik.cli.recipe import run_recipe_file
 from kifabrik.config import set_offline
 from kifabrik.errors import KifabrikError
+from kifabrik.models.backend import BackendOptions
 
 app = typer.Typer(
     help="kifabrik: specialise open base models on your own data, test, document and serve them. Offline by default.",
@@ -52,7 +54,8 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
     set_offline(False)  # commands that may go online switch it back on themselves
 
 
-def generate(
+def _generate(
+    runtime: BackendOptions,
     model: Annotated[str, typer.Argument(help="Registered model or adapter: name, name@version or id.")],
     prompt: Annotated[str, typer.Argument(help="The prompt (sent through the model's chat template).")],
     system: Annotated[str | None, typer.Option(help="System message.")] = None,
@@ -65,11 +68,15 @@ def generate(
     from kifabrik.generate import generate_text
     from kifabrik.models.generate import GenerationOptions
 
-    gen = generate_text(workspace(), model, [prompt], system=system,
+    gen = generate_text(workspace(), model, [prompt], system=system, backend=runtime,
                         options=GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed))[0]
     out.print(gen.text)
     if gen.finish_reason == "length":
         err.print(f"(stopped at --max-new-tokens {max_new_tokens})")
+
+
+#: `--backend` and `--gguf-type` come from the runtime's option model.
+generate = ModelFlags(BackendOptions).command(_generate)
 
 
 def run(

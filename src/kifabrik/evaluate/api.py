@@ -25,18 +25,23 @@ from pydantic import Field
 
 from kifabrik import progress
 from kifabrik.catalog import ArtifactRecord
-from kifabrik.config import StrictModel, load_yaml, resolve_path
+from kifabrik.config import load_yaml, resolve_path
 from kifabrik.errors import KifabrikError
 from kifabrik.evaluate import verdict as vd
 from kifabrik.evaluate.suites import SuiteContext, SuiteResult, get_suite, ordered
 from kifabrik.evaluate.tasks import Task, load_task
+from kifabrik.models.backend import BackendOptions
 from kifabrik.workspace import Workspace
 
 KIND = "evaluation"
 
 
-class EvalOptions(StrictModel):
-    """What to evaluate and how to judge it (the CLI, recipes and the API share this model)."""
+class EvalOptions(BackendOptions):
+    """What to evaluate and how to judge it (the CLI, recipes and the API share this model).
+
+    `backend` and `gguf_type` choose what runs every registered model of the evaluation (target,
+    baseline, judges); results.json records what ran (`model.runtime`).
+    """
 
     tasks: list[str] = Field(default_factory=list, description="Task YAML files (items: JSONL, inline or a dataset).")
     suites: list[str] = Field(default_factory=list, description="Quality suites: ve, nd, cy, da, tr, lang, or all.")
@@ -155,7 +160,8 @@ def evaluate(ws: Workspace, ref: str, opts: EvalOptions, *, baseline: str | None
     if opts.judge:
         from kifabrik.evaluate.backends import open_target
 
-        judge = open_target(ws, opts.judge, endpoint_model=opts.endpoint_model, api_key=opts.api_key, actor=actor)
+        judge = open_target(ws, opts.judge, endpoint_model=opts.endpoint_model, api_key=opts.api_key, actor=actor,
+                            backend=opts.backend, gguf_type=opts.gguf_type)
     base_outcome = None
     if baseline:
         base_outcome = _evaluate_one(ws, baseline, base_record, opts, prep, judge, datasets, None, None, None, actor)
@@ -188,10 +194,11 @@ def _evaluate_one(ws: Workspace, ref: str, record: ArtifactRecord | None, opts: 
     from kifabrik.evaluate.runner import run_task
 
     progress.info(f"evaluating {ref}")
-    backend = open_target(ws, ref, endpoint_model=opts.endpoint_model, api_key=opts.api_key, actor=actor)
+    backend = open_target(ws, ref, endpoint_model=opts.endpoint_model, api_key=opts.api_key, actor=actor,
+                          backend=opts.backend, gguf_type=opts.gguf_type)
     train = datasets.get("train", [])
     judges = {t.name: open_target(ws, t.spec.judge.model, endpoint_model=opts.endpoint_model, api_key=opts.api_key,
-                                  actor=actor) if t.spec.judge and t.spec.judge.model else judge for t in prep.tasks}
+                                  actor=actor, backend=opts.backend, gguf_type=opts.gguf_type) if t.spec.judge and t.spec.judge.model else judge for t in prep.tasks}
 
     def run_all(target: Any, wrap: Any) -> SuiteContext:
         """Every task, then every suite, on `target`; `wrap` gives the judge to use for a judge."""
@@ -241,7 +248,8 @@ def assemble(ref: str, record: ArtifactRecord | None, backend: Any, opts: EvalOp
                    "not_applicable": prep.not_applicable}
     return {
         "model": {"ref": ref if record is None else record.ref, "id": record.id if record else None,
-                  "kind": getattr(backend, "kind", "endpoint"), "name": backend.name},
+                  "kind": getattr(backend, "kind", "endpoint"), "name": backend.name,
+                  "runtime": backend.describe() if hasattr(backend, "describe") else {"backend": "endpoint"}},
         "created_at": datetime.now(UTC).isoformat(),
         "options": opts.model_dump(mode="json"),
         "metrics": metrics,
@@ -283,7 +291,7 @@ def _record(ws: Workspace, ref: str, record: ArtifactRecord | None, opts: EvalOp
     dims = results["verdict"].get("dimensions", [])
     meta = {"model": results["model"]["ref"], "model_id": results["model"]["id"], "target_kind": results["model"]["kind"],
             "suites": prep.suites, "tasks": [t.name for t in prep.tasks], "metrics": results["metrics"],
-            "stats": results.get("stats", {}),
+            "stats": results.get("stats", {}), "runtime": results["model"].get("runtime"),
             "verdict": {d["id"]: d["status"] for d in dims}, "baseline": results.get("baseline", {}).get("evaluation_id")}
     task_results = all_task_results(prep, ctx)
     html = render_report(results, task_results, baseline.results if baseline else None)

@@ -15,7 +15,7 @@ from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
 from kifabrik.evaluate.loglik import ChoiceScore, Mode
 from kifabrik.models.prompts import fallback_text
-from kifabrik.models.runtime import GenerationOptions, LoadedModel
+from kifabrik.models.runtime import GenerationOptions, Loaded
 from kifabrik.workspace import Workspace
 
 Messages = list[dict[str, str]]
@@ -43,12 +43,16 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 @dataclass
 class LocalBackend:
-    """A model of the runtime (base, merged, or base + PEFT adapter applied on the fly, never merged)."""
+    """A model of the runtime (base, merged, or base + PEFT adapter applied on the fly, never merged).
+
+    On llama.cpp (`loaded.backend`), choices are scored from llama.cpp's logits (`LlamaModel.loglikelihoods`:
+    the same requests, the context decoded once per item); the prefix-sharing self-check is transformers'.
+    """
 
     name: str
     kind: str
     record: ArtifactRecord | None
-    loaded: LoadedModel
+    loaded: Loaded
     mode: Mode = "shared"
     batch_tokens: int = 4096
     gen_batch: int = 8
@@ -57,7 +61,11 @@ class LocalBackend:
 
     @property
     def model(self) -> Any:
-        return self.loaded.model
+        return getattr(self.loaded, "model", None)
+
+    def describe(self) -> dict[str, Any]:
+        """What ran the model (backend; with llama.cpp the GGUF file, its type and quantisation)."""
+        return self.loaded.describe()
 
     @property
     def tokenizer(self) -> Any:
@@ -79,6 +87,9 @@ class LocalBackend:
 
         reqs = [build_request(self.tokenizer, self.render(p, chat), [delimiter + c for c in choices], self.max_length())
                 for p, choices in items]
+        if self.loaded.backend == "llama.cpp":
+            rows = self.loaded.loglikelihoods(reqs, progress=progress)  # type: ignore[union-attr]
+            return [[ChoiceScore(*s) for s in row] for row in rows]
         if self.mode == "shared" and reqs and not self._shared_ok(reqs[0]):
             self.mode = "naive"
             self.notes.append("prefix sharing disagreed with the per-choice computation on this model; "
@@ -182,8 +193,11 @@ class EndpointBackend:
 
 
 def open_target(ws: Workspace | None, ref: str, *, endpoint_model: str | None = None, api_key: str | None = None,
-                mode: Mode = "shared", device: str | None = None, actor: str = "cli") -> Backend:
+                mode: Mode = "shared", device: str | None = None, actor: str = "cli", backend: str = "transformers",
+                gguf_type: str = "auto") -> Backend:
     """A backend for `ref`: an http(s) URL, or a registered model / adapter (name, name@version or id).
+
+    `backend` and `gguf_type` choose what runs a registered model (`models.runtime.load`).
 
     A registered model (the one evaluated, a baseline or a judge) runs only where the usage policies
     along its lineage permit `evaluation` (raises `PolicyDenied`; audited).
@@ -201,6 +215,7 @@ def open_target(ws: Workspace | None, ref: str, *, endpoint_model: str | None = 
         raise KifabrikError(f"{record.ref} is a {record.kind}; evaluation needs a model, an adapter, a Fach-LLM or an "
                             "endpoint URL", hint="list models with `kifabrik models list`")
     runnable = resolve(ws, record, purpose="evaluation", actor=actor)
-    loaded = load(runnable, device=device)
+    loaded = load(runnable, device=device, backend=backend, gguf_type=gguf_type,  # type: ignore[arg-type]
+                  home=ws.settings.home)
     return LocalBackend(name=record.ref, kind=record.kind, record=record, loaded=loaded, mode=mode,
                         grounding=Grounding.of(ws, runnable, purpose="serving", actor="evaluate"))
