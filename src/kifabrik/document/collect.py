@@ -132,7 +132,45 @@ def model_facts(ws: Workspace, target: ArtifactRecord, base: ArtifactRecord | No
         "target_modules": lora_fact(ws, target, "target_modules", "target_modules"),
         "source": meta_fact(target, "source", missing="no source is recorded (a trained or merged artifact)"),
         "software": software_versions(ws, target),
+        "gguf": gguf_fact(arch_rec),
+        "gguf_exports": gguf_exports(ws, target),
     }
+
+
+def gguf_fact(record: ArtifactRecord) -> Fact:
+    """The GGUF type (`q4_k_m`, `f16`, ...) of the file a model was registered from: its record's
+    `meta.quantization` (`models add FILE.gguf`), else the header of that file (the embedded models).
+
+    Not recorded for a model registered from a safetensors folder, trained or merged: no GGUF made it.
+    """
+    missing = "the model was not registered from a GGUF file"
+    if record.meta.get("source_kind") not in ("gguf", "embedded"):
+        return not_recorded(missing)
+    if record.meta.get("quantization"):
+        return meta_fact(record, "quantization", missing=missing)
+    from kifabrik.models.gguf import read_gguf_metadata
+    from kifabrik.models.llamacpp import source_gguf
+
+    found = source_gguf(record, verify=False)
+    if found is None:
+        return not_recorded("the GGUF file the model was registered from is no longer there, and its record holds no type")
+    try:
+        quant = read_gguf_metadata(found).get("quantization")
+    except KifabrikError as exc:
+        return not_recorded(f"the header of {found.name} cannot be read ({exc.message})")
+    return fact(quant, artifact_source(record), f"GGUF header of {found.name} (general.file_type)",
+                missing=f"the header of {found.name} names no known file type")
+
+
+def gguf_exports(ws: Workspace, target: ArtifactRecord) -> list[Fact]:
+    """Every GGUF export of the model (`kifabrik export --format gguf`), its type from the audit log."""
+    out = []
+    for e in ws.catalog.audit_entries("model.export", subject=target.id):
+        details = e.details or {}
+        if details.get("format") == "gguf" and details.get("quantization"):
+            out.append(Fact(f"{details['quantization']} ({when(e.ts)})",
+                            Source("audit", f"audit log: model.export of {target.ref}", e.hash, "details.quantization")))
+    return out
 
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
