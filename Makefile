@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.kifabrik-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test services bench clean llama-cpp
+.PHONY: install demo test services bench clean llama-cpp llama-server
 
 install: $(STAMP)
 
@@ -59,6 +59,31 @@ llama-cpp:
 	tar -xzf $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(VENV)/tools/llama.cpp-convert \
 		--strip-components=3 llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/convert_lora_to_gguf.py \
 		llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/conversion llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/gguf-py
+
+# llama.cpp's own `llama-server`, the reference that bench/bench_serve.py runs next to
+# `kifabrik serve --backend llama.cpp` (found there by default). Built once from the same sdist into
+# LLAMA_SERVER_DIR; not part of install/test/demo (30-45 minutes on a shared 2-core machine).
+# In this llama.cpp LLAMA_CURL is deprecated and ignored: HTTPS is LLAMA_OPENSSL, not needed for local GGUFs.
+# LLAMA_USE_PREBUILT_UI=OFF: the web UI would be downloaded from Hugging Face at build time.
+LLAMA_SERVER_DIR ?= $(HOME)/.cache/kifabrik/llama-server
+LLAMA_SERVER_CMAKE := -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF \
+	-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DBUILD_SHARED_LIBS=OFF \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON
+LLAMA_SERVER_JOBS ?= 2
+
+llama-server:
+	test -x $(LLAMA_SERVER_DIR)/llama-server || { \
+		set -e; mkdir -p $(WHEEL_CACHE) $(LLAMA_SERVER_DIR); \
+		ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz >/dev/null 2>&1 || \
+			$(PYTHON) -m pip download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(WHEEL_CACHE); \
+		test -d $(LLAMA_SERVER_DIR)/src/llama_cpp_python-$(LLAMA_CPP_VERSION) || \
+			tar -xzf $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_SERVER_DIR) --one-top-level=src; \
+		cmake -S $(LLAMA_SERVER_DIR)/src/llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp \
+			-B $(LLAMA_SERVER_DIR)/build $(LLAMA_SERVER_CMAKE); \
+		cmake --build $(LLAMA_SERVER_DIR)/build --target llama-server -j $(LLAMA_SERVER_JOBS); \
+		cp $(LLAMA_SERVER_DIR)/build/bin/llama-server $(LLAMA_SERVER_DIR)/llama-server.tmp; \
+		mv $(LLAMA_SERVER_DIR)/llama-server.tmp $(LLAMA_SERVER_DIR)/llama-server; }
+	$(LLAMA_SERVER_DIR)/llama-server --version
 
 # The MISSION KI catalogue is the user's copy of the official file; this checkout's is used when present.
 MISSION_KI ?= $(wildcard ../shared/data/mission-ki)
