@@ -10,6 +10,8 @@ Continuous batching as llama-server does it: one llama.cpp context holds up to `
 sequences, each in its own share of the KV cache (so the served context is at most 16384 /
 max-batch tokens, at least 2048, when more than one request runs at a time); every step is one `llama_decode` over the next token of each
 running request plus prompt chunks of the requests that just joined (`models.llamacpp.LlamaContext`).
+A finished request's cells stay in its sequence: the next request there computes only the part of
+its prompt after the longest prefix it shares with them (llama-server's prompt cache).
 Each request samples with its own temperature, top_p and seed (numpy, float64).
 Adapters: each PEFT LoRA on the base is converted once to a GGUF adapter (llama.cpp's
 convert_lora_to_gguf.py) and loaded next to the one copy of the base weights; llama.cpp sets
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,7 @@ class Slot:
     todo: list[int]
     pos: int = 0  # position of the next token fed to the model
     rng: np.random.Generator | None = None
+    fed: list[int] = field(default_factory=list)  # the tokens in this sequence's KV cells, positions 0..pos-1
 
 
 def sample(logits: np.ndarray, slot: Slot) -> int:
@@ -112,6 +115,9 @@ class LlamaCppBackend(Backend):
         self._context = self.llm.n_ctx
         # every adapter on this base, converted once to GGUF and loaded next to the shared base weights
         self.loras = {a.name: self.llm.load_adapter(adapter_gguf(a.name, a.path, path, home)) for a in adapters}
+        # free sequences -> (adapter, tokens their KV cells still hold): a new request reuses the longest prefix
+        self._kept: dict[int, tuple[str | None, list[int]]] = {seq: (None, []) for seq in range(self.n_seq)}
+        self.cached_tokens = 0  # prompt tokens not computed again because a free sequence held them
         self.tokens = _Tokens(prompts.eos_ids(_Attrs({"generation_config": _Attrs(_generation(path))}), self.tokenizer),
                               self._context)
         self.scheduler = Scheduler(base.name, self._run, max_batch=self.n_seq, max_queue=options.max_queue,
@@ -134,38 +140,78 @@ class LlamaCppBackend(Backend):
         self.scheduler.submit(req)
 
     def _run(self, first: list[GenRequest], take: Callable[[int], list[GenRequest]]) -> None:
-        free = list(range(self.n_seq - 1, -1, -1))
         slots: list[Slot] = []
         pending = list(first)
-        while True:
+        try:
+            while True:
+                for slot in slots:
+                    if not slot.row.done and slot.row.req.cancelled.is_set():
+                        self.tokens._finish(slot.row, "cancelled")  # type: ignore[arg-type]
+                for slot in [s for s in slots if s.row.done]:
+                    self._kept[slot.seq] = (slot.row.req.adapter, slot.fed)  # its cells stay for the next prompt
+                    slots.remove(slot)
+                if len(self._kept) > len(pending):
+                    pending += take(len(self._kept) - len(pending))
+                if pending and self._kept:
+                    while pending and self._kept:
+                        slots.append(self._slot(pending.pop(0)))
+                    slots.sort(key=lambda s: s.seq)
+                if not slots:
+                    return
+                # llama.cpp applies adapters per context, not per sequence: one decode per adapter in use
+                for adapter in dict.fromkeys(s.row.req.adapter for s in slots):
+                    self.llm.use(self.loras[adapter] if adapter else None)
+                    self._step([s for s in slots if s.row.req.adapter == adapter])
+        except BaseException:
+            # the cells of the running sequences are in an unknown state: forget them
             for slot in slots:
-                if not slot.row.done and slot.row.req.cancelled.is_set():
-                    self.tokens._finish(slot.row, "cancelled")  # type: ignore[arg-type]
-            for slot in [s for s in slots if s.row.done]:
                 self.llm.drop(slot.seq)
-                free.append(slot.seq)
-                slots.remove(slot)
-            if len(free) > len(pending):
-                pending += take(len(free) - len(pending))
-            while pending and free:
-                slots.append(self._slot(pending.pop(0), free.pop()))
-            if not slots:
-                return
-            # llama.cpp applies adapters per context, not per sequence: one decode per adapter in use
-            for adapter in dict.fromkeys(s.row.req.adapter for s in slots):
-                self.llm.use(self.loras[adapter] if adapter else None)
-                self._step([s for s in slots if s.row.req.adapter == adapter])
+                self._kept[slot.seq] = (None, [])
+            raise
 
-    def _slot(self, req: GenRequest, seq: int) -> Slot:
-        row = Row(req, Detokenizer(self.tokenizer, req.prompt_ids), None, position=len(req.prompt_ids),
+    def _slot(self, req: GenRequest) -> Slot:
+        """`req` in the free sequence whose cells hold the longest prefix of its prompt (llama-server's
+        prompt cache: the chat template's system part, an earlier turn), else in the lowest free one.
+
+        Why the lowest: with one KV stream per sequence, llama_decode makes one pass over the weights per
+        run of consecutive sequence ids in the batch (llama_batch_allocr::split_equal, `sequential`), so
+        running requests are kept in low, adjacent ids and each step lists them in id order.
+        """
+        prompt = req.prompt_ids
+
+        def reusable(seq: int) -> int:
+            adapter, cells = self._kept[seq]
+            if adapter != req.adapter:
+                return 0
+            n = 0
+            for a, b in zip(cells, prompt[:-1]):  # the last prompt token is always fed: it gives the logits
+                if a != b:
+                    break
+                n += 1
+            return n
+
+        seq = max(self._kept, key=lambda q: (reusable(q), -q))
+        reuse = reusable(seq)
+        del self._kept[seq]
+        # cells after the shared prefix go (the binding's llama_memory_seq_rm; LlamaContext.drop removes all);
+        # a memory that cannot cut a sequence (recurrent state) says False and the sequence starts empty
+        if reuse and not self.llm.lc.llama_memory_seq_rm(self.llm.memory, seq, reuse, -1):
+            reuse = 0
+        if not reuse:
+            self.llm.drop(seq)
+        self.cached_tokens += reuse
+        row = Row(req, Detokenizer(self.tokenizer, prompt), None, position=len(prompt),
                   stop_len=max((len(s) for s in req.stop), default=0))
         rng = None
         if req.temperature > 0:
             rng = np.random.default_rng(req.seed if req.seed is not None else secrets.randbits(63))
-        return Slot(row, seq, list(req.prompt_ids), rng=rng)
+        return Slot(row, seq, list(prompt[reuse:]), pos=reuse, rng=rng, fed=list(prompt[:reuse]))
 
     def _step(self, slots: list[Slot]) -> None:
         """One llama_decode: the next token of every decoding slot, then prompt chunks, then sampling."""
+        # decoding slots first claim their one token each, prompts share the rest of n_batch; the
+        # batch then lists the slots in sequence order (see `_run`)
+        room = self.llm.n_batch - sum(1 for s in slots if not s.todo)
         items: list[tuple[int, int, int, bool]] = []
         sampled: list[tuple[Slot, int]] = []  # slot, index of its logits in the batch
         fed: list[tuple[Slot, int]] = []  # slot, tokens fed this step
@@ -174,11 +220,11 @@ class LlamaCppBackend(Backend):
                 sampled.append((slot, len(items)))
                 items.append((slot.row.next_token, slot.pos, slot.seq, True))
                 fed.append((slot, 1))
-        for slot in slots:
-            room = self.llm.n_batch - len(items)
-            if not slot.todo or room <= 0:
+                continue
+            if room <= 0:
                 continue
             chunk = slot.todo[:room]
+            room -= len(chunk)
             last = len(chunk) == len(slot.todo)
             for j, token in enumerate(chunk):
                 items.append((token, slot.pos + j, slot.seq, last and j == len(chunk) - 1))
@@ -191,12 +237,16 @@ class LlamaCppBackend(Backend):
             longest.row.text += longest.row.detok.flush()
             self.tokens._finish(longest.row, "length")  # type: ignore[arg-type]
             self.llm.drop(longest.seq)
-            longest.pos, longest.todo = 0, []
+            longest.pos, longest.todo, longest.fed = 0, [], []
             return
         if status != 0:
             raise RuntimeError(f"llama_decode failed with status {status}")
         for slot, n in fed:
-            slot.todo = slot.todo[n:] if slot.todo else []
+            if slot.todo:
+                slot.fed += slot.todo[:n]
+                slot.todo = slot.todo[n:]
+            else:
+                slot.fed.append(slot.row.next_token)
             slot.pos += n
         for slot, i in sampled:
             self.tokens._accept(slot.row, sample(self.llm.logits(i), slot))  # type: ignore[arg-type]
@@ -206,7 +256,7 @@ class LlamaCppBackend(Backend):
         self.llm.close()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.scheduler.stats(), "gguf": self.gguf.name}
+        return {**self.scheduler.stats(), "gguf": self.gguf.name, "cached_prompt_tokens": self.cached_tokens}
 
 
 class _Attrs:
