@@ -78,6 +78,18 @@ def test_greedy_tokens_equal_the_transformers_backend(backends: Any, i: int) -> 
     assert (got_end.finish_reason, got_end.completion_tokens) == (want_end.finish_reason, want_end.completion_tokens)
 
 
+def test_a_repeated_prompt_reuses_the_cells_the_finished_request_left(backends: Any) -> None:
+    """llama-server's prompt cache: a finished request's KV cells stay, the next prompt computes only what differs."""
+    ref, llama = backends
+    ids = ref.chat_ids(PROMPTS[2], None, "")
+    first, _ = greedy(llama, ids)
+    before = llama.stats()["cached_prompt_tokens"]
+    again, end = greedy(llama, ids)
+    assert llama.stats()["cached_prompt_tokens"] - before == len(ids) - 1  # the last one is fed for its logits
+    assert again == first == greedy(ref, ids)[0]
+    assert end.prompt_tokens == len(ids)
+
+
 def test_stop_sequence_and_length_finish_like_transformers(backends: Any) -> None:
     ref, llama = backends
     ids = ref.chat_ids(PROMPTS[1], None, "")  # the poem: longer than 8 tokens
