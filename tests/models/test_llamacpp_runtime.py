@@ -115,6 +115,14 @@ def test_evaluation_through_llama_cpp_scores_like_transformers_and_records_the_b
         "tasks/werkstatt"]).read_text().splitlines()] for b, o in ran.items()}
     for want, got in zip(logliks["transformers"], logliks["llama.cpp"], strict=True):
         assert got == pytest.approx(want, rel=1e-3, abs=1e-3)
+    # the model card says what ran each evaluation
+    from kifabrik.config import Organisation
+    from kifabrik.document import DocumentOptions, gather, render_all
+
+    card = render_all(gather(ws, record.ref, DocumentOptions(), Organisation(), "test"))["README.md"]
+    gguf = llama["model"]["runtime"]["gguf"]
+    assert "### eval-llama.cpp@1" in card and f"Run with llama.cpp, GGUF {gguf} (f32) [" in card
+    assert "Run with transformers (cpu, float32) [" in card
 
 
 def test_generate_command_runs_on_llama_cpp(cli: Any, both: Any, greedy: Any, embedded: Any,

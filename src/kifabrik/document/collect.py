@@ -338,7 +338,20 @@ def evaluation_facts(ws: Workspace, record: ArtifactRecord) -> dict[str, Any]:
                          missing="evaluated without a baseline"),
         "baseline_metrics": base.get("metrics") or {},
         "verdict": results.get("verdict") or {},
+        "runtime": fact(runtime_words(get(results, "model.runtime")), src, "results.json:model.runtime",
+                        missing="results.json does not record what ran the model"),
     }
+
+
+def runtime_words(runtime: dict[str, Any] | None) -> str | None:
+    """`llama.cpp, GGUF model.q4_k_m.gguf (q4_k_m)` or `transformers (cpu, float32)`: what ran an evaluated model."""
+    if not runtime or not runtime.get("backend"):
+        return None
+    if runtime.get("gguf"):
+        quant = f" ({runtime['quantization']})" if runtime.get("quantization") else ""
+        return f"{runtime['backend']}, GGUF {runtime['gguf']}{quant}"
+    extra = ", ".join(str(runtime[k]) for k in ("device", "dtype") if runtime.get(k))
+    return f"{runtime['backend']}" + (f" ({extra})" if extra else "")
 
 
 def collect_lineage(ws: Workspace, target: ArtifactRecord) -> dict[str, Any]:
