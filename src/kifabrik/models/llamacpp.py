@@ -383,10 +383,12 @@ class LlamaModel(PromptFace):
         return self.ctx
 
     def quantization(self) -> str | None:
-        """The GGUF's weight type as llama.cpp's tools name it (`f32`, `q4_k_m`, ...), from its header."""
-        from kifabrik.models.gguf import read_gguf_metadata
+        """The GGUF's weight type as llama.cpp's tools name it (`f32`, `q4_k_m`, ...), from its header (read once)."""
+        if not hasattr(self, "_quantization"):
+            from kifabrik.models.gguf import read_gguf_metadata
 
-        return read_gguf_metadata(self.gguf).get("quantization")
+            self._quantization: str | None = read_gguf_metadata(self.gguf).get("quantization")
+        return self._quantization
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "llama.cpp", "gguf": self.gguf.name, "gguf_type": self.gguf_type,
