@@ -427,17 +427,20 @@ class LlamaModel(PromptFace):
                      Matcher(grammar) if grammar is not None else None) for s, ids in enumerate(batch)]
         try:
             while running := [s for s in seqs if s.finish is None]:
-                # the next token of every decoding sequence, then prompt chunks in the room left (n_batch)
+                # in sequence order (llama.cpp then runs one pass over the weights per step): the next token
+                # of each decoding sequence, prompt chunks of the others in the room they leave (n_batch)
                 items: list[tuple[int, int, int, bool]] = []
                 wanted: list[tuple[_Seq, int]] = []
+                decoding = sum(1 for s in running if not s.todo)
                 for s in running:
                     if not s.todo:
                         wanted.append((s, len(items)))
                         items.append((s.new[-1], s.pos, s.seq, True))
                         s.pos += 1
-                for s in running:
-                    room = ctx.n_batch - len(items)
-                    if not s.todo or room <= 0:
+                        decoding -= 1
+                        continue
+                    room = ctx.n_batch - len(items) - decoding
+                    if room <= 0:
                         continue
                     chunk, s.todo = s.todo[:room], s.todo[room:]
                     items += [(t, s.pos + j, s.seq, not s.todo and j == len(chunk) - 1) for j, t in enumerate(chunk)]
