@@ -39,3 +39,44 @@ def test_unknown_quantisation_is_refused_before_anything_is_written(embedded, tm
     with pytest.raises(KifabrikError, match="quantisation 'q3_x' is not known"):
         export(ws, base.ref, tmp_path / "bad", "gguf", quant="q3_x")
     assert not (tmp_path / "bad").exists()
+
+
+def test_an_adapter_exports_as_a_gguf_lora_that_llama_cpp_applies_like_peft(embedded, tmp_path):
+    """The exported file is llama.cpp's --lora format: loaded on the base's f32 GGUF, it gives PEFT's greedy tokens."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llama-cpp)")
+    from kifabrik.models.llamacpp import lora_tools_dir
+    from kifabrik.models.runtime import GenerationOptions, load, resolve
+    from tests.merge.conftest import make_adapter
+
+    ws, tiny_model, _, _ = embedded
+    service = make_adapter(ws, tiny_model, "export-lora", seed=3, rank=4)
+    if lora_tools_dir(ws.settings.home) is None or converter_dir(ws) is None:
+        pytest.skip("llama.cpp's converters are not installed (make llama-cpp)")
+    out = export(ws, service.ref, tmp_path / "lora", "gguf", quant="f32")
+    info = json.loads((out / "export.json").read_text())
+    assert (info["kind"], info["quantization"], info["base_model_id"]) == ("lora-adapter", "f32", tiny_model.id)
+    assert (out / "NOTICE").exists()
+    [entry] = [a for a in ws.catalog.audit_entries("model.export") if a.details.get("path") == str(out)]
+    assert entry.subject == service.id and entry.details["quantization"] == "f32"
+
+    # the same bytes as the conversion the llama.cpp runtime applies, whose greedy tokens are PEFT's
+    from kifabrik.artifacts import sha256_file
+    from kifabrik.models.llamacpp import adapter_gguf
+    from kifabrik.models.sources import model_path
+
+    applied = adapter_gguf(service.name, ws.path(service), model_path(ws, tiny_model), ws.settings.home)
+    assert sha256_file(out / info["file"]) == sha256_file(applied) == info["sha256"]
+    runnable = resolve(ws, service)
+    opts = GenerationOptions(max_new_tokens=8)
+    want = [c.text for c in load(runnable).generate(["Hallo Welt", "Die Pumpe"], opts)]
+    llama = load(runnable, backend="llama.cpp", gguf_type="f32", home=ws.settings.home)
+    assert [c.text for c in llama.generate(["Hallo Welt", "Die Pumpe"], opts)] == want
+
+
+def test_an_adapter_is_not_k_quantised(ws, tiny_model, adapters, tmp_path):
+    from kifabrik.errors import KifabrikError
+
+    service, _ = adapters
+    with pytest.raises(KifabrikError, match="cannot be quantised as 'q4_k_m'"):
+        export(ws, service.ref, tmp_path / "bad", "gguf", quant="q4_k_m")
+    assert not (tmp_path / "bad").exists()

@@ -79,14 +79,15 @@ def adapters_show(ref: Annotated[str, typer.Argument(help="Adapter name, name@ve
 
 
 def export_command(
-    model: Annotated[str, typer.Argument(help="Model (or merged model) to export.")],
+    model: Annotated[str, typer.Argument(help="Model, merged model or LoRA adapter to export.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to create.")],
     format: Annotated[str, typer.Option("--format", help="hf (transformers/vLLM) or gguf (llama.cpp).")] = "hf",
     quant: Annotated[str | None, typer.Option(
         "--quant", help="gguf: f32, f16, bf16, q8_0 (converter) or q6_k, q5_k_m, q4_k_m, q4_0 (llama.cpp's "
-                        "quantiser); default f16. Recorded in export.json and the audit log.")] = None,
+                        "quantiser); default f16; an adapter takes f32, f16, bf16 or q8_0 (llama.cpp's --lora file). "
+                        "Recorded in export.json and the audit log.")] = None,
 ) -> None:
-    """Export a model for other runtimes."""
+    """Export a model or adapter for other runtimes (transformers/vLLM folder, or GGUF for llama.cpp)."""
     from kifabrik.merge.export import export
 
     path = export(workspace(), model, out_dir, format, quant=quant)

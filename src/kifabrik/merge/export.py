@@ -51,13 +51,23 @@ def export(ws: Workspace, ref: str, out: Path, format: str = "hf", *, outtype: s
     if outtype not in GGUF_TYPES:
         raise KifabrikError(f"GGUF type {outtype!r} is not known", hint=f"use one of {', '.join(GGUF_TYPES)}")
     record = ws.catalog.get_artifact(ref)
-    if record.kind != "model":
-        raise KifabrikError(f"{record.ref} is a {record.kind}; export takes a model",
-                            hint="merge an adapter into its base first: kifabrik merge --into-base ...")
+    if record.kind not in ("model", "adapter"):
+        raise KifabrikError(f"{record.ref} is a {record.kind}; export takes a model or an adapter",
+                            hint="a Fach-LLM is an adapter or model plus a knowledge base: export its model")
+    base = None
+    if record.kind == "adapter":
+        from kifabrik.models.llamacpp import LORA_TYPES
+        from kifabrik.models.runtime import base_of
+
+        if quant is not None and quant not in LORA_TYPES:
+            raise KifabrikError(f"a LoRA adapter cannot be quantised as {quant!r} (llama.cpp quantises models only)",
+                                hint=f"use --quant {' / '.join(LORA_TYPES)}, or merge the adapter into its base "
+                                     "(kifabrik merge --into-base) and export that model")
+        base = base_of(ws, record)
     if out.exists() and any(out.iterdir()):
         raise KifabrikError(f"{out} exists and is not empty", hint="choose a new directory for the export")
-    require(ws, [record.id], "release", actor=actor)
-    src = model_path(ws, record)
+    require(ws, [record.id] if base is None else [record.id, base.id], "release", actor=actor)
+    src = model_path(ws, record) if base is None else ws.path(record)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -66,6 +76,12 @@ def export(ws: Workspace, ref: str, out: Path, format: str = "hf", *, outtype: s
             for f in src.iterdir():
                 if f.is_file():
                     shutil.copy2(f, tmp / f.name)
+        elif base is not None:  # a LoRA adapter: llama.cpp's LoRA converter, against its base's config
+            from kifabrik.models.llamacpp import convert_adapter
+
+            convert_adapter(record.name, src, model_path(ws, base), tmp / f"{record.name}.lora.{outtype}.gguf",
+                            outtype, ws.settings.home)
+            _record_gguf(tmp, record, outtype, base=base)
         else:
             if quant is None:
                 _gguf(ws, src, tmp / f"{record.name}.{outtype}.gguf", outtype)
@@ -90,17 +106,20 @@ def export(ws: Workspace, ref: str, out: Path, format: str = "hf", *, outtype: s
     return out
 
 
-def _record_gguf(folder: Path, record: ArtifactRecord, quantization: str) -> None:
-    """`export.json`: which model, which quantisation, the file's sha256 (`models add FILE.gguf` reads the type too)."""
+def _record_gguf(folder: Path, record: ArtifactRecord, quantization: str, *, base: ArtifactRecord | None = None) -> None:
+    """`export.json`: which model, which quantisation, the file's sha256 (`models add FILE.gguf` reads the type too);
+    for an adapter also the base model it applies to (llama.cpp: `--lora FILE` on that base's GGUF)."""
     import json
 
     from kifabrik.artifacts import sha256_file
 
     [gguf] = folder.glob("*.gguf")
-    (folder / "export.json").write_text(json.dumps({
-        "model": record.ref, "model_id": record.id, "weights_sha256": record.meta.get("weights_sha256"),
-        "format": "gguf", "quantization": quantization, "file": gguf.name, "sha256": sha256_file(gguf),
-    }, indent=2) + "\n")
+    info = {"model": record.ref, "model_id": record.id, "weights_sha256": record.meta.get("weights_sha256"),
+            "format": "gguf", "quantization": quantization, "file": gguf.name, "sha256": sha256_file(gguf)}
+    if base is not None:
+        info = {**info, "kind": "lora-adapter", "base_model": base.ref, "base_model_id": base.id,
+                "base_weights_sha256": base.meta.get("weights_sha256")}
+    (folder / "export.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
 def _gguf(ws: Workspace, src: Path, target: Path, outtype: str) -> None:

@@ -90,6 +90,10 @@ def lora_tools_dir(home: Path) -> Path | None:
     return next((c for c in candidates if (c / "convert_lora_to_gguf.py").exists()), None)
 
 
+#: The types llama.cpp's LoRA converter writes (k-quants exist for models only: llama-quantize takes no adapters).
+LORA_TYPES = ("f32", "f16", "bf16", "q8_0")
+
+
 def adapter_gguf(name: str, adapter: Path, base: Path, home: Path) -> Path:
     """A PEFT LoRA folder as a GGUF adapter (f32), converted once with llama.cpp's convert_lora_to_gguf.py."""
     from kifabrik.artifacts import sha256_file
@@ -99,14 +103,23 @@ def adapter_gguf(name: str, adapter: Path, base: Path, home: Path) -> Path:
     target = home / "cache" / "gguf" / f"lora-{name}-{key}.f32.gguf"
     if target.exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    convert_adapter(name, adapter, base, target, "f32", home)
+    return target
+
+
+def convert_adapter(name: str, adapter: Path, base: Path, target: Path, outtype: str, home: Path) -> None:
+    """Write PEFT LoRA folder `adapter` (of the model folder `base`) to `target` as a GGUF adapter of `outtype`."""
+    if outtype not in LORA_TYPES:
+        raise KifabrikError(f"a LoRA adapter cannot be written as {outtype!r}",
+                            hint=f"use one of {', '.join(LORA_TYPES)} (k-quants are for models: merge first)")
     tools = lora_tools_dir(home)
     if tools is None:
-        raise KifabrikError("serving adapters with llama.cpp needs llama.cpp's convert_lora_to_gguf.py, "
-                            "which is not installed", hint="run `make llama-cpp`, or use --backend transformers")
-    target.parent.mkdir(parents=True, exist_ok=True)
+        raise KifabrikError("LoRA adapters as GGUF need llama.cpp's convert_lora_to_gguf.py, which is not installed",
+                            hint="run `make llama-cpp`, or use --backend transformers")
     part = target.with_name(f".{target.name}.partial")
     proc = subprocess.run([sys.executable, str(tools / "convert_lora_to_gguf.py"), str(adapter), "--base", str(base),
-                           "--outtype", "f32", "--outfile", str(part)], check=False, capture_output=True, text=True,
+                           "--outtype", outtype, "--outfile", str(part)], check=False, capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if proc.returncode != 0 or not part.exists():
         part.unlink(missing_ok=True)
@@ -114,7 +127,6 @@ def adapter_gguf(name: str, adapter: Path, base: Path, home: Path) -> Path:
         raise KifabrikError(f"GGUF conversion of adapter {name} failed: {tail}",
                             hint="--backend transformers serves every PEFT adapter")
     os.replace(part, target)
-    return target
 
 
 def source_gguf(base: ArtifactRecord, *, verify: bool = False) -> Path | None:
