@@ -93,6 +93,8 @@ demo: install
 
 services:
 	bash scripts/test-services.sh
+	# A single-node Slurm for the executor tests; where it cannot start, they skip with the reason.
+	bash scripts/slurm.sh || echo "services: Slurm did not start; the executor tests will be skipped with the reason"
 
 test: install services
 	$(PY) -m pytest $(PYTEST_ARGS)
