@@ -14,9 +14,9 @@
    and the same KV cells per slot. Both get the same prompts, greedy, from the official `openai`
    client; the levels run alternately (kifabrik c=1, llama-server c=1, kifabrik c=8, ...), so a
    change in the machine's load hits both.
-Prints completion tokens/s, p50/p95 latency and peak RSS of each server's process tree (psutil,
-sampled every 50 ms during the level), each level's throughput relative to the first row, and
-kifabrik / llama-server per level. Requests and time are bounded (`--sequential-requests`, `--timeout`).
+Prints prompt and completion tokens (usage), completion tokens/s, p50/p95 latency and peak RSS of
+each server's process tree (psutil, sampled every 50 ms during the level), each level's throughput
+relative to the first row, and kifabrik / llama-server per level. Requests and time are bounded (`--sequential-requests`, `--timeout`).
 """
 
 from __future__ import annotations
@@ -75,11 +75,11 @@ def served(url: str, prompts: list[str], max_tokens: int, concurrency: int, time
 
     client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=timeout)
 
-    def one(p: str) -> tuple[float, int]:
+    def one(p: str) -> tuple[float, int, int]:
         t0 = time.perf_counter()
         r = client.chat.completions.create(model="smollm2-135m-instruct", messages=[{"role": "user", "content": p}],
                                            max_tokens=max_tokens, temperature=0)
-        return time.perf_counter() - t0, r.usage.completion_tokens
+        return time.perf_counter() - t0, r.usage.completion_tokens, r.usage.prompt_tokens
 
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -87,8 +87,8 @@ def served(url: str, prompts: list[str], max_tokens: int, concurrency: int, time
     wall = time.perf_counter() - start
     lat = [r[0] for r in results]
     tokens = sum(r[1] for r in results)
-    return {"requests": len(prompts), "tokens": tokens, "wall": wall, "tok_s": tokens / wall,
-            "p50": pct(lat, 0.5), "p95": pct(lat, 0.95)}
+    return {"requests": len(prompts), "prompt": sum(r[2] for r in results), "tokens": tokens, "wall": wall,
+            "tok_s": tokens / wall, "p50": pct(lat, 0.5), "p95": pct(lat, 0.95)}
 
 
 class PeakRSS:
@@ -241,7 +241,9 @@ def start_llama_server(binary: Path, slots: int, env: dict[str, str]) -> tuple[s
     threads = str(len(os.sched_getaffinity(0)))
     proc = subprocess.Popen([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
                              "-np", str(slots), "-c", str(per_slot * slots), "-t", threads, "-tb", threads,
-                             "--no-webui"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                             # no repacked weight buffers: with them llama.cpp crashes on this CPU's AMX, and
+                             # kifabrik's LlamaContext turns them off too (use_extra_bufts)
+                             "--no-webui", "--no-repack"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
@@ -250,11 +252,12 @@ def report(args: argparse.Namespace, rows: list[tuple[str, dict[str, float]]], s
     policy = args.omp_wait_policy if args.omp_wait_policy != "inherit" else os.environ.get("OMP_WAIT_POLICY", "unset")
     print(f"\nSmolLM2-135M-Instruct, greedy, max_tokens {args.max_tokens}, {os.cpu_count()} CPU cores, "
           f"kifabrik --backend {args.backend}, OMP_WAIT_POLICY {policy}")
-    print(f"{'':24} {'requests':>8} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7} "
+    print(f"{'':24} {'requests':>8} {'prompt':>7} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7} "
           f"{'peak MB':>8} {'vs first':>8}")
     for name, r in rows:
         rss = f"{r['rss_mb']:>8.0f}" if "rss_mb" in r else f"{'':>8}"
-        print(f"{name:24} {r['requests']:>8} {r['tokens']:>7} {r['wall']:>7.1f} {r['tok_s']:>7.1f} "
+        prompt = f"{r['prompt']:>7}" if "prompt" in r else f"{'':>7}"
+        print(f"{name:24} {r['requests']:>8} {prompt} {r['tokens']:>7} {r['wall']:>7.1f} {r['tok_s']:>7.1f} "
               f"{r['p50']:>7.2f} {r['p95']:>7.2f} {rss} {r['tok_s'] / ref['tok_s']:>7.2f}x")
     mine = {name.split()[-1]: r for name, r in rows if name.startswith("kifabrik")}
     for name, r in rows:
