@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kifabrik.errors import KifabrikError
+from kifabrik.executor_options import ExecutorSpec
 from kifabrik.files import MAX_DEPTH, MAX_FILE_BYTES, NestingError, read_input
 
 
@@ -126,6 +127,8 @@ class Recipe(StrictModel):
     organisation: Organisation = Field(default_factory=Organisation, description="Provider facts for documents.")
     datasets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Datasets by name (data stage).")
     stages: list[dict[str, Any]] = Field(default_factory=list, description="Stages in the order they run; each has a `stage` key.")
+    executor: ExecutorSpec | None = Field(default=None, description="Where the stages run (local or Slurm) and the "
+                                          "Slurm options of every job; a stage's own `executor:` overrides them.")
 
 
 # --------------------------------------------------------------------------- YAML with lines

@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from kifabrik.config import (
     validation_messages,
 )
 from kifabrik.errors import KifabrikError, NotFoundError
+from kifabrik.executor_options import SlurmOptions
 from kifabrik.stages import StageContext, StageDef, StageOptions
 from kifabrik.workspace import Workspace
 
@@ -45,6 +47,8 @@ class ValidatedRecipe:
     steps: list[StageOptions]
     source: str
     data: Any = None  # the raw mapping, for the file lines of later checks
+    #: Each step's own `executor:` section (None: the recipe's), kept out of the step's options and config.
+    executors: list[SlurmOptions | None] = dc_field(default_factory=list)
 
     def step_name(self, i: int) -> str:
         return self.steps[i].name or self.steps[i].stage
@@ -99,6 +103,7 @@ def validate_recipe(data: Any, source: str = "<recipe>", ws: Workspace | None = 
             except ValidationError as exc:
                 problems += validation_messages(exc, data, source, prefix=("datasets", name))
     steps: list[StageOptions] = []
+    executors: list[SlurmOptions | None] = []
     seen: list[str] = []
     for i, raw in enumerate(data.get("stages") or [] if isinstance(data.get("stages"), list) else []):
         where = f"{source}:{getattr(data['stages'], 'lines', [None] * (i + 1))[i] or '?'}: stages[{i}]"
@@ -110,6 +115,13 @@ def validate_recipe(data: Any, source: str = "<recipe>", ws: Workspace | None = 
         except KifabrikError as exc:
             problems.append(f"{where}.stage: {exc.message} ({exc.hint})")
             continue
+        executor = None
+        if "executor" in raw:  # where the step runs, not what it does: not one of the stage's options
+            raw = {k: v for k, v in raw.items() if k != "executor"}
+            try:
+                executor = SlurmOptions.model_validate(data["stages"][i]["executor"])
+            except ValidationError as exc:
+                problems += validation_messages(exc, data, source, prefix=("stages", i, "executor"))
         try:
             opts = sdef.options.model_validate(raw)
         except ValidationError as exc:
@@ -123,12 +135,13 @@ def validate_recipe(data: Any, source: str = "<recipe>", ws: Workspace | None = 
             problems += [f"{where}: {p}" for p in sdef.check(opts, seen)]
         seen.append(step)
         steps.append(opts)
+        executors.append(executor)
     if not problems:  # every step is valid, so `steps[i]` is `stages[i]` of the file
         problems += reference_problems(data, source, steps, ws)
     if problems:
         raise _invalid(source, problems)
     assert recipe is not None
-    return ValidatedRecipe(recipe, steps, source, data)
+    return ValidatedRecipe(recipe, steps, source, data, executors)
 
 
 # --------------------------------------------------------------------------- references between steps
@@ -264,31 +277,59 @@ def load_recipe(path: Path, overrides: list[str] | None = None, ws: Workspace | 
     return validate_recipe(data, str(path), ws)
 
 
+#: The step name of the base model's registration, the first run of every pipeline.
+MODEL_STEP = "model"
+
+
+def check_run(ws: Workspace, validated: ValidatedRecipe, *, online: bool = False) -> None:
+    """What a run checks before it records anything: every reference against `ws`'s catalog, the model source."""
+    from kifabrik.models.sources import preflight_model_source
+
+    problems = reference_problems(validated.data if isinstance(validated.data, dict) else {}, validated.source,
+                                  validated.steps, ws)
+    if problems:  # checked against this workspace's catalog before anything is registered
+        raise _invalid(validated.source, problems)
+    preflight_model_source(ws, validated.recipe.model.source, online=online)
+
+
 def run_recipe(ws: Workspace, validated: ValidatedRecipe, *, online: bool = False,
-               on_step: Callable[[StepResult], None] | None = None, reuse: bool = True) -> PipelineResult:
+               on_step: Callable[[StepResult], None] | None = None, reuse: bool = True,
+               pipeline_id: str | None = None, only: str | None = None) -> PipelineResult:
     """Register the base model, then run every step in order, recording a run for each.
 
     A reusable step (`StageDef.reusable`: train, merge, kb, fach-llm) whose options and upstream
     artifacts equal those of an earlier succeeded run reuses that run's outputs instead of running
     again (recorded as a run with `reused_from`); `reuse=False` (`kifabrik run --no-reuse`) runs all.
+
+    With `only` (a step name, or `MODEL_STEP`), run just that step of pipeline `pipeline_id`, as an
+    executor's job does: it continues the run recorded for it at submission (`Catalog.claim_run`),
+    and the base model and the earlier steps' outputs are those the pipeline's runs recorded.
     """
-    from kifabrik.models.sources import preflight_model_source, resolve_model_source
+    from kifabrik.models.sources import resolve_model_source
 
     recipe = validated.recipe
-    problems = reference_problems(validated.data if isinstance(validated.data, dict) else {}, validated.source,
-                                  validated.steps, ws)
-    if problems:  # checked against this workspace's catalog before anything is registered
-        raise _invalid(validated.source, problems)
-    preflight_model_source(ws, recipe.model.source, online=online)
-    pipeline_id = uuid.uuid4().hex
-    model = _recorded(ws, pipeline_id, recipe.name, "model", "model", recipe.model.model_dump(),
-                      lambda run_id: [resolve_model_source(ws, recipe.model.source, name=recipe.model.name,
-                                                           online=online,
-                                                           trust_remote_code=recipe.model.trust_remote_code)])[0]
-    ctx_outputs: dict[str, list[ArtifactRecord]] = {}
+    if only is None:
+        check_run(ws, validated, online=online)
+    else:
+        upstream = _pipeline_state(ws, validated, pipeline_id, only)
+    pipeline_id = pipeline_id or uuid.uuid4().hex
     results = []
+    if only is None or only == MODEL_STEP:
+        model = _recorded(ws, pipeline_id, recipe.name, "model", MODEL_STEP, recipe.model.model_dump(),
+                          lambda run_id: [resolve_model_source(ws, recipe.model.source, name=recipe.model.name,
+                                                               online=online,
+                                                               trust_remote_code=recipe.model.trust_remote_code)],
+                          run_id=upstream.run_id if only else None)[0]
+        if only:
+            return PipelineResult(pipeline_id, model, [StepResult(MODEL_STEP, "model", upstream.run_id, [model])])
+    else:
+        assert upstream.model is not None
+        model = upstream.model
+    ctx_outputs: dict[str, list[ArtifactRecord]] = dict(upstream.outputs) if only else {}
     for i, opts in enumerate(validated.steps):
         step = validated.step_name(i)
+        if only is not None and step != only:
+            continue
         sdef = stage_def(opts.stage)
 
         def work(run_id: str, sdef: StageDef = sdef, opts: StageOptions = opts) -> list[ArtifactRecord]:
@@ -305,11 +346,16 @@ def run_recipe(ws: Workspace, validated: ValidatedRecipe, *, online: bool = Fals
 
             info(f"{step}: same options and inputs as run {earlier.id[:12]}; reusing its outputs")
             outputs = [ws.catalog.get_artifact(i) for i in earlier.outputs]
-            run_id = ws.catalog.start_run(opts.stage, {**config, "reused_from": earlier.id}, name=step,
-                                          pipeline_id=pipeline_id, recipe=recipe.name)
+            if only:
+                run_id = upstream.run_id
+                ws.catalog.claim_run(run_id, config={**config, "reused_from": earlier.id})
+            else:
+                run_id = ws.catalog.start_run(opts.stage, {**config, "reused_from": earlier.id}, name=step,
+                                              pipeline_id=pipeline_id, recipe=recipe.name)
             ws.catalog.finish_run(run_id, "succeeded", outputs=earlier.outputs)
         else:
-            run_id, outputs = _recorded(ws, pipeline_id, recipe.name, opts.stage, step, config, work, with_id=True)
+            run_id, outputs = _recorded(ws, pipeline_id, recipe.name, opts.stage, step, config, work, with_id=True,
+                                        run_id=upstream.run_id if only else None)
         ctx_outputs[step] = outputs
         result = StepResult(step, opts.stage, run_id, outputs)
         results.append(result)
@@ -329,10 +375,47 @@ def _reuse_key(recipe: Recipe, opts: StageOptions, model: ArtifactRecord,
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class _Upstream:
+    run_id: str  # the run recorded for the step at submission
+    model: ArtifactRecord | None
+    outputs: dict[str, list[ArtifactRecord]]
+
+
+def _pipeline_state(ws: Workspace, validated: ValidatedRecipe, pipeline_id: str | None, only: str) -> _Upstream:
+    """The run of step `only` in pipeline `pipeline_id`, and the outputs of the steps before it."""
+    names = [MODEL_STEP] + [validated.step_name(i) for i in range(len(validated.steps))]
+    if only not in names:
+        raise KifabrikError(f"{validated.source}: no step {only!r}; steps: {', '.join(names)}")
+    if not pipeline_id:
+        raise KifabrikError("running one step needs the pipeline it belongs to (--pipeline-id)")
+    runs = {r.name: r for r in reversed(ws.catalog.list_runs(pipeline_id, limit=10_000))}  # newest per step wins
+    if only not in runs:
+        raise NotFoundError(f"pipeline {pipeline_id} has no run for step {only!r}",
+                            hint="submit the recipe with `kifabrik run RECIPE --executor slurm`")
+    outputs: dict[str, list[ArtifactRecord]] = {}
+    model = None
+    for name in names[:names.index(only)]:
+        run = runs.get(name)
+        if run is None or run.status != "succeeded":
+            raise KifabrikError(f"step {only!r} needs step {name!r} of pipeline {pipeline_id} to have succeeded "
+                                f"(it is {run.status if run else 'not recorded'})")
+        records = [ws.catalog.get_artifact(i) for i in run.outputs]
+        if name == MODEL_STEP:
+            model = records[0]
+        else:
+            outputs[name] = records
+    return _Upstream(runs[only].id, model, outputs)
+
+
 def _recorded(ws: Workspace, pipeline_id: str, recipe: str, stage: str, step: str, config: dict[str, Any],
-              work: Callable[[str], list[ArtifactRecord]], with_id: bool = False) -> Any:
-    """Run `work` inside a run record: succeeded with its outputs, or failed with the error."""
-    run_id = ws.catalog.start_run(stage, config, name=step, pipeline_id=pipeline_id, recipe=recipe)
+              work: Callable[[str], list[ArtifactRecord]], with_id: bool = False, run_id: str | None = None) -> Any:
+    """Run `work` inside a run record (a new one, or `run_id` recorded at submission): succeeded with
+    its outputs, or failed with the error."""
+    if run_id is None:
+        run_id = ws.catalog.start_run(stage, config, name=step, pipeline_id=pipeline_id, recipe=recipe)
+    else:
+        ws.catalog.claim_run(run_id, config=config)
     with ws.catalog.recording(run_id) as ids:
         outputs = work(run_id)
         ids.extend(o.id for o in outputs)

@@ -77,6 +77,7 @@ class RunRecord:
     outputs: list[str]
     host: str | None = None
     pid: int | None = None
+    executor: dict[str, Any] | None = None
 
 
 @dataclass
@@ -93,7 +94,8 @@ def _artifact(row: t.Artifact) -> ArtifactRecord:
 def _run(row: t.Run) -> RunRecord:
     status = "interrupted" if row.status == "running" and process_gone(row.host, row.pid, row.started_at) else row.status
     return RunRecord(row.id, row.pipeline_id, row.recipe, row.stage, row.name, status, row.config,
-                     row.started_at, row.ended_at, row.error, list(row.outputs or []), row.host, row.pid)
+                     row.started_at, row.ended_at, row.error, list(row.outputs or []), row.host, row.pid,
+                     dict(row.executor) if row.executor else None)
 
 
 def process_gone(host: str | None, pid: int | None, started_at: datetime) -> bool:
@@ -335,24 +337,46 @@ class Catalog:
 
     # ------------------------------------------------------------------ runs
     def start_run(self, stage: str, config: dict[str, Any], *, name: str | None = None,
-                  pipeline_id: str | None = None, recipe: str | None = None) -> str:
+                  pipeline_id: str | None = None, recipe: str | None = None,
+                  executor: dict[str, Any] | None = None) -> str:
+        """Record a run: running in this process, or (with `executor`, e.g. a submitted Slurm job) queued."""
         run_id = uuid.uuid4().hex
+        queued = executor is not None
         with self._write() as s:
-            s.add(t.Run(id=run_id, pipeline_id=pipeline_id, recipe=recipe, stage=stage, name=name, status="running",
-                        config=json.loads(canonical_json(config)), started_at=utcnow(), outputs=[],
-                        host=socket.gethostname(), pid=os.getpid()))
+            s.add(t.Run(id=run_id, pipeline_id=pipeline_id, recipe=recipe, stage=stage, name=name,
+                        status="queued" if queued else "running", config=json.loads(canonical_json(config)),
+                        started_at=utcnow(), outputs=[], host=None if queued else socket.gethostname(),
+                        pid=None if queued else os.getpid(), executor=executor))
         return run_id
 
-    def claim_run(self, run_id: str) -> None:
-        """This process continues run `run_id` (a resume): it is running again, under this host and pid."""
+    def claim_run(self, run_id: str, *, config: dict[str, Any] | None = None) -> None:
+        """This process continues run `run_id` (a resume, or a queued job starting): it is running
+        (again), under this host and pid; `config` replaces the recorded one."""
         with self._write() as s:
             row = s.get(t.Run, run_id)
             if row is None:
                 raise NotFoundError(f"no run {run_id}")
+            if row.status == "queued":  # a submitted job starts: it runs from now (the executor keeps the submission)
+                row.executor = {**(row.executor or {}), "submitted_at": row.started_at.isoformat()}
+                row.started_at = utcnow()
             row.status, row.ended_at, row.error = "running", None, None
             row.host, row.pid = socket.gethostname(), os.getpid()
+            if config is not None:
+                row.config = json.loads(canonical_json(config))
 
-    def finish_run(self, run_id: str, status: Literal["succeeded", "failed", "interrupted"], *, error: str | None = None,
+    def update_executor(self, run_id: str, facts: dict[str, Any], *, status: str | None = None,
+                        error: str | None = None) -> None:
+        """Merge `facts` into the run's executor record (e.g. a Slurm job's state and node); with `status`,
+        end the run so (`cancelled`, or `failed` when its job ended before the run did)."""
+        with self._write() as s:
+            row = s.get(t.Run, run_id)
+            if row is None:
+                raise NotFoundError(f"no run {run_id}")
+            row.executor = {**(row.executor or {}), **facts}
+            if status is not None:
+                row.status, row.error, row.ended_at = status, error, utcnow()
+
+    def finish_run(self, run_id: str, status: Literal["succeeded", "failed", "interrupted", "cancelled"], *, error: str | None = None,
                    outputs: list[str] | None = None) -> None:
         with self._write() as s:
             row = s.get(t.Run, run_id)

@@ -62,7 +62,7 @@ class Run(Base):
     recipe: Mapped[str | None] = mapped_column(String(200))
     stage: Mapped[str] = mapped_column(String(32))
     name: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), doc="running | succeeded | failed | interrupted")
+    status: Mapped[str] = mapped_column(String(16), doc="queued | running | succeeded | failed | interrupted | cancelled")
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, doc="the resolved config")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -70,6 +70,8 @@ class Run(Base):
     outputs: Mapped[list[Any]] = mapped_column(JSON, default=list, doc="ids of the artifacts it produced")
     host: Mapped[str | None] = mapped_column(String(255), doc="the machine whose process runs it")
     pid: Mapped[int | None] = mapped_column(Integer, doc="that process (a dead one means interrupted)")
+    executor: Mapped[dict[str, Any] | None] = mapped_column(JSON, doc="where it runs, e.g. {kind: slurm, job_id, "
+                                                             "state, node, exit_code, log, script}; null: in-process")
 
 
 class Policy(Base):

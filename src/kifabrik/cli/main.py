@@ -86,9 +86,15 @@ def run(
     check: Annotated[bool, typer.Option("--check", help="Only validate the recipe; run nothing.")] = False,
     reuse: Annotated[bool, typer.Option("--reuse/--no-reuse", help="Reuse the outputs of an earlier run of a train, "
                                         "merge, kb or fach-llm step with the same options and inputs.")] = True,
+    executor: Annotated[str | None, typer.Option(help="local: run the stages here; slurm: submit one sbatch job per "
+                                                 "stage (default: the recipe's executor: section, else local).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With slurm: print every job script; submit nothing.")] = False,
+    pipeline_id: Annotated[str | None, typer.Option(hidden=True, help="The pipeline a job's step belongs to.")] = None,
+    only_stage: Annotated[str | None, typer.Option(hidden=True, help="Run only this step (an executor's job).")] = None,
 ) -> None:
-    """Validate a recipe completely, then run its stages in order (one run record each)."""
-    run_recipe_file(recipe, set_ or [], online, check, reuse=reuse)
+    """Validate a recipe completely, then run its stages in order (one run record each), here or on Slurm."""
+    run_recipe_file(recipe, set_ or [], online, check, reuse=reuse, executor=executor, dry_run=dry_run,
+                    pipeline_id=pipeline_id, only=only_stage)
 
 
 def demo(set_: SetOpt = None, online: OnlineOpt = False) -> None:

@@ -8,20 +8,45 @@ from typing import Any
 from kifabrik.catalog import ArtifactRecord
 from kifabrik.cli.common import out, workspace
 from kifabrik.config import set_offline
+from kifabrik.errors import KifabrikError
 from kifabrik.workspace import Workspace
 
 
-def run_recipe_file(path: Path, overrides: list[str], online: bool, check_only: bool, *, reuse: bool = True) -> None:
-    """Validate a recipe file completely, then run it, printing each step's outputs."""
+def run_recipe_file(path: Path, overrides: list[str], online: bool, check_only: bool, *, reuse: bool = True,
+                    executor: str | None = None, dry_run: bool = False, pipeline_id: str | None = None,
+                    only: str | None = None) -> None:
+    """Validate a recipe file completely, then run it (here, or as Slurm jobs), printing each step's outputs."""
     set_offline(online)
     from kifabrik.pipeline import StepResult, load_recipe, run_recipe
 
+    if executor not in (None, "local", "slurm"):
+        raise KifabrikError(f"--executor {executor!r}: unknown executor", hint="use --executor local or --executor slurm")
     ws = workspace()  # --check resolves the recipe's references against this catalog too
     validated = load_recipe(path, overrides, ws)
+    kind = executor or (validated.recipe.executor.kind if validated.recipe.executor else "local")
+    if only is not None:  # one step of a pipeline, inside an executor's job: it runs here
+        kind = "local"
     steps = ", ".join(validated.step_name(i) for i in range(len(validated.steps))) or "none"
-    out.print(f"recipe [bold]{validated.recipe.name}[/bold] is valid: model {validated.recipe.model.source}; steps: {steps}")
+    if only is None:
+        out.print(f"recipe [bold]{validated.recipe.name}[/bold] is valid: model {validated.recipe.model.source}; "
+                  f"steps: {steps}")
     if check_only:
         return
+    if kind == "slurm":
+        if online:
+            raise KifabrikError("--online does not go with --executor slurm: compute nodes download nothing",
+                                hint="register the model and data first (kifabrik models add / data import --online), "
+                                     "then submit")
+        from kifabrik.executors import slurm
+
+        pid = slurm.submit(ws, validated, path, overrides=overrides, reuse=reuse, dry_run=dry_run,
+                           echo=lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True))
+        if not dry_run:
+            out.print(f"pipeline {pid} submitted; follow it: kifabrik runs list --pipeline {pid[:12]}; "
+                      f"cancel it: kifabrik runs cancel {pid[:12]}")
+        return
+    if dry_run:
+        raise KifabrikError("--dry-run prints Slurm job scripts", hint="add --executor slurm")
 
     def show(step: StepResult) -> None:
         out.print(f"[green]✓[/green] {step.name} ({step.stage}), run {step.run_id[:12]}")
@@ -44,7 +69,9 @@ def run_recipe_file(path: Path, overrides: list[str], online: bool, check_only: 
                     out.print(f"    [bold]Q[/bold] ({row.get('lang') or '?'}): {row['prompt']}")
                     out.print(f"    [bold]A[/bold]: {row['answer']}")
 
-    result = run_recipe(ws, validated, online=online, on_step=show, reuse=reuse)
+    result = run_recipe(ws, validated, online=online, on_step=show, reuse=reuse, pipeline_id=pipeline_id, only=only)
+    if only is not None:
+        return
     print_facts_summary(ws, [rec for step in result.steps for rec in step.outputs if rec.kind == "evaluation"])
     out.print(f"model {result.model.ref} ({result.model.id[:12]})")
     out.print(f"pipeline {result.pipeline_id} finished; runs: kifabrik runs list --pipeline {result.pipeline_id[:12]}")

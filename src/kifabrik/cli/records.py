@@ -25,21 +25,23 @@ def runs_list(pipeline: Annotated[str | None, typer.Option(help="Only the runs o
                                                                "times and errors, however wide.")] = False,
               as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False) -> None:
     """List recent runs, newest first (`kifabrik runs show RUN` for one in full)."""
-    runs = workspace().catalog.list_runs(limit=limit if not pipeline else 10_000)
+    ws = workspace()
+    runs = ws.catalog.list_runs(limit=limit if not pipeline else 10_000)
     if pipeline:
         runs = [r for r in runs if r.pipeline_id and r.pipeline_id.startswith(pipeline)]
+    runs = _with_jobs(ws, runs)
     if as_json:
         print_json([r.__dict__ for r in runs])
         return
     if wide:
         tables.show(["run", "pipeline", "recipe", "step", "stage", "status", "started", "ended", "took", "error"],
-                    [[r.id, r.pipeline_id or "-", r.recipe or "-", r.name or "-", r.stage, r.status, when(r.started_at),
+                    [[r.id, r.pipeline_id or "-", r.recipe or "-", r.name or "-", r.stage, _status(r), when(r.started_at),
                       when(r.ended_at), tables.took(r.started_at, r.ended_at), " ".join((r.error or "").split())]
                      for r in runs], wide=True)
         return
     width = tables.terminal_width()
     lines = tables.render(["run", "step", "stage", "status", "started", "took"],
-                          [[r.id[:8], r.name or "-", r.stage, r.status, tables.ago(r.started_at),
+                          [[r.id[:8], r.name or "-", r.stage, _status(r), tables.ago(r.started_at),
                             tables.took(r.started_at, r.ended_at)] for r in runs], width=width, caps={1: 28}, flex=1)
     tables.echo(lines[0])
     for r, line in zip(runs, lines[1:], strict=True):
@@ -50,8 +52,45 @@ def runs_list(pipeline: Annotated[str | None, typer.Option(help="Only the runs o
 
 @runs_app.command("show")
 def runs_show(run_id: Annotated[str, typer.Argument(help="Run id or prefix.")]) -> None:
-    """Show one run with its resolved config, error and outputs."""
-    print_json(workspace().catalog.get_run(run_id).__dict__)
+    """Show one run with its resolved config, error and outputs (and its Slurm job's state)."""
+    ws = workspace()
+    print_json(_with_jobs(ws, [ws.catalog.get_run(run_id)])[0].__dict__)
+
+
+@runs_app.command("cancel")
+def runs_cancel(ref: Annotated[str, typer.Argument(help="Run id or pipeline id (or a prefix of either).")]) -> None:
+    """Cancel a run's Slurm job, or every job of a pipeline (scancel), and mark the runs cancelled."""
+    from kifabrik.errors import NotFoundError
+    from kifabrik.executors import slurm
+
+    ws = workspace()
+    runs = [r for r in ws.catalog.list_runs(limit=100_000) if r.pipeline_id and r.pipeline_id.startswith(ref)]
+    if not runs:
+        try:
+            runs = [ws.catalog.get_run(ref)]
+        except NotFoundError:
+            raise NotFoundError(f"no run or pipeline {ref!r}", hint="list them with `kifabrik runs list`") from None
+    cancelled = slurm.cancel_runs(ws, slurm.refresh(ws, runs))
+    for r in cancelled:
+        out.print(f"cancelled run {r.id[:12]} ({r.name}): {r.error}")
+    if not cancelled:
+        out.print(f"nothing to cancel: {len(runs)} run(s), none queued or running")
+
+
+def _with_jobs(ws: Any, runs: list[Any]) -> list[Any]:
+    """The runs, those on Slurm with their jobs' current state (`scontrol show job`)."""
+    if not any(r.executor for r in runs):
+        return runs
+    from kifabrik.executors import slurm
+
+    return slurm.refresh(ws, runs)
+
+
+def _status(run: Any) -> str:
+    from kifabrik.executors.slurm import slurm_text
+
+    text = slurm_text(run) if run.executor else ""
+    return f"{run.status} ({text})" if text else run.status
 
 
 @artifacts_app.command("list")
