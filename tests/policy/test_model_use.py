@@ -37,7 +37,7 @@ COMMANDS: dict[str, str | None] = {
     "adapters list": None, "adapters show": None, "data list": None, "data show": None, "data rm": None,
     "kb list": None, "kb show": None, "kb rm": None, "fach-llm list": None, "keys create": None, "keys list": None,
     "keys revoke": None, "policy presets": None, "policy validate": None, "policy show": None, "policy check": None,
-    "verify": None, "lineage": None, "doctor": None, "runs list": None, "runs show": None, "artifacts list": None,
+    "verify": None, "lineage": None, "doctor": None, "runs list": None, "runs show": None, "runs cancel": None, "artifacts list": None,
     "audit verify": None, "audit list": None,
 }
 #: Recipe stage -> purpose (None: it does not run or hand out a model).
