@@ -108,7 +108,7 @@ def test_dry_run_prints_every_job_script_with_the_dependency_chain(cli, home, ti
     recipe = _recipe(tmp_path, tiny_model_dir)
     r = cli("run", str(recipe), "--dry-run")  # the recipe's executor: section chooses slurm
     assert r.code == 0, r.err
-    parts = re.split(r"^# ---- job (\d)/3: step (\S+): (.*)$", r.out, flags=re.M)
+    parts = re.split(r"^# ---- job (\d)/3: step (\S+): (.*)$", r.out, flags=re.MULTILINE)
     headers = [(parts[i], parts[i + 1], parts[i + 2]) for i in range(1, len(parts) - 1, 4)]
     scripts = [parts[i + 3] for i in range(1, len(parts) - 1, 4)]
     assert [h[1] for h in headers] == ["model", "ask", "ask-again"]  # the base model's registration first
@@ -184,7 +184,8 @@ def test_slurm_run_leaves_what_a_local_run_leaves(cli, home, tiny_model_dir, tmp
     for run in runs:
         ex = run.executor
         assert ex["kind"] == "slurm" and ex["state"] == "COMPLETED" and ex["exit_code"] == "0:0"
-        assert ex["node"] == subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+        assert ex["node"] == subprocess.run(["hostname", "-s"], capture_output=True, text=True,
+                                            check=False).stdout.strip()
         log = Path(ex["log"]).read_text()
         assert log == (slurm_home / "runs" / "slurm" / f"{ex['job_id']}.log").read_text()
         assert f"kifabrik: {run.name} ended with exit code 0" in log
@@ -209,7 +210,7 @@ def test_cancelling_a_pipeline_ends_its_jobs(cli, home, tiny_model_dir, tmp_path
     with _ws(home) as ws:
         jobs = {x.name: x.executor["job_id"] for x in ws.catalog.list_runs(pipeline)}
     deadline = time.monotonic() + 30
-    while subprocess.run(["squeue", "-h", "-j", jobs["model"], "-o", "%T"], capture_output=True,
+    while subprocess.run(["squeue", "-h", "-j", jobs["model"], "-o", "%T"], capture_output=True, check=False,
                          text=True).stdout.strip() != "RUNNING":
         assert time.monotonic() < deadline, "the first job did not start within 30 s"
         time.sleep(0.5)
@@ -217,7 +218,8 @@ def test_cancelling_a_pipeline_ends_its_jobs(cli, home, tiny_model_dir, tmp_path
     c = cli("runs", "cancel", pipeline[:12])
     assert c.code == 0, c.err
     assert c.out.count("cancelled run ") == 3
-    queue = subprocess.run(["squeue", "-h", "-j", ",".join(jobs.values())], capture_output=True, text=True)
+    queue = subprocess.run(["squeue", "-h", "-j", ",".join(jobs.values())], capture_output=True, text=True,
+                           check=False)
     assert queue.stdout.strip() == ""
     runs = _wait(home, pipeline, timeout=5)
     assert {x.status for x in runs} == {"cancelled"}
