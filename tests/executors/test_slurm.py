@@ -198,6 +198,27 @@ def test_slurm_run_leaves_what_a_local_run_leaves(cli, home, tiny_model_dir, tmp
 
 
 @needs_slurm
+def test_a_failing_step_fails_its_job_and_the_later_jobs_do_not_run(cli, home, tiny_model_dir, tmp_path):
+    recipe = _recipe(tmp_path, tiny_model_dir)
+    # `ask` is an earlier step, so the check passes; its output is found to be no model only when the job runs
+    recipe.write_text(recipe.read_text().replace("model: base", "model: ask")
+                      + "  - stage: generate\n    name: third\n    prompts: [x]\n    max_new_tokens: 2\n")
+    r = cli("run", str(recipe))
+    assert r.code == 0, r.err
+    runs = {x.name: x for x in _wait(home, _pipeline(r.out))}
+    assert {n: x.status for n, x in runs.items()} == {"model": "succeeded", "ask": "succeeded",
+                                                      "ask-again": "failed", "third": "cancelled"}
+    failed = runs["ask-again"]
+    assert "shop-ask@1 is a generations" in failed.error  # the step's own error, recorded by the job
+    assert failed.executor["state"] == "FAILED" and failed.executor["exit_code"] == "1:0"  # kifabrik's exit status 1
+    assert "ended with exit code 1" in Path(failed.executor["log"]).read_text()
+    third = runs["third"]
+    assert third.executor["state"] == "CANCELLED" and "node" not in third.executor
+    assert third.error == (f"not run: the job of an earlier step did not succeed (Slurm job "
+                           f"{third.executor['job_id']}: DependencyNeverSatisfied)")
+
+
+@needs_slurm
 def test_cancelling_a_pipeline_ends_its_jobs(cli, home, tiny_model_dir, tmp_path):
     # A container runtime that only sleeps: the first job is running, the others wait on it, when cancelled.
     runtime = tmp_path / "sleeping-apptainer"

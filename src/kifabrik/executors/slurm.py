@@ -174,8 +174,12 @@ def refresh(ws: Workspace, runs: list[RunRecord]) -> list[RunRecord]:
                 state = facts["state"]
                 if state in DONE and state != "COMPLETED" and run.status in ("queued", "running"):
                     status = "cancelled" if state == "CANCELLED" else "failed"
-                    error = (f"Slurm job {ex['job_id']} ended {state} (exit code {facts['exit_code']}, reason "
-                             f"{facts['reason']}) before the step finished; log: {ex.get('log')}")
+                    if run.status == "queued" and "Dependency" in facts["reason"]:
+                        error = (f"not run: the job of an earlier step did not succeed (Slurm job {ex['job_id']}: "
+                                 f"{facts['reason']})")
+                    else:
+                        error = (f"Slurm job {ex['job_id']} ended {state} (exit code {facts['exit_code']}, reason "
+                                 f"{facts['reason']}) before the step finished; log: {ex.get('log')}")
                 ws.catalog.update_executor(run.id, facts, status=status, error=error)
                 run = ws.catalog.get_run(run.id)
         fresh.append(run)
