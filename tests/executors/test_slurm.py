@@ -67,9 +67,25 @@ def slurm_missing() -> str | None:
 needs_slurm = pytest.mark.skipif(slurm_missing() is not None, reason=str(slurm_missing()))
 
 
-def _recipe(tmp_path: Path, source: Path, kind: str = "slurm") -> Path:
+#: Stages that document the base model and release it, as the demo recipe ends.
+DOCUMENT_AND_RELEASE = """\
+  - stage: document
+    name: docs
+    model: base
+  - stage: release
+    name: ship
+    model: base
+    documents: docs
+    release_name: shop-base
+    version: "1.0"
+    license: Apache-2.0
+organisation: {provider: Schmidt GmbH, intended_purpose: Service answers.}
+"""
+
+
+def _recipe(tmp_path: Path, source: Path, kind: str = "slurm", more: str = "") -> Path:
     path = tmp_path / "shop.yaml"
-    path.write_text(RECIPE.format(source=source, kind=kind), encoding="utf-8")
+    path.write_text(RECIPE.format(source=source, kind=kind) + more, encoding="utf-8")
     return path
 
 
@@ -93,15 +109,18 @@ def _pipeline(out: str) -> str:
     return found.group(1)
 
 
-def _facts(home: Path) -> tuple[list, list, dict]:
-    """What a run leaves: artifacts (kind, name@version), lineage edges by name, and the generated answers."""
+def _facts(home: Path) -> tuple[list, list, dict, dict]:
+    """What a run leaves: artifacts (kind, name@version), lineage edges by name, the generated answers
+    and the files of every artifact (documents among them)."""
     with _ws(home) as ws:
         arts = ws.catalog.list_artifacts()
         names = {a.id: a.ref for a in arts}
         edges = sorted((names[e.parent_id], e.relation, names[e.child_id]) for e in ws.catalog.edges())
         answers = {a.ref: [json.loads(line)["answer"] for line in (ws.path(a) / "answers.jsonl").read_text().splitlines()]
                    for a in arts if a.kind == "generations"}
-        return sorted((a.kind, a.ref) for a in arts), edges, answers
+        files = {a.ref: sorted(str(p.relative_to(ws.path(a))) for p in ws.path(a).rglob("*") if p.is_file())
+                 for a in arts}
+        return sorted((a.kind, a.ref) for a in arts), edges, answers, files
 
 
 def test_dry_run_prints_every_job_script_with_the_dependency_chain(cli, home, tiny_model_dir, tmp_path):
@@ -167,19 +186,24 @@ def test_missing_sbatch_says_how_to_get_it(cli, home, tiny_model_dir, tmp_path, 
 
 @needs_slurm
 def test_slurm_run_leaves_what_a_local_run_leaves(cli, home, tiny_model_dir, tmp_path, monkeypatch):
-    local = cli("run", str(_recipe(tmp_path, tiny_model_dir, kind="local")))
+    recipe = _recipe(tmp_path, tiny_model_dir, kind="local", more=DOCUMENT_AND_RELEASE)
+    local = cli("run", str(recipe))
     assert local.code == 0, local.err
     expected = _facts(home)
-    assert [k for k, _ in expected[0]] == ["generations", "generations", "model"]
+    assert expected[0] == [("document", "shop-base-1.0-documents@1"), ("document", "shop-docs@1"),
+                           ("generations", "shop-ask-again@1"), ("generations", "shop-ask@1"), ("model", "tiny@1"),
+                           ("release", "shop-base@1")]  # the release bundles documents made for it
+    assert "documents/annex-xi.md" in expected[3]["shop-base@1"]
 
     slurm_home = tmp_path / "slurm-home"  # a second workspace: the jobs get it from the environment sbatch passes on
     monkeypatch.setenv("KIFABRIK_HOME", str(slurm_home))
-    r = cli("run", str(_recipe(tmp_path, tiny_model_dir, kind="local")), "--executor", "slurm")
+    r = cli("run", str(recipe), "--executor", "slurm")
     assert r.code == 0, r.err
     pipeline = _pipeline(r.out)
     runs = _wait(slurm_home, pipeline)
-    assert sorted((x.name, x.status) for x in runs) == [("ask", "succeeded"), ("ask-again", "succeeded"),
-                                                        ("model", "succeeded")], [x.error for x in runs]
+    assert sorted((x.name, x.status) for x in runs) == [
+        ("ask", "succeeded"), ("ask-again", "succeeded"), ("docs", "succeeded"), ("model", "succeeded"),
+        ("ship", "succeeded")], [x.error for x in runs]
     assert _facts(slurm_home) == expected
     for run in runs:
         ex = run.executor
@@ -190,9 +214,9 @@ def test_slurm_run_leaves_what_a_local_run_leaves(cli, home, tiny_model_dir, tmp
         assert log == (slurm_home / "runs" / "slurm" / f"{ex['job_id']}.log").read_text()
         assert f"kifabrik: {run.name} ended with exit code 0" in log
     ids = {x.name: int(x.executor["job_id"]) for x in runs}
-    assert ids["model"] < ids["ask"] < ids["ask-again"]
+    assert ids["model"] < ids["ask"] < ids["ask-again"] < ids["docs"] < ids["ship"]
     listed = cli("runs", "list", "--pipeline", pipeline[:12])
-    assert listed.out.count("succeeded (slurm ") == 3 and f"slurm {ids['ask']} COMPLETED" in listed.out
+    assert listed.out.count("succeeded (slurm ") == 5 and f"slurm {ids['ask']} COMPLETED" in listed.out
     shown = json.loads(cli("runs", "show", runs[0].id).out)
     assert shown["executor"]["job_id"] == str(ids[runs[0].name])
 
