@@ -308,10 +308,12 @@ def run_recipe(ws: Workspace, validated: ValidatedRecipe, *, online: bool = Fals
     from kifabrik.models.sources import resolve_model_source
 
     recipe = validated.recipe
+    upstream = None
     if only is None:
         check_run(ws, validated, online=online)
     else:
         upstream = _pipeline_state(ws, validated, pipeline_id, only)
+    own_run = upstream.run_id if upstream else None  # the run recorded for the step at submission
     pipeline_id = pipeline_id or uuid.uuid4().hex
     results = []
     if only is None or only == MODEL_STEP:
@@ -319,13 +321,13 @@ def run_recipe(ws: Workspace, validated: ValidatedRecipe, *, online: bool = Fals
                           lambda run_id: [resolve_model_source(ws, recipe.model.source, name=recipe.model.name,
                                                                online=online,
                                                                trust_remote_code=recipe.model.trust_remote_code)],
-                          run_id=upstream.run_id if only else None)[0]
-        if only:
-            return PipelineResult(pipeline_id, model, [StepResult(MODEL_STEP, "model", upstream.run_id, [model])])
+                          run_id=own_run)[0]
+        if own_run:
+            return PipelineResult(pipeline_id, model, [StepResult(MODEL_STEP, "model", own_run, [model])])
     else:
-        assert upstream.model is not None
+        assert upstream is not None and upstream.model is not None
         model = upstream.model
-    ctx_outputs: dict[str, list[ArtifactRecord]] = dict(upstream.outputs) if only else {}
+    ctx_outputs: dict[str, list[ArtifactRecord]] = dict(upstream.outputs) if upstream else {}
     for i, opts in enumerate(validated.steps):
         step = validated.step_name(i)
         if only is not None and step != only:
@@ -346,8 +348,8 @@ def run_recipe(ws: Workspace, validated: ValidatedRecipe, *, online: bool = Fals
 
             info(f"{step}: same options and inputs as run {earlier.id[:12]}; reusing its outputs")
             outputs = [ws.catalog.get_artifact(i) for i in earlier.outputs]
-            if only:
-                run_id = upstream.run_id
+            if own_run:
+                run_id = own_run
                 ws.catalog.claim_run(run_id, config={**config, "reused_from": earlier.id})
             else:
                 run_id = ws.catalog.start_run(opts.stage, {**config, "reused_from": earlier.id}, name=step,
@@ -355,7 +357,7 @@ def run_recipe(ws: Workspace, validated: ValidatedRecipe, *, online: bool = Fals
             ws.catalog.finish_run(run_id, "succeeded", outputs=earlier.outputs)
         else:
             run_id, outputs = _recorded(ws, pipeline_id, recipe.name, opts.stage, step, config, work, with_id=True,
-                                        run_id=upstream.run_id if only else None)
+                                        run_id=own_run)
         ctx_outputs[step] = outputs
         result = StepResult(step, opts.stage, run_id, outputs)
         results.append(result)
