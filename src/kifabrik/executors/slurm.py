@@ -147,17 +147,33 @@ def submit(ws: Workspace, validated: ValidatedRecipe, recipe_path: Path, *, over
 
 
 def job_facts(job_id: str) -> dict[str, str] | None:
-    """State, node, exit code and reason of a job from `scontrol show job` (None once Slurm forgot it)."""
+    """State, node, exit code and reason of a job from `scontrol show job`, or, once the controller
+    forgot it (MinJobAge), from `sacct` where the site keeps accounting; None when neither knows it."""
     if shutil.which("scontrol") is None:
         return None
     proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not proc.stdout.strip():
-        return None
+        return _sacct_facts(job_id)
     fields = dict(part.split("=", 1) for part in proc.stdout.split() if "=" in part)
     facts = {"state": fields.get("JobState", "?"), "exit_code": fields.get("ExitCode", "?"),
              "reason": fields.get("Reason", "None")}
     if fields.get("NodeList") not in (None, "(null)", ""):
         facts["node"] = fields["NodeList"]
+    return facts
+
+
+def _sacct_facts(job_id: str) -> dict[str, str] | None:
+    if shutil.which("sacct") is None:
+        return None
+    proc = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode,NodeList,Reason"],
+                          capture_output=True, text=True, check=False)
+    lines = proc.stdout.strip().splitlines() if proc.returncode == 0 else []
+    if not lines or lines[-1].count("|") != 3:  # no accounting database: sacct has nothing to say
+        return None
+    state, exit_code, node, reason = lines[-1].split("|")
+    facts = {"state": state.split()[0], "exit_code": exit_code, "reason": reason or "None"}  # "CANCELLED by 0"
+    if node and node not in ("None assigned", "(null)"):
+        facts["node"] = node
     return facts
 
 
