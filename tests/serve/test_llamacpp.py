@@ -90,6 +90,23 @@ def test_a_repeated_prompt_reuses_the_cells_the_finished_request_left(backends: 
     assert end.prompt_tokens == len(ids)
 
 
+def test_a_request_joining_copies_the_cells_of_a_running_one_with_the_same_prompt(backends: Any) -> None:
+    """Two requests with one prompt at once: the second copies the first's KV stream (COPY_MIN or more tokens)."""
+    from kifabrik.serve.backends.llamacpp import COPY_MIN
+
+    ref, llama = backends
+    ids = ref.chat_ids(PROMPTS[2], None, "")  # its own system message: other prompts share 3 tokens with it
+    assert len(ids) - 1 >= 3 + COPY_MIN
+    want = greedy_with(ref, ids, None)
+    greedy(llama, ids)  # now a free sequence holds this prompt
+    before = llama.stats()
+    assert run_together(llama, ids, [None, None]) == [want, want]
+    after = llama.stats()
+    # the first reuses that sequence, the second a copy of it: all but the last prompt token each
+    assert after["cached_prompt_tokens"] - before["cached_prompt_tokens"] == 2 * (len(ids) - 1)
+    assert after["copied_kv_streams"] - before["copied_kv_streams"] == 1
+
+
 def test_stop_sequence_and_length_finish_like_transformers(backends: Any) -> None:
     ref, llama = backends
     ids = ref.chat_ids(PROMPTS[1], None, "")  # the poem: longer than 8 tokens

@@ -11,7 +11,8 @@ sequences, each in its own share of the KV cache (so the served context is at mo
 max-batch tokens, at least 2048, when more than one request runs at a time); every step is one `llama_decode` over the next token of each
 running request plus prompt chunks of the requests that just joined (`models.llamacpp.LlamaContext`).
 A finished request's cells stay in its sequence: the next request there computes only the part of
-its prompt after the longest prefix it shares with them (llama-server's prompt cache).
+its prompt after the longest prefix it shares with them (llama-server's prompt cache); a request
+whose prefix another sequence holds gets a copy of that sequence's KV stream instead.
 Each request samples with its own temperature, top_p and seed (numpy, float64).
 Adapters: each PEFT LoRA on the base is converted once to a GGUF adapter (llama.cpp's
 convert_lora_to_gguf.py) and loaded next to the one copy of the base weights; llama.cpp sets
@@ -39,6 +40,9 @@ from kifabrik.serve.errors import APIError
 
 #: KV cache cells shared out among the sequences of one backend (about 0.4 GB f16 for SmolLM2-135M).
 KV_CELLS = 16384
+#: Shared prompt tokens from which a new request copies another sequence's KV stream instead of computing
+#: them (the copy is the whole stream, n_ctx cells x layers; a guess, not tuned).
+COPY_MIN = 16
 
 
 class _Tokens:
@@ -117,7 +121,8 @@ class LlamaCppBackend(Backend):
         self.loras = {a.name: self.llm.load_adapter(adapter_gguf(a.name, a.path, path, home)) for a in adapters}
         # free sequences -> (adapter, tokens their KV cells still hold): a new request reuses the longest prefix
         self._kept: dict[int, tuple[str | None, list[int]]] = {seq: (None, []) for seq in range(self.n_seq)}
-        self.cached_tokens = 0  # prompt tokens not computed again because a free sequence held them
+        self.cached_tokens = 0  # prompt tokens not computed again because a sequence held them
+        self.copied_streams = 0  # KV streams copied to a new request from a sequence that shares its prefix
         self.tokens = _Tokens(prompts.eos_ids(_Attrs({"generation_config": _Attrs(_generation(path))}), self.tokenizer),
                               self._context)
         self.scheduler = Scheduler(base.name, self._run, max_batch=self.n_seq, max_queue=options.max_queue,
@@ -154,7 +159,7 @@ class LlamaCppBackend(Backend):
                     pending += take(len(self._kept) - len(pending))
                 if pending and self._kept:
                     while pending and self._kept:
-                        slots.append(self._slot(pending.pop(0)))
+                        slots.append(self._slot(pending.pop(0), slots))
                     slots.sort(key=lambda s: s.seq)
                 if not slots:
                     return
@@ -169,18 +174,20 @@ class LlamaCppBackend(Backend):
                 self._kept[slot.seq] = (None, [])
             raise
 
-    def _slot(self, req: GenRequest) -> Slot:
+    def _slot(self, req: GenRequest, running: list[Slot]) -> Slot:
         """`req` in the free sequence whose cells hold the longest prefix of its prompt (llama-server's
         prompt cache: the chat template's system part, an earlier turn), else in the lowest free one.
 
         Why the lowest: with one KV stream per sequence, llama_decode makes one pass over the weights per
         run of consecutive sequence ids in the batch (llama_batch_allocr::split_equal, `sequential`), so
         running requests are kept in low, adjacent ids and each step lists them in id order.
+        When another sequence (free or running) shares at least COPY_MIN more prompt tokens, its stream
+        is copied into the chosen one (llama_memory_seq_cp; whole streams only, done at the next decode)
+        and cut back to the shared prefix: a copy costs less than computing those tokens again.
         """
         prompt = req.prompt_ids
 
-        def reusable(seq: int) -> int:
-            adapter, cells = self._kept[seq]
+        def shared(adapter: str | None, cells: list[int]) -> int:
             if adapter != req.adapter:
                 return 0
             n = 0
@@ -190,9 +197,16 @@ class LlamaCppBackend(Backend):
                 n += 1
             return n
 
-        seq = max(self._kept, key=lambda q: (reusable(q), -q))
-        reuse = reusable(seq)
+        seq = max(self._kept, key=lambda q: (shared(*self._kept[q]), -q))
+        reuse = shared(*self._kept[seq])
+        donors = [(shared(a, cells), q) for q, (a, cells) in self._kept.items() if q != seq]
+        donors += [(shared(s.row.req.adapter, s.fed), s.seq) for s in running]
+        best, donor = max(donors, key=lambda d: (d[0], -d[1]), default=(0, -1))
         del self._kept[seq]
+        if best >= reuse + COPY_MIN:
+            self.llm.lc.llama_memory_seq_cp(self.llm.memory, donor, seq, -1, -1)
+            reuse = best
+            self.copied_streams += 1
         # cells after the shared prefix go (the binding's llama_memory_seq_rm; LlamaContext.drop removes all);
         # a memory that cannot cut a sequence (recurrent state) says False and the sequence starts empty
         if reuse and not self.llm.lc.llama_memory_seq_rm(self.llm.memory, seq, reuse, -1):
@@ -256,7 +270,8 @@ class LlamaCppBackend(Backend):
         self.llm.close()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.scheduler.stats(), "gguf": self.gguf.name, "cached_prompt_tokens": self.cached_tokens}
+        return {**self.scheduler.stats(), "gguf": self.gguf.name, "cached_prompt_tokens": self.cached_tokens,
+                "copied_kv_streams": self.copied_streams}
 
 
 class _Attrs:
