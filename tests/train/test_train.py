@@ -209,8 +209,12 @@ def test_recipe_validation_rejects_bad_train_options():
     assert "stages[0].lora.rank" in str(exc.value) and "stages[0].lerning_rate: unknown key" in str(exc.value)
 
 
-def test_multi_process_launch_is_refused_clearly(ws, tiny_model, chat_ds, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(KifabrikError, match="multi-process launches"):
+def test_a_broken_multi_process_launch_and_a_multi_process_resume_are_refused_clearly(ws, tiny_model, chat_ds,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # but no RANK / MASTER_ADDR: not started by a launcher
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(KifabrikError, match="the processes cannot meet"):
         train(ws, "tiny", [chat_ds.id], TrainOptions(**FAST))
     assert ws.catalog.list_runs() == []
+    with pytest.raises(KifabrikError, match="resume runs in one process"):
+        resume(ws, "0" * 12)

@@ -4,11 +4,10 @@
     kifabrik train train.yaml --set lora.rank=8         # a train config (or a whole recipe)
     kifabrik train --resume RUN_ID                       # after Ctrl-C, kill -9, a crash
 
-One GPU is used automatically (bf16 where supported). Multi-GPU is planned as the same
-command under `accelerate launch --num_processes N -m kifabrik.cli.main train ...` or
-`torchrun --nproc_per_node N -m kifabrik.cli.main train ...` (the Trainer already shards the
-data); it is refused for now, because run records, policy counts and checkpoint markers are
-not yet written by rank 0 only.
+One GPU is used automatically (bf16 where supported). Data-parallel over several processes:
+`kifabrik train ... --nproc N` on one machine, or the same command under `torchrun` / `srun`
+(`kifabrik.train.distributed`): rank 0 alone records the run, counts policy uses, writes the
+run folder and publishes the adapter.
 """
 
 from __future__ import annotations
@@ -40,10 +39,27 @@ def _train(
     resume: Annotated[str | None, typer.Option("--resume",
                                                help="Continue the run RUN_ID from its last checkpoint.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override an option: --set lora.rank=8.")] = None,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="Data-parallel processes on this machine "
+                                       "(torch.distributed: gloo on CPU, nccl on GPU); batch_size is per process. "
+                                       "Under torchrun/srun leave it out.")] = 1,
 ) -> None:
     """Fine-tune a model (LoRA or full) on chat data, or continue pre-training on text."""
     from kifabrik import train as api
 
+    if nproc > 1:
+        import sys
+
+        from kifabrik.train.distributed import launch
+
+        if resume:
+            raise KifabrikError("--resume runs in one process for now", hint=f"kifabrik train --resume {resume}")
+        argv = sys.argv[1:]
+        keep = [a for i, a in enumerate(argv) if not (a == "--nproc" or a.startswith("--nproc=")
+                                                     or (i > 0 and argv[i - 1] == "--nproc"))]
+        code = launch(nproc, keep)
+        if code != 0:
+            raise typer.Exit(code)
+        return
     ws = workspace()
     if resume:
         if recipe or base or data:

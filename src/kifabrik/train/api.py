@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +12,7 @@ from kifabrik.catalog import ArtifactRecord
 from kifabrik.errors import KifabrikError
 from kifabrik.models.sources import model_path
 from kifabrik.progress import info
-from kifabrik.train import rundir
+from kifabrik.train import distributed, rundir
 from kifabrik.train.options import TrainOptions
 from kifabrik.train.prepare import (
     RunSpec,
@@ -49,7 +49,6 @@ def train(ws: Workspace, base: str, data: list[str], options: TrainOptions | Non
         KifabrikError: bad input, a policy that forbids training (`PolicyDenied`), out of
             memory, or Ctrl-C (`TrainingInterrupted`; the run can be resumed).
     """
-    _single_process()
     options = options or TrainOptions()
     base_rec = ws.catalog.get_artifact(base, "model")
     data_recs = [ws.catalog.get_artifact(d) for d in data]
@@ -57,10 +56,17 @@ def train(ws: Workspace, base: str, data: list[str], options: TrainOptions | Non
         raise KifabrikError("no dataset given", hint="name at least one dataset: --data DATASET")
     spec = RunSpec(base_rec.id, [d.id for d in data_recs], options,
                    name or default_name(base_rec, data_recs, options.method))
+    distributed.init()
+    if not distributed.is_main():  # rank 0 records the run; the others train their share under its id
+        return _follow(ws, distributed.share(None), lambda rid: _execute(ws, rid, spec, resume=False,
+                                                                          callbacks=callbacks or []))
     own = run_id is None
     if run_id is None:
         run_id = ws.catalog.start_run("train", spec.to_json(), name=spec.name)
-    return _recorded(ws, run_id, own, lambda: _execute(ws, run_id, spec, resume=False, callbacks=callbacks or []))
+    distributed.share(run_id)
+    record = _recorded(ws, run_id, own, lambda: _execute(ws, run_id, spec, resume=False, callbacks=callbacks or []))
+    distributed.barrier()
+    return record
 
 
 def resume(ws: Workspace, run_ref: str, *, callbacks: list[Any] | None = None) -> ArtifactRecord:
@@ -70,7 +76,7 @@ def resume(ws: Workspace, run_ref: str, *, callbacks: list[Any] | None = None) -
     restores weights, optimizer, scheduler, RNG states and the position in the data.
     The run record is finished by `resume` (also for runs a recipe started).
     """
-    _single_process()
+    _single_process("resume")
     run = ws.catalog.get_run(run_ref)
     if run.stage != "train":
         raise KifabrikError(f"run {run.id[:12]} is a {run.stage} run, not a training run")
@@ -96,13 +102,22 @@ def _recorded(ws: Workspace, run_id: str, own: bool, work: Callable[[], Artifact
     return record
 
 
-def _single_process() -> None:
-    """Refuse multi-process launches until run records, policy counts and checkpoints are rank-aware."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise KifabrikError(
-            "kifabrik train does not support multi-process launches (accelerate launch / torchrun) yet: every process "
-            "would record its own run, consume its own policy use and write the same run folder",
-            hint="train on one device for now (one GPU: `kifabrik train ...` uses it automatically, in bf16)")
+def _follow(ws: Workspace, run_id: str, work: Callable[[str], object]) -> ArtifactRecord:
+    """A rank other than 0: train under rank 0's run id, then return the record rank 0 published."""
+    work(run_id)
+    distributed.barrier()  # rank 0 has published (or failed: torch.distributed.run then stops every rank)
+    run = ws.catalog.get_run(run_id)
+    if run.status != "succeeded" or not run.outputs:
+        raise KifabrikError(f"run {run_id[:12]} did not succeed on rank 0 ({run.status})")
+    return ws.catalog.get_artifact(run.outputs[0])
+
+
+def _single_process(what: str) -> None:
+    """Refuse what is not built for several processes yet."""
+    if distributed.world_size() > 1:
+        raise KifabrikError(f"kifabrik train: {what} runs in one process for now",
+                            hint="run it without torchrun/srun/--nproc; the checkpoint holds every rank's state "
+                                 "only for the world size that wrote it")
 
 
 def _execute(ws: Workspace, run_id: str, spec: RunSpec, *, resume: bool, callbacks: list[Any]) -> ArtifactRecord:
@@ -116,12 +131,14 @@ def _execute(ws: Workspace, run_id: str, spec: RunSpec, *, resume: bool, callbac
     sources = context_datasets(ws, opts)
     # The decision comes before any data is read; the use is counted only once nothing else can refuse the run.
     # The base model is asked too: a model made from data carries that data's policies into further training.
-    check_policies(ws, [base, *datasets, *sources], count=False)
+    main = distributed.is_main()
+    if main:  # one decision in the audit log per run, not one per process
+        check_policies(ws, [base, *datasets, *sources], count=False)
     trust = bool(base.meta.get("trust_remote_code"))
     path = model_path(ws, base)
     tokenizer = load_tokenizer(path, trust_remote_code=trust)
     prepared = encode(ws, tokenizer, base, datasets, opts, sources)
-    with rundir.RunLock(folder):
+    with rundir.RunLock(folder) if main else contextlib.nullcontext():
         checkpoint = rundir.last_checkpoint(folder) if resume else None
         expected = None
         session = 1 + len(list(folder.glob("session-*.json")))
@@ -136,11 +153,13 @@ def _execute(ws: Workspace, run_id: str, spec: RunSpec, *, resume: bool, callbac
                      + (f" ({dropped} metric lines after it are replaced)" if dropped else ""))
 
         def before_first_step(fingerprint: str) -> None:
-            if not resume:
+            if not resume and main:
                 check_policies(ws, [base, *datasets, *sources], count=True)
                 files.write_json_atomic(folder / "run.json", {**spec.to_json(), "fingerprint": fingerprint})
 
         res = run_session(path, folder, prepared, opts, trust=trust, session=session, resume_from=checkpoint,
                           fingerprint_expected=expected, before_first_step=before_first_step,
                           extra_callbacks=callbacks)
+        if not main:
+            return None  # type: ignore[return-value]  # rank 0 publishes; `_follow` returns its record
         return publish(ws, run_id, folder, spec, prepared, res)

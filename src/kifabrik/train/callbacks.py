@@ -18,8 +18,9 @@ from kifabrik.train.accounting import EnergyMeter, peak_memory_bytes
 class RunFolder(TrainerCallback):
     """Marks finished checkpoints COMPLETE, appends metrics, keeps this session's accounting."""
 
-    def __init__(self, folder: Path, session: int, meter: EnergyMeter, fingerprint: str) -> None:
+    def __init__(self, folder: Path, session: int, meter: EnergyMeter, fingerprint: str, *, writes: bool = True) -> None:
         self.folder = folder
+        self.writes = writes  # False on ranks other than 0 of a multi-process run: rank 0 keeps the folder
         self.device = meter.device
         self.session = session
         self.meter = meter
@@ -45,6 +46,8 @@ class RunFolder(TrainerCallback):
                 "tokens": state.num_input_tokens_seen - self.tokens0, "energy": energy}
 
     def write_session(self, state: Any, status: str) -> None:
+        if not self.writes:
+            return
         files.write_json_atomic(self.folder / f"session-{self.session}.json", self.snapshot(state, status))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
@@ -61,12 +64,14 @@ class RunFolder(TrainerCallback):
         if "eval_loss" in logs:
             self.last_eval_loss = float(logs["eval_loss"])
         row.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+        if not self.writes:
+            return
         rundir.append_jsonl(self.folder / "metrics.jsonl", row)
         self.write_session(state, "running")
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         ckpt = rundir.checkpoints_dir(self.folder) / f"{rundir.PREFIX}{state.global_step}"
-        if ckpt.is_dir():
+        if self.writes and ckpt.is_dir():
             # The Trainer pickles its arguments here for reference; resume never reads them, so drop the pickle.
             (ckpt / "training_args.bin").unlink(missing_ok=True)
             rundir.mark_complete(ckpt, {"step": state.global_step, "fingerprint": self.fingerprint,

@@ -110,7 +110,15 @@ def training_arguments(folder: Path, opts: TrainOptions, total_steps: int, preci
         report_to=report_to, disable_tqdm=True, remove_unused_columns=False,
         include_num_input_tokens_seen="no",  # counted exactly in compute_loss (padding excluded)
         dataloader_num_workers=0, use_cache=False, prediction_loss_only=True,
+        # accelerate makes a multi-process CPU run data-parallel (gloo) only when told it is on CPU
+        use_cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and precision == "fp32" and not _cuda(),
     )
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def make_trainer_class() -> type:
@@ -204,16 +212,21 @@ def run_session(ws_path: Path, folder: Path, prepared: Prepared, opts: TrainOpti
 
     info(describe_plan(prepared.train_stats.rows, len(prepared.train), len(train_rows) if opts.packing else None,
                        prepared.max_seq_length, opts, per_epoch, total, world))
+    if world > 1 and len(train_rows) % (opts.batch_size * world):
+        info(f"{len(train_rows)} sequences do not fill batches of {opts.batch_size} × {world} processes: the last "
+             "batch of an epoch is filled with sequences from the start (as torch's DistributedSampler does)")
     args = training_arguments(folder, opts, total, precision, test_rows is not None)
     tokenizer = load_tokenizer(ws_path, trust_remote_code=trust)
     model, targets, n_matmul = build_model(ws_path, prepared, opts, trust, device)
     meter = EnergyMeter(device).start()
-    run_cb = RunFolder(folder, session, meter, fingerprint)
+    main = int(os.environ.get("RANK", "0")) == 0  # rank 0 alone writes the run folder and shows progress
+    run_cb = RunFolder(folder, session, meter, fingerprint, writes=main)
     stop_cb = StopOnInterrupt()
+    shown = [ProgressBar(run_cb, f"training {prepared.base.ref}")] if main else []
     trainer = make_trainer_class()(
         model=model, args=args, data_collator=Collator(tokenizer.pad_token_id or 0, opts.packing),
         train_dataset=train_rows, eval_dataset=test_rows, processing_class=tokenizer,
-        callbacks=[run_cb, ProgressBar(run_cb, f"training {prepared.base.ref}"), stop_cb, *extra_callbacks])
+        callbacks=[run_cb, *shown, stop_cb, *extra_callbacks])
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its prints
     before_first_step(fingerprint)
     try:
