@@ -149,22 +149,39 @@ class ProgressBar(TrainerCallback):
 
 
 class StopOnInterrupt(TrainerCallback):
-    """First Ctrl-C: finish the current step, save a checkpoint, stop. Second Ctrl-C: stop now."""
+    """Ctrl-C, SIGTERM or SIGUSR1: finish the current step, save a checkpoint, stop. A second Ctrl-C: stop now.
+
+    Slurm sends SIGUSR1 before the time limit (`--signal=B:USR1@...`, forwarded by the job script)
+    and SIGTERM to every process of a job it preempts, requeues or cancels, then SIGKILL after
+    `KillWait` (30 s by default): one step and a checkpoint fit into that. Only Ctrl-C escalates,
+    because Slurm may deliver its signal to a process twice (to the process and through the script).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self.signal_name: str | None = None  # the signal that asked to stop: "SIGINT", "SIGTERM", "SIGUSR1"
+        self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT and self.signal_name == "SIGINT":
+                raise KeyboardInterrupt
+            return
         self.requested = True
-        progress.console.print("[yellow]stopping after this step and saving a checkpoint "
-                               "(Ctrl-C again to stop at once, without one)[/yellow]")
+        self.signal_name = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            progress.console.print("[yellow]stopping after this step and saving a checkpoint "
+                                   "(Ctrl-C again to stop at once, without one)[/yellow]")
+        else:
+            progress.console.print(f"[yellow]{self.signal_name}: stopping after this step and saving a "
+                                   "checkpoint[/yellow]")
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.requested:
@@ -175,6 +192,6 @@ class StopOnInterrupt(TrainerCallback):
         self.restore()
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}

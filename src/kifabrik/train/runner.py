@@ -243,7 +243,8 @@ def run_session(ws_path: Path, folder: Path, prepared: Prepared, opts: TrainOpti
         stop_cb.restore()
     run_cb.write_session(trainer.state, "interrupted" if stop_cb.requested else "finished")
     if stop_cb.requested:
-        raise TrainingInterrupted(f"training interrupted (Ctrl-C) at step {trainer.state.global_step} of "
+        why = "Ctrl-C" if stop_cb.signal_name == "SIGINT" else stop_cb.signal_name
+        raise TrainingInterrupted(f"training interrupted ({why}) at step {trainer.state.global_step} of "
                                   f"{trainer.state.max_steps}; a checkpoint was saved",
                                   hint=f"continue with `kifabrik train --resume {folder.name}`")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
