@@ -39,7 +39,9 @@ def train(ws: Workspace, base: str, data: list[str], options: TrainOptions | Non
         options: Hyper-parameters (defaults: `TrainOptions()`).
         name: Name of the output artifact (default `<base>-<dataset>-<method>`).
         run_id: A run record already started by the caller (the recipe runner), which
-            also finishes it; without one, `train` records its own run.
+            also finishes it; without one, `train` records its own run. When that run already
+            began training (a Slurm job requeued after a preemption or a time-limit warning),
+            `train` resumes it from its last complete checkpoint instead of starting again.
         callbacks: Extra transformers `TrainerCallback`s.
 
     Returns:
@@ -58,13 +60,14 @@ def train(ws: Workspace, base: str, data: list[str], options: TrainOptions | Non
                    name or default_name(base_rec, data_recs, options.method))
     distributed.init()
     if not distributed.is_main():  # rank 0 records the run; the others train their share under its id
-        return _follow(ws, distributed.share(None), lambda rid: _execute(ws, rid, spec, resume=False,
+        return _follow(ws, distributed.share(None), lambda rid: _execute(ws, rid, spec, resume=_began(ws, rid),
                                                                           callbacks=callbacks or []))
     own = run_id is None
     if run_id is None:
         run_id = ws.catalog.start_run("train", spec.to_json(), name=spec.name)
     distributed.share(run_id)
-    record = _recorded(ws, run_id, own, lambda: _execute(ws, run_id, spec, resume=False, callbacks=callbacks or []))
+    again = _began(ws, run_id)  # a requeued Slurm job runs its step again: continue the run it began
+    record = _recorded(ws, run_id, own, lambda: _execute(ws, run_id, spec, resume=again, callbacks=callbacks or []))
     distributed.barrier()
     return record
 
@@ -90,6 +93,12 @@ def resume(ws: Workspace, run_ref: str, *, callbacks: list[Any] | None = None) -
     spec = RunSpec.from_json(json.loads((folder / "run.json").read_text(encoding="utf-8")))
     ws.catalog.claim_run(run.id)  # running again, in this process (no longer shown as interrupted)
     return _recorded(ws, run.id, True, lambda: _execute(ws, run.id, spec, resume=True, callbacks=callbacks or []))
+
+
+def _began(ws: Workspace, run_id: str) -> bool:
+    """True when run `run_id` already trained (its run folder holds `run.json`): a caller that continues a
+    recorded run, as a requeued Slurm job does, resumes it from its last complete checkpoint."""
+    return (rundir.run_dir(ws, run_id) / "run.json").exists()
 
 
 def _recorded(ws: Workspace, run_id: str, own: bool, work: Callable[[], ArtifactRecord]) -> ArtifactRecord:
