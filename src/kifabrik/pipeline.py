@@ -417,7 +417,11 @@ def _recorded(ws: Workspace, pipeline_id: str, recipe: str, stage: str, step: st
     if run_id is None:
         run_id = ws.catalog.start_run(stage, config, name=step, pipeline_id=pipeline_id, recipe=recipe)
     else:
+        from kifabrik.executors.slurm import job_environment
+
         ws.catalog.claim_run(run_id, config=config)
+        if facts := job_environment():  # a requeued job says so in its run record
+            ws.catalog.update_executor(run_id, facts)
     with ws.catalog.recording(run_id) as ids:
         outputs = work(run_id)
         ids.extend(o.id for o in outputs)

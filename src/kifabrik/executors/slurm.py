@@ -8,6 +8,7 @@ documents as a local run. Slurm's own tools are the truth about a job: `sbatch -
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -240,3 +241,11 @@ def environ_ok() -> bool:
     """True where this process can talk to a Slurm controller (`sinfo` answers)."""
     return shutil.which("sinfo") is not None and subprocess.run(
         ["sinfo", "-h"], capture_output=True, check=False).returncode == 0
+
+
+def job_environment() -> dict[str, object]:
+    """What a running job knows of itself from Slurm's environment: `restart_count` (how often Slurm
+    requeued it, after a preemption, a time-limit warning or `scontrol requeue`); empty outside a job."""
+    if not os.environ.get("SLURM_JOB_ID"):
+        return {}
+    return {"restart_count": int(os.environ.get("SLURM_RESTART_COUNT") or 0)}
