@@ -241,3 +241,32 @@ def random_adapter(ws: Any, base: Any, model_dir: Path, name: str, seed: int) ->
                    meta={"base_model": base.ref, "base_model_id": base.id, "method": "lora"}) as draft:
         peft_model.save_pretrained(draft.dir, safe_serialization=True)
     return draft.record
+
+
+def test_response_format_json_schema_is_decoded_under_its_schema(embedded: Any) -> None:
+    """`response_format` on llama.cpp: xgrammar masks llama.cpp's logits, so the answer validates (streamed too)."""
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    from kifabrik.serve.keys import create_key
+
+    schema = {"type": "object", "properties": {"machine": {"type": "string", "maxLength": 12},
+                                               "hours": {"type": "integer"}},
+              "required": ["machine", "hours"], "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "interval", "schema": schema, "strict": True}}
+    ws, record, _, _ = embedded
+    srv = start_server(ws, backend="llama.cpp", gguf_type="f32", models=[record.name], default_max_tokens=48)
+    try:
+        client = srv.client(create_key(ws, [record.name])[1])
+        msgs = [{"role": "user", "content": "Give the oil change interval of the FZ 400 as JSON."}]
+        resp = client.chat.completions.create(model=record.name, messages=msgs, temperature=0, max_tokens=48,
+                                              response_format=fmt)  # type: ignore[arg-type]
+        answer = json.loads(resp.choices[0].message.content or "")
+        assert list(Draft202012Validator(schema).iter_errors(answer)) == []
+        assert resp.choices[0].finish_reason == "stop"  # the grammar ended it
+        chunks = list(client.chat.completions.create(model=record.name, messages=msgs, temperature=0, max_tokens=48,
+                                                     response_format=fmt, stream=True))  # type: ignore[arg-type]
+        assert json.loads("".join(c.choices[0].delta.content or "" for c in chunks if c.choices)) == answer
+    finally:
+        srv.stop()

@@ -16,8 +16,9 @@ whose prefix another sequence holds gets a copy of that sequence's KV stream ins
 Each request samples with its own temperature, top_p and seed (numpy, float64).
 Adapters: each PEFT LoRA on the base is converted once to a GGUF adapter (llama.cpp's
 convert_lora_to_gguf.py) and loaded next to the one copy of the base weights; llama.cpp sets
-adapters per context, so each step runs one `llama_decode` per adapter in use. Not built yet, and
-refused with a message: constrained decoding (`response_format`; tool calls are parsed, not enforced).
+adapters per context, so each step runs one `llama_decode` per adapter in use. A request with a
+grammar (`response_format` json_object / json_schema, the call format of its tools) has its logits
+masked by xgrammar before sampling, as on the transformers backend (`models.structured`).
 """
 
 from __future__ import annotations
@@ -70,26 +71,22 @@ class Slot:
 
 
 def sample(logits: np.ndarray, slot: Slot) -> int:
-    """One token with the request's temperature / top_p (the transformers backend's rule, in numpy)."""
+    """One token with the request's temperature / top_p (`models.llamacpp.sample_token`), under its grammar."""
+    from kifabrik.models.llamacpp import sample_token
+
     req = slot.row.req
-    if req.temperature <= 0 or slot.rng is None:
-        return int(np.argmax(logits))
-    z = (logits.astype(np.float64) - float(logits.max())) / req.temperature
-    probs = np.exp(z)
-    probs /= probs.sum()
-    if req.top_p < 1.0:
-        order = np.argsort(-probs, kind="stable")
-        sorted_p = probs[order]
-        keep = np.cumsum(sorted_p) - sorted_p <= req.top_p
-        probs = np.zeros_like(probs)
-        probs[order[keep]] = sorted_p[keep]
-        probs /= probs.sum()
-    return int(slot.rng.choice(len(probs), p=probs))
+    matcher = slot.row.matcher
+    if matcher is not None and not matcher.done:
+        import torch
+
+        matcher.mask(torch.from_numpy(logits))  # in place: llama.cpp's logits buffer, read once per step
+    return sample_token(logits, req.temperature if slot.rng is not None else 0.0, req.top_p, slot.rng)
 
 
 @register("serve-backend", "llama.cpp")
 class LlamaCppBackend(Backend):
     kind = "llama.cpp"
+    constrains = True
 
     @classmethod
     def check_available(cls) -> None:
@@ -214,8 +211,11 @@ class LlamaCppBackend(Backend):
         if not reuse:
             self.llm.drop(seq)
         self.cached_tokens += reuse
+        from kifabrik.models.structured import Matcher
+
         row = Row(req, Detokenizer(self.tokenizer, prompt), None, position=len(prompt),
-                  stop_len=max((len(s) for s in req.stop), default=0))
+                  stop_len=max((len(s) for s in req.stop), default=0),
+                  matcher=Matcher(req.grammar) if req.grammar is not None else None)
         rng = None
         if req.temperature > 0:
             rng = np.random.default_rng(req.seed if req.seed is not None else secrets.randbits(63))
@@ -264,6 +264,11 @@ class LlamaCppBackend(Backend):
             slot.pos += n
         for slot, i in sampled:
             self.tokens._accept(slot.row, sample(self.llm.logits(i), slot))  # type: ignore[arg-type]
+
+    def grammar(self, constraint: Any) -> Any:
+        from kifabrik.models.structured import compile_constraint
+
+        return compile_constraint(self.tokenizer, self.llm.n_vocab, sorted(self.tokens.eos), constraint)
 
     def close(self) -> None:
         self.scheduler.close()
