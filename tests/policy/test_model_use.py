@@ -38,6 +38,7 @@ COMMANDS: dict[str, str | None] = {
     "kb list": None, "kb show": None, "kb rm": None, "fach-llm list": None, "keys create": None, "keys list": None,
     "keys revoke": None, "policy presets": None, "policy validate": None, "policy show": None, "policy check": None,
     "verify": None, "lineage": None, "doctor": None, "runs list": None, "runs show": None, "runs cancel": None, "artifacts list": None,
+    "usage": None,  # sums recorded runs; no model runs
     "audit verify": None, "audit list": None,
 }
 #: Recipe stage -> purpose (None: it does not run or hand out a model).

@@ -78,6 +78,8 @@ class RunRecord:
     host: str | None = None
     pid: int | None = None
     executor: dict[str, Any] | None = None
+    project: str = "default"
+    usage: dict[str, Any] | None = None  # what it used (kifabrik/usage.py); None while it has not ended
 
 
 @dataclass
@@ -95,7 +97,17 @@ def _run(row: t.Run) -> RunRecord:
     status = "interrupted" if row.status == "running" and process_gone(row.host, row.pid, row.started_at) else row.status
     return RunRecord(row.id, row.pipeline_id, row.recipe, row.stage, row.name, status, row.config,
                      row.started_at, row.ended_at, row.error, list(row.outputs or []), row.host, row.pid,
-                     dict(row.executor) if row.executor else None)
+                     dict(row.executor) if row.executor else None, row.project or "default",
+                     dict(row.usage) if row.usage else None)
+
+
+def _set_usage(row: t.Run, used: tuple[dict[str, Any], str | None] | None) -> None:
+    """Record what an ended run used; a run left to the default project takes its Slurm job's account."""
+    if used is None:
+        return
+    row.usage, account = used
+    if account and (row.project or "default") == "default":
+        row.project = account
 
 
 def process_gone(host: str | None, pid: int | None, started_at: datetime) -> bool:
@@ -338,15 +350,21 @@ class Catalog:
     # ------------------------------------------------------------------ runs
     def start_run(self, stage: str, config: dict[str, Any], *, name: str | None = None,
                   pipeline_id: str | None = None, recipe: str | None = None,
-                  executor: dict[str, Any] | None = None) -> str:
-        """Record a run: running in this process, or (with `executor`, e.g. a submitted Slurm job) queued."""
+                  executor: dict[str, Any] | None = None, project: str | None = None) -> str:
+        """Record a run: running in this process, or (with `executor`, e.g. a submitted Slurm job) queued.
+
+        `project`: who it is accounted to; None: `$KIFABRIK_PROJECT`, the Slurm job's account, `default`.
+        """
+        from kifabrik.usage import DEFAULT_PROJECT, project_from_env
+
         run_id = uuid.uuid4().hex
         queued = executor is not None
         with self._write() as s:
             s.add(t.Run(id=run_id, pipeline_id=pipeline_id, recipe=recipe, stage=stage, name=name,
                         status="queued" if queued else "running", config=json.loads(canonical_json(config)),
                         started_at=utcnow(), outputs=[], host=None if queued else socket.gethostname(),
-                        pid=None if queued else os.getpid(), executor=executor))
+                        pid=None if queued else os.getpid(), executor=executor,
+                        project=project or project_from_env() or DEFAULT_PROJECT))
         return run_id
 
     def claim_run(self, run_id: str, *, config: dict[str, Any] | None = None) -> None:
@@ -359,7 +377,7 @@ class Catalog:
             if row.status == "queued":  # a submitted job starts: it runs from now (the executor keeps the submission)
                 row.executor = {**(row.executor or {}), "submitted_at": row.started_at.isoformat()}
                 row.started_at = utcnow()
-            row.status, row.ended_at, row.error = "running", None, None
+            row.status, row.ended_at, row.error, row.usage = "running", None, None, None
             row.host, row.pid = socket.gethostname(), os.getpid()
             if config is not None:
                 row.config = json.loads(canonical_json(config))
@@ -368,22 +386,39 @@ class Catalog:
                         error: str | None = None) -> None:
         """Merge `facts` into the run's executor record (e.g. a Slurm job's state and node); with `status`,
         end the run so (`cancelled`, or `failed` when its job ended before the run did)."""
+        ended = utcnow()
+        used = self._usage(run_id, ended, facts) if status is not None else None
         with self._write() as s:
             row = s.get(t.Run, run_id)
             if row is None:
                 raise NotFoundError(f"no run {run_id}")
             row.executor = {**(row.executor or {}), **facts}
             if status is not None:
-                row.status, row.error, row.ended_at = status, error, utcnow()
+                row.status, row.error, row.ended_at = status, error, ended
+                _set_usage(row, used)
 
     def finish_run(self, run_id: str, status: Literal["succeeded", "failed", "interrupted", "cancelled"], *, error: str | None = None,
                    outputs: list[str] | None = None) -> None:
+        ended = utcnow()
+        used = self._usage(run_id, ended)  # before the write lock: it may ask Slurm
         with self._write() as s:
             row = s.get(t.Run, run_id)
             if row is None:
                 raise NotFoundError(f"no run {run_id}")
-            row.status, row.error, row.ended_at = status, error, utcnow()
+            row.status, row.error, row.ended_at = status, error, ended
             row.outputs = list(outputs or [])
+            _set_usage(row, used)
+
+    def _usage(self, run_id: str, ended: datetime, facts: dict[str, Any] | None = None) -> tuple[dict[str, Any], str | None] | None:
+        """What run `run_id`, ending now, used (and its Slurm account); None when it is not recorded."""
+        from kifabrik.usage import measure
+
+        with self._read() as s:
+            row = s.get(t.Run, run_id)
+            if row is None:
+                return None
+            here = row.host == socket.gethostname() and row.pid == os.getpid()
+            return measure(row.started_at, ended, {**(row.executor or {}), **(facts or {})}, here=here)
 
     @contextmanager
     def recording(self, run_id: str, *, interrupted: str = "interrupted (Ctrl-C)") -> Iterator[list[str]]:
@@ -423,11 +458,19 @@ class Catalog:
                                     hint="list runs with `kifabrik runs list`")
             return _run(rows[0])
 
-    def list_runs(self, pipeline_id: str | None = None, limit: int = 50) -> list[RunRecord]:
+    def list_runs(self, pipeline_id: str | None = None, limit: int | None = 50, *, project: str | None = None,
+                  since: datetime | None = None) -> list[RunRecord]:
+        """Runs, newest first: of one pipeline or project, started at `since` or later; `limit` None: all."""
         with self._read() as s:
-            q = select(t.Run).order_by(t.Run.started_at.desc()).limit(limit)
+            q = select(t.Run).order_by(t.Run.started_at.desc())
+            if limit is not None:
+                q = q.limit(limit)
             if pipeline_id:
                 q = q.where(t.Run.pipeline_id == pipeline_id)
+            if project is not None:
+                q = q.where(t.Run.project == project)
+            if since is not None:
+                q = q.where(t.Run.started_at >= since)
             return [_run(r) for r in s.scalars(q)]
 
     # ------------------------------------------------------------------ policies

@@ -72,6 +72,10 @@ class Run(Base):
     pid: Mapped[int | None] = mapped_column(Integer, doc="that process (a dead one means interrupted)")
     executor: Mapped[dict[str, Any] | None] = mapped_column(JSON, doc="where it runs, e.g. {kind: slurm, job_id, "
                                                              "state, node, exit_code, log, script}; null: in-process")
+    project: Mapped[str] = mapped_column(String(100), index=True, default="default", server_default="default",
+                                         doc="who the run is accounted to (--project, KIFABRIK_PROJECT, Slurm account)")
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, doc="resources it used, see kifabrik/usage.py: "
+                                                          "{wall_s, cpus, gpus, cpu_s, gpu_s, source}; null: running")
 
 
 class Policy(Base):

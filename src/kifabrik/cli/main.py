@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -25,6 +26,7 @@ from kifabrik.cli import records as records_cli
 from kifabrik.cli import release as release_cli
 from kifabrik.cli import serve as serve_cli
 from kifabrik.cli import train as train_cli
+from kifabrik.cli import usage as usage_cli
 from kifabrik.cli.common import err, out, workspace
 from kifabrik.cli.options import ModelFlags
 from kifabrik.cli.recipe import run_recipe_file
@@ -50,7 +52,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Print the version.")] = False) -> None:
+                                                help="Print the version.")] = False,
+          project: Annotated[str | None, typer.Option(
+              "--project", help="Account the runs of this command to this project (default: $KIFABRIK_PROJECT, "
+                                "else the Slurm job's account, else `default`); see `kifabrik usage`.")] = None) -> None:
+    if project:  # the environment carries it into the processes and Slurm jobs this command starts
+        os.environ["KIFABRIK_PROJECT"] = project
     set_offline(False)  # commands that may go online switch it back on themselves
 
 
@@ -110,6 +117,7 @@ for _name, _command in [
     ("eval", evaluate_cli.eval_command), ("document", document_cli.document_command),
     ("release", release_cli.release_command), ("serve", serve_cli.serve), ("agent", agent_cli.agent),
     ("verify", records_cli.verify), ("lineage", records_cli.lineage), ("doctor", records_cli.doctor),
+    ("usage", usage_cli.usage),
 ]:
     app.command(_name)(_command)
 for _group, _name in [
