@@ -178,3 +178,23 @@ def test_a_name_the_documents_never_mention_is_not_found_without_running_the_mod
     grounded = ground(kb, asked, k=2, purpose="evaluation", known_names=True)
     assert not grounded.found and grounded.not_found == f"{NOT_FOUND} Meine Unterlagen nennen E999 nicht."
     assert ground(kb, asked, k=2, purpose="evaluation").found  # off: the nearest codes are retrieved
+
+
+def test_a_question_whose_best_match_is_withheld_by_policy_is_not_found(ws: Workspace, data: Data) -> None:
+    """A confidential passage behind a question is not answered around: the lesser passages left do not answer it."""
+    from kifabrik.kb.build import build_kb
+    from kifabrik.kb.grounding import NOT_FOUND, ground
+    from kifabrik.kb.search import KnowledgeBase
+
+    kb = KnowledgeBase.open(ws, build_kb(ws, "wissen", [data.chats, data.handbook, data.secret]))
+    asked = [{"role": "user", "content": SECRET_QA[0]}]
+    grounded = ground(kb, asked, k=2, purpose="serving", refuse_withheld=True)
+    assert grounded.withheld and not grounded.found and grounded.not_found == NOT_FOUND
+    # without the rule the next-best (non-answering) passages are shown; never the withheld one
+    loose = ground(kb, asked, k=2, purpose="serving")
+    assert not loose.withheld and all(SECRET_QA[1] not in s.text for s in loose.sources)
+    # evaluation may read the secret dataset: its passage is the best match and is shown
+    assert any(SECRET_QA[1] in s.text for s in ground(kb, asked, k=2, purpose="evaluation",
+                                                      refuse_withheld=True).sources)
+    # a question whose best match may be served is answered as before
+    assert ground(kb, [{"role": "user", "content": QA[0][0]}], k=2, purpose="serving", refuse_withheld=True).found

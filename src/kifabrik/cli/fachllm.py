@@ -24,13 +24,16 @@ def create(
                                         "question.")] = True,
     known_names: Annotated[bool, typer.Option(help="Answer a question naming a machine or code the documents never "
                                               "mention (of a kind they use) as not found.")] = True,
+    refuse_withheld: Annotated[bool, typer.Option(help="Answer as not found when the best match is a passage its "
+                                                  "policy withholds from serving (a confidential price list).")] = True,
 ) -> None:
     """Record MODEL + KB as the Fach-LLM NAME."""
     from kifabrik.kb.fachllm import create_fach_llm
 
     ws = workspace()
     record = create_fach_llm(ws, name, ws.catalog.get_artifact(model), ws.catalog.get_artifact(kb, "index"), k=k,
-                             relative=relative, focus=focus, known_names=known_names)
+                             relative=relative, focus=focus, known_names=known_names,
+                             refuse_withheld=refuse_withheld)
     out.print(f"fach-llm {record.ref}: {record.meta['model']} + knowledge base {record.meta['kb']} (k={k})")
 
 

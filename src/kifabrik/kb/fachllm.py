@@ -24,7 +24,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 def create_fach_llm(ws: Workspace, name: str, model: ArtifactRecord, kb: ArtifactRecord, *, k: int = 3,
                     min_score: float | None = None, relative: float = 0.0, focus: bool = True,
-                    known_names: bool = True, pipeline_id: str | None = None) -> ArtifactRecord:
+                    known_names: bool = True, refuse_withheld: bool = True,
+                    pipeline_id: str | None = None) -> ArtifactRecord:
     """Record `model` + `kb` as the Fach-LLM `name` (a new version if the name exists)."""
     if not _NAME.match(name):
         raise KifabrikError(f"invalid Fach-LLM name {name!r}", hint="use letters, digits, '.', '_' and '-'")
@@ -39,7 +40,7 @@ def create_fach_llm(ws: Workspace, name: str, model: ArtifactRecord, kb: Artifac
         raise KifabrikError(f"relative must lie between 0 and 1 (got {relative})",
                             hint="0 keeps the k best sources; 0.7 drops those under 70 % of the best score")
     spec = {"model_id": model.id, "model": model.ref, "kb_id": kb.id, "kb": kb.ref, "k": k, "min_score": min_score,
-            "relative": relative, "focus": focus, "known_names": known_names}
+            "relative": relative, "focus": focus, "known_names": known_names, "refuse_withheld": refuse_withheld}
     with ws.create(KIND, name, parents=[(model.id, "grounded_model"), (kb.id, "knowledge")], config=spec,
                    meta={**spec, **({"pipeline_id": pipeline_id} if pipeline_id else {})}) as draft:
         draft.write_text("fach-llm.json", json.dumps(spec, indent=2, ensure_ascii=False) + "\n")
@@ -78,6 +79,9 @@ class FachLlmOptions(StageOptions):
     known_names: bool = Field(default=True, description="A question naming a machine or code of a kind the "
                               "documents use but never this one (\"E999\" where they list E101 ... E840) is "
                               "answered as not found, without running the model.")
+    refuse_withheld: bool = Field(default=True, description="A question whose best match is a passage its "
+                                  "policy withholds for the asking purpose (a confidential price list behind a "
+                                  "price question) is answered as not found, not from the lesser passages left.")
     release_name: str | None = Field(default=None, description="Name of the Fach-LLM record (default: "
                                      "`<recipe>-<step>`); the served model name.")
 
@@ -86,7 +90,8 @@ def _run(ctx: StageContext, opts: FachLlmOptions) -> list[ArtifactRecord]:
     model, kb = ctx.resolve(opts.model), ctx.resolve(opts.kb, "index")
     name = opts.release_name or ctx.artifact_name(opts.name or opts.stage)
     return [create_fach_llm(ctx.ws, name, model, kb, k=opts.k, min_score=opts.min_score, relative=opts.relative,
-                            focus=opts.focus, known_names=opts.known_names, pipeline_id=ctx.pipeline_id)]
+                            focus=opts.focus, known_names=opts.known_names, refuse_withheld=opts.refuse_withheld,
+                            pipeline_id=ctx.pipeline_id)]
 
 
 register("stage", "fach-llm")(StageDef("fach-llm", FachLlmOptions, _run, "a model plus a knowledge base as one Fach-LLM",

@@ -53,6 +53,7 @@ class Grounded:
     messages: list[dict[str, Any]]
     sources: list[Source] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)  # names asked for that the documents never mention
+    withheld: bool = False  # the best match is a passage its policy withholds for this purpose
 
     @property
     def found(self) -> bool:
@@ -137,7 +138,8 @@ def with_sources(messages: Sequence[dict[str, Any]], texts: Sequence[str]) -> li
 
 def ground(kb: KnowledgeBase, messages: Sequence[dict[str, Any]], *, k: int = 3, purpose: str = "serving",
            actor: str = "cli", min_score: float | None = None, relative: float = 0.0, focus: bool = False,
-           known_names: bool = False, fits: Callable[[list[dict[str, Any]]], bool] | None = None,
+           known_names: bool = False, refuse_withheld: bool = False,
+           fits: Callable[[list[dict[str, Any]]], bool] | None = None,
            record: Callable[[dict[str, Any]], None] | None = None) -> Grounded:
     """Retrieve for the last user message (each passage checked against its dataset's policy) and write the sources in.
 
@@ -147,7 +149,10 @@ def ground(kb: KnowledgeBase, messages: Sequence[dict[str, Any]], *, k: int = 3,
     distractors, which a small model copies from as readily as from the right source. `focus` shows
     document sections cut down to the lines that match the question (`kb.focus`). With `known_names`,
     a question naming a machine or code of a kind the documents use but never this one ("E999" where
-    they list E101 ... E840) is not found (`KnowledgeBase.unknown_names`), and no model runs.
+    they list E101 ... E840) is not found (`KnowledgeBase.unknown_names`), and no model runs. With
+    `refuse_withheld`, a question whose best match is a passage its policy withholds for `purpose` (a
+    confidential price list behind a price question) is not found either: the lesser passages that
+    remain do not answer it, and a small model would answer from them anyway.
     """
     kwargs: dict[str, Any] = {} if min_score is None else {"min_score": min_score}
     if record is not None:  # the filtering decision goes into the caller's audit entry
@@ -156,7 +161,11 @@ def ground(kb: KnowledgeBase, messages: Sequence[dict[str, Any]], *, k: int = 3,
     unknown = kb.unknown_names(question) if known_names else []
     if unknown:
         return Grounded([dict(m) for m in messages], [], unknown)
-    hits = diverse(kb, kb.search(question, k=4 * k, purpose=purpose, actor=actor, **kwargs), k)
+    best_withheld: list[float] = []
+    hits = diverse(kb, kb.search(question, k=4 * k, purpose=purpose, actor=actor, withheld=best_withheld.append,
+                                 **kwargs), k)
+    if refuse_withheld and best_withheld and (not hits or best_withheld[0] > hits[0].score):
+        return Grounded([dict(m) for m in messages], withheld=True)
     hits = [h for h in hits if h.score >= relative * hits[0].score] if hits else hits
     if not hits:
         return Grounded([dict(m) for m in messages])
@@ -183,9 +192,10 @@ class Grounding:
     """A knowledge base bound to its retrieval settings, as a Fach-LLM record states them."""
 
     def __init__(self, kb: KnowledgeBase, *, k: int = 3, min_score: float | None = None, relative: float = 0.0,
-                 focus: bool = False, known_names: bool = False, purpose: str = "serving", actor: str = "cli") -> None:
+                 focus: bool = False, known_names: bool = False, refuse_withheld: bool = False,
+                 purpose: str = "serving", actor: str = "cli") -> None:
         self.kb, self.k, self.min_score, self.relative, self.focus = kb, k, min_score, relative, focus
-        self.known_names = known_names
+        self.known_names, self.refuse_withheld = known_names, refuse_withheld
         self.purpose, self.actor = purpose, actor
 
     @classmethod
@@ -198,14 +208,15 @@ class Grounding:
         relative = float(meta.get("relative") or 0.0)
         return cls(KnowledgeBase.open(ws, ws.catalog.get_artifact(kb_id, "index")), k=k, min_score=min_score,
                    relative=relative, focus=bool(meta.get("focus", False)),
-                   known_names=bool(meta.get("known_names", False)), purpose=purpose, actor=actor)
+                   known_names=bool(meta.get("known_names", False)),
+                   refuse_withheld=bool(meta.get("refuse_withheld", False)), purpose=purpose, actor=actor)
 
     def ground(self, messages: Sequence[dict[str, Any]],
                fits: Callable[[list[dict[str, Any]]], bool] | None = None,
                record: Callable[[dict[str, Any]], None] | None = None) -> Grounded:
         return ground(self.kb, messages, k=self.k, purpose=self.purpose, actor=self.actor, min_score=self.min_score,
-                      relative=self.relative, focus=self.focus, known_names=self.known_names, fits=fits,
-                      record=record)
+                      relative=self.relative, focus=self.focus, known_names=self.known_names,
+                      refuse_withheld=self.refuse_withheld, fits=fits, record=record)
 
     def answer(self, loaded: Any, conversations: Sequence[Sequence[dict[str, Any]]], opts: Any, *,
                batch_size: int = 8, progress: Any = None) -> list[GroundedAnswer]:

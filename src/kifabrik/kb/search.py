@@ -224,7 +224,8 @@ class KnowledgeBase:
 
     def search(self, query: str, k: int = 3, *, purpose: str = "serving", actor: str = "cli",
                min_score: float = MIN_SCORE, region: str | None = None,
-               record: Callable[[dict[str, Any]], None] | None = None) -> list[Hit]:
+               record: Callable[[dict[str, Any]], None] | None = None,
+               withheld: Callable[[float], None] | None = None) -> list[Hit]:
         """The `k` best passages whose datasets permit `purpose`, best first; [] when none is relevant.
 
         Args:
@@ -237,6 +238,8 @@ class KnowledgeBase:
             region: Deployment region for `spatial` constraints (default: the settings' region).
             record: Receives the filtering decision (passages a policy withheld) instead of a
                 `kb.search` audit entry of its own, for callers that write one entry per request.
+            withheld: Receives the best normalised score among the passages a policy withheld
+                (called only when one was), so a caller can tell that the best match is not shown.
         """
         import numpy as np
 
@@ -261,6 +264,8 @@ class KnowledgeBase:
         order = np.flatnonzero(relevant & ~blocked)
         order = order[np.argsort(-norm[order], kind="stable")][:k]
         hits = [self._hit(rank, int(i), raw, norm) for rank, i in enumerate(order, 1)]
+        if dropped.any() and withheld is not None:
+            withheld(round(float(norm[dropped].max()), 4))
         if dropped.any():
             filtered = {
                 "kb": self.record.ref, "purpose": purpose, "region": region or self.ws.settings.region,
