@@ -10,7 +10,9 @@ so this is what the test sends. The time-limit warning is the other flow: `scanc
 and requeues the job itself once the step has stopped.
 
 A requeued batch job waits about two minutes before Slurm starts it again (its BeginTime); the test
-sets its StartTime to now, as an administrator would, to stay short.
+sets its StartTime to now, as an administrator would, to stay short, but only once the first run's
+processes are gone (`scontrol listpids`) and the second of the requeue has passed: slurmd refuses
+a credential issued within the second its predecessor was revoked (the two-minute wait hides this).
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ def _job(job_id: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in out.split() if "=" in part)
 
 
+def _pids(job_id: str) -> list[str]:
+    """The job's processes on this node (`scontrol listpids`; it fails once the job runs nowhere)."""
+    proc = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True, check=False)
+    return proc.stdout.splitlines()[1:] if proc.returncode == 0 else []
+
+
 def _until(what: str, ok, timeout: float = 60.0, every: float = 0.05):
     deadline = time.monotonic() + timeout
     while not (value := ok()):
@@ -90,6 +98,10 @@ def _interrupt_and_resume(home: Path, job_id: str, folder: Path, send: list[str]
     subprocess.run([*send, job_id], check=True, capture_output=True)
     _until("the job requeued", lambda: _job(job_id).get("JobState") == "PENDING"
            and _job(job_id).get("Restarts") == "1", every=0.2)
+    _until("the first run's processes gone", lambda: len(_pids(job_id)) == 0, every=0.2)
+    # slurmd refuses a job credential issued in the same second as the one the requeue revoked ("Killing
+    # non-startable batch job: Job credential revoked", and the job FAILS): start it a second later.
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, capture_output=True)
     sessions = sorted(folder.glob("session-*.json"))
     last = _read_json(sessions[-1])
