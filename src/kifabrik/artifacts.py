@@ -157,9 +157,17 @@ class ArtifactStore:
             json.dump(manifest, fh, indent=2, ensure_ascii=False, default=str)
             fh.flush()
             os.fsync(fh.fileno())
-        if target.exists():  # a leftover without manifest: incomplete, replace it
+        if target.exists() and not (target / MANIFEST).exists():  # a leftover without manifest: incomplete
             shutil.rmtree(target)
-        os.replace(draft.dir, target)
+        try:
+            os.replace(draft.dir, target)
+        except OSError:
+            # Another process published the same content since the check above (the target is a
+            # complete, non-empty directory now): keep theirs, never delete a published artifact.
+            if not (target / MANIFEST).exists():
+                raise
+            self.discard(draft)
+            return artifact_id, json.loads((target / MANIFEST).read_text()), False
         return artifact_id, manifest, True
 
     def verify(self, artifact_id: str, progress: Callable[[int], None] | None = None) -> Verification:

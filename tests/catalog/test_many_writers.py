@@ -79,10 +79,12 @@ def test_four_writers_share_one_postgresql_catalog(tmp_path: Path, postgres_url:
     assert ready.returncode == 0, ready.stderr
 
     start = tmp_path / "start"
+    same = tmp_path / "same.jsonl"
+    same.write_text(_rows(0, 0), encoding="utf-8")
     procs = []
     for writer in (1, 2):
-        files = []
-        for i in range(IMPORTS_PER_WRITER):
+        files = [str(same)]  # both jobs import this file first: one content, one id, published at once
+        for i in range(1, IMPORTS_PER_WRITER):
             f = tmp_path / f"w{writer}-{i}.jsonl"
             f.write_text(_rows(writer, i), encoding="utf-8")
             files.append(str(f))
@@ -103,14 +105,15 @@ def test_four_writers_share_one_postgresql_catalog(tmp_path: Path, postgres_url:
     ws = Workspace(Settings.from_env(home))
     try:
         records = ws.catalog.list_artifacts()
-        # 1 model, 1 training set, 2 x 3 imports, 2 adapters (different seeds: different content)
-        assert len(records) == 1 + 1 + 2 * IMPORTS_PER_WRITER + 2
+        # 1 model, 1 training set, the shared file once and 2 x 7 others, 2 adapters (other seeds: other content)
+        imported = 1 + 2 * (IMPORTS_PER_WRITER - 1)
+        assert len(records) == 1 + 1 + imported + 2
         assert len({r.id for r in records}) == len(records)
         versions: dict[tuple[str, str], list[int]] = defaultdict(list)
         for r in records:
             versions[(r.kind, r.name)].append(r.version)
             assert ws.verify(r.id).ok, ws.verify(r.id).problems
-        assert sorted(versions[("dataset", "shared-chats")]) == list(range(1, 2 * IMPORTS_PER_WRITER + 1))
+        assert sorted(versions[("dataset", "shared-chats")]) == list(range(1, imported + 1))
         assert sorted(versions[("adapter", "shared-adapter")]) == [1, 2]
         assert all(sorted(v) == list(range(1, len(v) + 1)) for v in versions.values())
         assert ws.catalog.verify_audit() == []
