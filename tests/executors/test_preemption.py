@@ -28,11 +28,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_slurm import _pipeline, _wait, _ws, needs_slurm  # noqa: E402
-from train_builders import chat_rows, make_dataset  # noqa: E402
+from test_slurm import _pipeline, _wait, _ws, needs_slurm
+from train_builders import chat_rows, make_dataset
 
-from kifabrik import files  # noqa: E402
-from kifabrik.train import rundir  # noqa: E402
+from kifabrik import files
+from kifabrik.train import rundir
 
 STEPS = 24
 
