@@ -138,6 +138,8 @@ def test_requeued_training_resumes_to_the_uninterrupted_adapter(cli, ws, home, t
     run = runs["fit"]
     assert run.executor["state"] == "COMPLETED" and run.executor["restart_count"] == 1
     assert _job(job_id).get("Restarts") == "1"
+    listed = cli("runs", "list", "--pipeline", pipeline[:12])
+    assert f"succeeded (slurm {job_id} COMPLETED " in listed.out and " requeued 1x" in listed.out, listed.out
     log = Path(run.executor["log"]).read_text()
     signal = "USR1" if "USR1" in send[1] else "TERM"
     assert f"kifabrik: Slurm signals {signal}" in log

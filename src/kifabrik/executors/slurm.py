@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from kifabrik.catalog import RunRecord
 from kifabrik.errors import KifabrikError
@@ -147,7 +148,7 @@ def submit(ws: Workspace, validated: ValidatedRecipe, recipe_path: Path, *, over
     return pipeline_id
 
 
-def job_facts(job_id: str) -> dict[str, str] | None:
+def job_facts(job_id: str) -> dict[str, Any] | None:
     """State, node, exit code and reason of a job from `scontrol show job`, or, once the controller
     forgot it (MinJobAge), from `sacct` where the site keeps accounting; None when neither knows it."""
     if shutil.which("scontrol") is None:
@@ -156,10 +157,12 @@ def job_facts(job_id: str) -> dict[str, str] | None:
     if proc.returncode != 0 or not proc.stdout.strip():
         return _sacct_facts(job_id)
     fields = dict(part.split("=", 1) for part in proc.stdout.split() if "=" in part)
-    facts = {"state": fields.get("JobState", "?"), "exit_code": fields.get("ExitCode", "?"),
-             "reason": fields.get("Reason", "None")}
+    facts: dict[str, Any] = {"state": fields.get("JobState", "?"), "exit_code": fields.get("ExitCode", "?"),
+                             "reason": fields.get("Reason", "None")}
     if fields.get("NodeList") not in (None, "(null)", ""):
         facts["node"] = fields["NodeList"]
+    if fields.get("Restarts", "0") not in ("0", ""):  # requeued (preemption, time-limit warning, scontrol requeue)
+        facts["restart_count"] = int(fields["Restarts"])
     return facts
 
 
@@ -230,11 +233,13 @@ def cancel_runs(ws: Workspace, runs: list[RunRecord], *, reason: str = "cancelle
 
 
 def slurm_text(run: RunRecord) -> str:
-    """`slurm 123 RUNNING vm`: the run's job, for the run lists (empty for in-process runs)."""
+    """`slurm 123 RUNNING vm requeued 1x`: the run's job, for the run lists (empty for in-process runs)."""
     ex = run.executor or {}
     if ex.get("kind") != "slurm":
         return ""
-    return " ".join(str(p) for p in ("slurm", ex.get("job_id", "-"), ex.get("state", "?"), ex.get("node", "")) if p)
+    restarts = f"requeued {ex['restart_count']}x" if ex.get("restart_count") else ""
+    return " ".join(str(p) for p in ("slurm", ex.get("job_id", "-"), ex.get("state", "?"), ex.get("node", ""),
+                                     restarts) if p)
 
 
 def environ_ok() -> bool:
