@@ -413,16 +413,26 @@ def _pipeline_state(ws: Workspace, validated: ValidatedRecipe, pipeline_id: str 
 def _recorded(ws: Workspace, pipeline_id: str, recipe: str, stage: str, step: str, config: dict[str, Any],
               work: Callable[[str], list[ArtifactRecord]], with_id: bool = False, run_id: str | None = None) -> Any:
     """Run `work` inside a run record (a new one, or `run_id` recorded at submission): succeeded with
-    its outputs, or failed with the error."""
+    its outputs, or failed with the error; a Slurm job's training that Slurm stopped after a checkpoint
+    is `interrupted`, and continues when the job runs again."""
+    from kifabrik.executors.slurm import job_environment
+
+    run_id_given = run_id is not None  # an executor's job continues the run recorded at submission
     if run_id is None:
         run_id = ws.catalog.start_run(stage, config, name=step, pipeline_id=pipeline_id, recipe=recipe)
     else:
-        from kifabrik.executors.slurm import job_environment
-
         ws.catalog.claim_run(run_id, config=config)
         if facts := job_environment():  # a requeued job says so in its run record
             ws.catalog.update_executor(run_id, facts)
-    with ws.catalog.recording(run_id) as ids:
-        outputs = work(run_id)
-        ids.extend(o.id for o in outputs)
+    try:
+        with ws.catalog.recording(run_id) as ids:
+            outputs = work(run_id)
+            ids.extend(o.id for o in outputs)
+    except KifabrikError as exc:
+        from kifabrik.train.runner import TrainingInterrupted
+
+        if isinstance(exc, TrainingInterrupted) and run_id_given and job_environment():
+            # Slurm stopped the job (preemption, time limit, requeue) after a checkpoint: not failed, resumable
+            ws.catalog.finish_run(run_id, "interrupted", error=str(exc))
+        raise
     return (run_id, outputs) if with_id else outputs

@@ -102,10 +102,15 @@ def _interrupt_and_resume(home: Path, job_id: str, folder: Path, send: list[str]
     # slurmd refuses a job credential issued in the same second as the one the requeue revoked ("Killing
     # non-startable batch job: Job credential revoked", and the job FAILS): start it a second later.
     time.sleep(2)
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, capture_output=True)
     sessions = sorted(folder.glob("session-*.json"))
     last = _read_json(sessions[-1])
     assert last["status"] == "interrupted", last
+    with _ws(home) as w:
+        run = w.catalog.get_run(folder.name)
+    signal = "SIGUSR1" if "--signal=USR1" in send else "SIGTERM"
+    assert run.status == "interrupted" and run.error.startswith(
+        f"training interrupted ({signal}) at step {last['to_step']} of {STEPS}; a checkpoint was saved"), run.error
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, capture_output=True)
     return int(last["to_step"])
 
 
