@@ -79,12 +79,10 @@ def test_four_writers_share_one_postgresql_catalog(tmp_path: Path, postgres_url:
     assert ready.returncode == 0, ready.stderr
 
     start = tmp_path / "start"
-    same = tmp_path / "same.jsonl"
-    same.write_text(_rows(0, 0), encoding="utf-8")
     procs = []
     for writer in (1, 2):
-        files = [str(same)]  # both jobs import this file first: one content, one id, published at once
-        for i in range(1, IMPORTS_PER_WRITER):
+        files = []
+        for i in range(IMPORTS_PER_WRITER):
             f = tmp_path / f"w{writer}-{i}.jsonl"
             f.write_text(_rows(writer, i), encoding="utf-8")
             files.append(str(f))
@@ -105,8 +103,8 @@ def test_four_writers_share_one_postgresql_catalog(tmp_path: Path, postgres_url:
     ws = Workspace(Settings.from_env(home))
     try:
         records = ws.catalog.list_artifacts()
-        # 1 model, 1 training set, the shared file once and 2 x 7 others, 2 adapters (other seeds: other content)
-        imported = 1 + 2 * (IMPORTS_PER_WRITER - 1)
+        # 1 model, 1 training set, 2 x 8 imports, 2 adapters (other seeds: other content)
+        imported = 2 * IMPORTS_PER_WRITER
         assert len(records) == 1 + 1 + imported + 2
         assert len({r.id for r in records}) == len(records)
         versions: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -126,6 +124,8 @@ def test_four_writers_share_one_postgresql_catalog(tmp_path: Path, postgres_url:
         assert all((ws.store.root / f / "manifest.json").is_file() for f in folders)
         runs = ws.catalog.list_runs()
         assert sorted(r.status for r in runs if r.stage == "train") == ["succeeded", "succeeded"]
+        assert all(r.usage is not None and r.usage["source"] == "local" and r.usage["cpu_s"] > 0
+                   for r in runs if r.stage == "train")  # each job accounted what it used
     finally:
         ws.close()
     verify = subprocess.run(_cli("audit", "verify"), env=env, capture_output=True, text=True, timeout=60, check=False)

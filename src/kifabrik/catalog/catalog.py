@@ -232,26 +232,32 @@ class Catalog:
         parents: list[EdgeRecord] | None = None,
         status: str = "ok",
     ) -> ArtifactRecord:
-        """Record a published artifact and its lineage edges in one transaction."""
-        for _ in range(3):  # another process may take the same version number at once
-            try:
-                with self._write() as s:
-                    if (row := s.get(t.Artifact, id)) is not None:
-                        return _artifact(row)
-                    version = (s.scalar(select(func.max(t.Artifact.version)).where(
-                        t.Artifact.kind == kind, t.Artifact.name == name)) or 0) + 1
-                    row = t.Artifact(id=id, kind=kind, name=name, version=version, status=status,
-                                     created_at=utcnow(), path=path, manifest=manifest, meta=meta)
-                    s.add(row)
-                    s.flush()
-                    for edge in parents or []:
-                        if s.get(t.Artifact, edge.parent_id) is None:
-                            raise NotFoundError(f"parent artifact {edge.parent_id} is not in the catalog")
-                        s.add(t.Edge(parent_id=edge.parent_id, child_id=id, relation=edge.relation,
-                                     attributes=edge.attributes))
+        """Record a published artifact and its lineage edges in one transaction.
+
+        The next version is read under the write lock (BEGIN IMMEDIATE on SQLite, the advisory lock
+        on PostgreSQL), so concurrent writers number one name 1, 2, 3, ...; the unique constraint on
+        (kind, name, version) stays as the backstop, retried in a savepoint so that an open unit of
+        work survives it.
+        """
+        with self._write() as s:
+            for _ in range(3):
+                if (row := s.get(t.Artifact, id)) is not None:
                     return _artifact(row)
-            except IntegrityError:
-                continue
+                version = (s.scalar(select(func.max(t.Artifact.version)).where(
+                    t.Artifact.kind == kind, t.Artifact.name == name)) or 0) + 1
+                row = t.Artifact(id=id, kind=kind, name=name, version=version, status=status,
+                                 created_at=utcnow(), path=path, manifest=manifest, meta=meta)
+                try:
+                    with s.begin_nested():
+                        s.add(row)
+                except IntegrityError:  # a writer that does not take the lock took this version (or this id)
+                    continue
+                for edge in parents or []:
+                    if s.get(t.Artifact, edge.parent_id) is None:
+                        raise NotFoundError(f"parent artifact {edge.parent_id} is not in the catalog")
+                    s.add(t.Edge(parent_id=edge.parent_id, child_id=id, relation=edge.relation,
+                                 attributes=edge.attributes))
+                return _artifact(row)
         raise KifabrikError(f"could not record artifact {name!r}: concurrent writers kept taking its version number")
 
     def get_artifact(self, ref: str, kind: str | None = None) -> ArtifactRecord:
@@ -381,6 +387,9 @@ class Catalog:
             row.host, row.pid = socket.gethostname(), os.getpid()
             if config is not None:
                 row.config = json.loads(canonical_json(config))
+            account = os.environ.get("SLURM_JOB_ACCOUNT", "").strip()
+            if account and (row.project or "default") == "default":  # a job of the executor's account
+                row.project = account
 
     def update_executor(self, run_id: str, facts: dict[str, Any], *, status: str | None = None,
                         error: str | None = None) -> None:
