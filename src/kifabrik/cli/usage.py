@@ -12,6 +12,7 @@ from kifabrik.cli.common import out, print_json, workspace
 
 def usage(project: Annotated[str | None, typer.Option(help="Only this project's runs.")] = None,
           since: Annotated[str | None, typer.Option(help="Only runs started on this day (YYYY-MM-DD, UTC) or later.")] = None,
+          wide: Annotated[bool, typer.Option("--wide", help="Project names never cut, however wide.")] = False,
           as_json: Annotated[bool, typer.Option("--json", help="Print the sums as JSON.")] = False) -> None:
     """Sum what the runs used per project and stage: runs, wall hours, cpu-hours, gpu-hours.
 
@@ -38,4 +39,4 @@ def usage(project: Annotated[str | None, typer.Option(help="Only this project's 
         if len(mine) > 1:
             lines.append([name, "(all)", str(sum(r.runs for r in mine)), f"{sum(r.wall_hours for r in mine):.3f}",
                           f"{sum(r.cpu_hours for r in mine):.3f}", f"{sum(r.gpu_hours for r in mine):.3f}"])
-    tables.show(["project", "stage", "runs", "wall h", "cpu h", "gpu h"], lines, wide=False, caps={0: 24}, flex=0)
+    tables.show(["project", "stage", "runs", "wall h", "cpu h", "gpu h"], lines, wide=wide, caps={0: 24}, flex=0)
