@@ -125,3 +125,14 @@ def test_slurm_figures_parse() -> None:
     assert seconds("UNLIMITED") is None
     assert gpus_of_tres("cpu=4,mem=8G") == 0
     assert gpus_of_tres("cpu=4,gres/gpu:a100=1,gres/gpu:h100=2") == 3  # only typed entries: their sum
+
+
+def test_the_project_flag_accounts_the_command_s_runs(ws: Workspace, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIFABRIK_PROJECT", "from-env")  # restored after the test; --project overrides it
+    assert cli("--project", "acme", "usage", "--json").code == 0
+    assert os.environ["KIFABRIK_PROJECT"] == "acme"  # so the runs it starts, here or in its Slurm jobs, are acme's
+    run_id = ws.catalog.start_run("data", {})
+    ws.catalog.finish_run(run_id, "succeeded")
+    assert ws.catalog.get_run(run_id).project == "acme"
+    monkeypatch.delenv("KIFABRIK_PROJECT")
+    assert ws.catalog.get_run(ws.catalog.start_run("data", {})).project == "default"
