@@ -1,13 +1,17 @@
 """Accounting per project: each run records what it used; `kifabrik usage` sums it per project and stage.
 
-Slurm's answers come from a stand-in `scontrol` on PATH that prints what `scontrol show job -o` prints
-for three finished jobs (tests/executors runs the real Slurm); everything else is the real code.
+Slurm's answers for the sums come from a stand-in `scontrol` on PATH that prints what `scontrol show
+job -o` prints for three finished jobs (a day of 8 cpus is not a test's to spend); one test reads a real
+job of the test set-up's Slurm where it runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -136,3 +140,34 @@ def test_the_project_flag_accounts_the_command_s_runs(ws: Workspace, cli, monkey
     assert ws.catalog.get_run(run_id).project == "acme"
     monkeypatch.delenv("KIFABRIK_PROJECT")
     assert ws.catalog.get_run(ws.catalog.start_run("data", {})).project == "default"
+
+
+def _slurm_missing() -> str | None:
+    if shutil.which("sbatch") is None or shutil.which("scontrol") is None:
+        return "Slurm is not installed (run `bash scripts/slurm.sh` as root, or `make services`)"
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, check=False)
+    return None if ping.returncode == 0 and "UP" in ping.stdout else f"no Slurm controller answers: {ping.stdout.strip()}"
+
+
+@pytest.mark.skipif(_slurm_missing() is not None, reason=str(_slurm_missing()))
+def test_a_run_in_a_real_slurm_job_records_the_job_s_cpus(ws: Workspace) -> None:
+    job = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=1", "--job-name=kf-usage-test", "--wrap", "sleep 20"],
+                         capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    try:
+        for _ in range(150):  # until it runs (the node may be busy with another test's job a moment)
+            state = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, check=False)
+            if "JobState=RUNNING" in state.stdout:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.skip(f"Slurm job {job} did not start within 30 s (the node is busy)")
+        run_id = ws.catalog.start_run("train", {}, executor={"kind": "slurm", "job_id": job})
+        time.sleep(2.2)
+        ws.catalog.finish_run(run_id, "succeeded")
+    finally:
+        subprocess.run(["scancel", job], capture_output=True, check=False)
+    usage = ws.catalog.get_run(run_id).usage
+    assert usage is not None and usage["source"] == "slurm"
+    assert usage["cpus"] == 1 and usage["gpus"] == 0  # what the job was given, not this machine's cpus
+    assert usage["wall_s"] >= 2.0  # the job's RunTime (whole seconds)
+    assert usage["cpu_s"] == usage["wall_s"]
