@@ -18,6 +18,7 @@ a credential issued within the second its predecessor was revoked (the two-minut
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -112,6 +113,20 @@ def _interrupt_and_resume(home: Path, job_id: str, folder: Path, send: list[str]
         f"training interrupted ({signal}) at step {last['to_step']} of {STEPS}; a checkpoint was saved"), run.error
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, capture_output=True)
     return int(last["to_step"])
+
+
+def test_only_the_train_step_gets_usr1_and_is_requeued_after_it(cli, ws, home, tiny_model_dir, tmp_path):
+    make_dataset(ws, "service-chats", chat_rows(4))
+    recipe = tmp_path / "shop.yaml"
+    recipe.write_text(RECIPE.format(source=tiny_model_dir), encoding="utf-8")
+    r = cli("run", str(recipe), "--dry-run")
+    assert r.code == 0, r.err
+    model, fit = re.split(r"^# ---- job \d/2: .*$", r.out.split("# dry run:")[0], flags=re.MULTILINE)[1:]
+    for script in (model, fit):
+        assert subprocess.run(["bash", "-n"], input=script, text=True, check=False).returncode == 0
+        assert "#SBATCH --requeue\n#SBATCH --signal=B:USR1@120\n" in script
+        assert 'scontrol requeue "$SLURM_JOB_ID"' in script
+    assert "\ncheckpoints=\n" in model and "\ncheckpoints=1\n" in fit
 
 
 @needs_slurm

@@ -27,6 +27,9 @@ from kifabrik.executor_options import SlurmOptions
 from kifabrik.pipeline import MODEL_STEP, ValidatedRecipe, check_run
 from kifabrik.workspace import Workspace
 
+#: Stages that save a checkpoint on USR1 and continue from it when their job is requeued.
+CHECKPOINTING_STAGES = {"train"}
+
 #: Job states after which Slurm runs nothing more for the job.
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL",
         "DEADLINE"}
@@ -92,6 +95,7 @@ def plan(ws: Workspace, validated: ValidatedRecipe, recipe_path: Path, pipeline_
             job_name=f"kf-{recipe.name}-{step}"[:64].replace(" ", "_"), log_dir=log_dir(ws),
             sbatch_lines="\n".join(f"#SBATCH {line}" for line in _sbatch_lines(options)),
             home=shlex.quote(str(ws.settings.home)), workdir=shlex.quote(str(path.parent)),
+            checkpoints="1" if stage in CHECKPOINTING_STAGES else "",
             env_lines="\n".join(f"export {k}={shlex.quote(v)}" for k, v in options.env.items()), command=command)
         jobs.append(Job(step, stage, config, script_path, script))
     return jobs
