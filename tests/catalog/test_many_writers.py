@@ -19,8 +19,6 @@ import pytest
 from kifabrik.config import Settings
 from kifabrik.workspace import Workspace
 
-pytestmark = pytest.mark.postgres
-
 IMPORTS_PER_WRITER = 8
 #: An importing job: waits for the start file (so that both importers write at the same moment), then
 #: runs `kifabrik data import` once per file, in this one process (no interpreter start between them).
@@ -59,6 +57,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "kifabrik.cli.main", *args]
 
 
+@pytest.mark.postgres
 def test_four_writers_share_one_postgresql_catalog(tmp_path: Path, postgres_url: str, tiny_model_dir: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from kifabrik.models.sources import add_model
@@ -133,3 +132,19 @@ def test_four_writers_share_one_postgresql_catalog(tmp_path: Path, postgres_url:
     for ref in ("shared-chats@1", "shared-adapter@2"):  # the command-line face of the same check
         r = subprocess.run(_cli("verify", ref), env=env, capture_output=True, text=True, timeout=60, check=False)
         assert r.returncode == 0, r.stderr
+
+
+def test_the_database_refuses_a_second_successor_of_one_audit_entry(ws: Workspace) -> None:
+    """The backstop for a writer that skips the lock: two entries chained onto one predecessor cannot both commit."""
+    from sqlalchemy.exc import IntegrityError
+
+    from kifabrik.catalog import schema as t
+    from kifabrik.catalog.catalog import utcnow
+
+    first = ws.catalog.audit("test.first")
+    ws.catalog.audit("test.second")  # the successor of `first`
+    with pytest.raises(IntegrityError), ws.catalog._writer.begin() as s:
+        s.add(t.AuditEntry(ts=utcnow(), actor="x", action="test.fork", subject=None, decision=None, details={},
+                           prev_hash=first, hash="f" * 64))
+    assert ws.catalog.verify_audit() == []
+    assert [e.action for e in ws.catalog.audit_entries()] == ["test.first", "test.second"]

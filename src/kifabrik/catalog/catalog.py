@@ -506,29 +506,33 @@ class Catalog:
     def audit(self, action: str, *, actor: str = "cli", subject: str | None = None,
               decision: str | None = None, details: dict[str, Any] | None = None) -> str:
         """Append one entry to the hash-chained audit log and return its hash."""
-        for _ in range(5):
-            try:
-                with self._write() as s:
-                    last = s.scalars(select(t.AuditEntry).order_by(t.AuditEntry.seq.desc()).limit(1)).first()
-                    prev = last.hash if last else GENESIS
-                    ts = utcnow()
-                    body = {"ts": ts.isoformat(), "actor": actor, "action": action, "subject": subject,
-                            "decision": decision, "details": details or {}}
-                    digest = hashlib.sha256(prev.encode() + canonical_json(body)).hexdigest()
-                    row = t.AuditEntry(ts=ts, actor=actor, action=action, subject=subject, decision=decision,
-                                       details=details or {}, prev_hash=prev, hash=digest)
-                    s.add(row)
-                    s.flush()
-                    head = (row.seq, digest)
-                unit = self._unit.get()
-                if unit is not None:
-                    unit.head = head
-                else:
-                    self._anchor(*head)
-                return digest
-            except IntegrityError:  # two writers chained onto the same predecessor; retry
-                continue
-        raise KifabrikError("could not append to the audit log: too many concurrent writers")
+        # The head is read under the write lock, so writers chain one after another; the unique
+        # prev_hash (migration 0007) is the backstop, retried in a savepoint on the new head.
+        with self._write() as s:
+            for _ in range(5):
+                last = s.scalars(select(t.AuditEntry).order_by(t.AuditEntry.seq.desc()).limit(1)).first()
+                prev = last.hash if last else GENESIS
+                ts = utcnow()
+                body = {"ts": ts.isoformat(), "actor": actor, "action": action, "subject": subject,
+                        "decision": decision, "details": details or {}}
+                digest = hashlib.sha256(prev.encode() + canonical_json(body)).hexdigest()
+                row = t.AuditEntry(ts=ts, actor=actor, action=action, subject=subject, decision=decision,
+                                   details=details or {}, prev_hash=prev, hash=digest)
+                try:
+                    with s.begin_nested():
+                        s.add(row)
+                except IntegrityError:  # a writer without the lock chained onto the same predecessor
+                    continue
+                head = (row.seq, digest)
+                break
+            else:
+                raise KifabrikError("could not append to the audit log: too many concurrent writers")
+        unit = self._unit.get()
+        if unit is not None:
+            unit.head = head
+        else:
+            self._anchor(*head)
+        return digest
 
     def audit_entries(self, action: str | None = None, *, subject: str | None = None) -> list[t.AuditEntry]:
         """Audit entries in order, optionally of one action and/or one subject (detached from the session)."""

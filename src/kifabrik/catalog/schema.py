@@ -102,7 +102,8 @@ class AuditEntry(Base):
     """Append-only, hash-chained audit log: `hash = sha256(prev_hash + canonical entry)`."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_subject", "subject"),)
+    __table_args__ = (Index("ix_audit_log_subject", "subject"),
+                      Index("uq_audit_log_prev_hash", "prev_hash", unique=True))  # the chain cannot fork
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
