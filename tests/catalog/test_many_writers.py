@@ -148,3 +148,25 @@ def test_the_database_refuses_a_second_successor_of_one_audit_entry(ws: Workspac
                            prev_hash=first, hash="f" * 64))
     assert ws.catalog.verify_audit() == []
     assert [e.action for e in ws.catalog.audit_entries()] == ["test.first", "test.second"]
+
+
+def test_a_log_forked_before_the_constraint_still_opens_and_verify_reports_it(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from kifabrik.catalog import Catalog
+    from kifabrik.catalog.db import make_engine, migrate
+
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    engine = make_engine(url)
+    migrate(engine, "0006")
+    with engine.begin() as conn:  # two successors of the genesis, as unlocked writers could leave
+        for seq, digest in ((1, "a" * 64), (2, "b" * 64)):
+            conn.execute(text("INSERT INTO audit_log (seq, ts, actor, action, details, prev_hash, hash) "
+                              "VALUES (:seq, '2026-12-01 10:00:00', 'cli', 'x', '{}', :prev, :hash)"),
+                         {"seq": seq, "prev": "0" * 64, "hash": digest})
+    engine.dispose()
+    catalog = Catalog(url)  # migrates to head without the constraint
+    try:
+        assert any("chain broken" in p for p in catalog.verify_audit())
+    finally:
+        catalog.close()
