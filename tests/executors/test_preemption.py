@@ -60,6 +60,11 @@ stages:
     max_seq_length: 128
     seed: 7
     lora: {{{{rank: 4, alpha: 8}}}}
+  - stage: generate
+    name: ask
+    model: fit
+    prompts: ["Wann ist der nächste Ölwechsel fällig?"]
+    max_new_tokens: 4
 """
 
 
@@ -121,12 +126,12 @@ def test_only_the_train_step_gets_usr1_and_is_requeued_after_it(cli, ws, home, t
     recipe.write_text(RECIPE.format(source=tiny_model_dir), encoding="utf-8")
     r = cli("run", str(recipe), "--dry-run")
     assert r.code == 0, r.err
-    model, fit = re.split(r"^# ---- job \d/2: .*$", r.out.split("# dry run:")[0], flags=re.MULTILINE)[1:]
-    for script in (model, fit):
+    model, fit, ask = re.split(r"^# ---- job \d/3: .*$", r.out.split("# dry run:")[0], flags=re.MULTILINE)[1:]
+    for script in (model, fit, ask):
         assert subprocess.run(["bash", "-n"], input=script, text=True, check=False).returncode == 0
         assert "#SBATCH --requeue\n#SBATCH --signal=B:USR1@120\n" in script
         assert 'scontrol requeue "$SLURM_JOB_ID"' in script
-    assert "\ncheckpoints=\n" in model and "\ncheckpoints=1\n" in fit
+    assert "\ncheckpoints=\n" in model and "\ncheckpoints=1\n" in fit and "\ncheckpoints=\n" in ask
 
 
 @needs_slurm
@@ -153,13 +158,15 @@ def test_requeued_training_resumes_to_the_uninterrupted_adapter(cli, ws, home, t
     assert 1 <= stopped_at < STEPS  # interrupted mid-training, at the end of a step, with its checkpoint
 
     runs = {x.name: x for x in _wait(home, pipeline, timeout=90)}
-    assert {n: x.status for n, x in runs.items()} == {"model": "succeeded", "fit": "succeeded"}, \
+    assert {n: x.status for n, x in runs.items()} == {"model": "succeeded", "fit": "succeeded", "ask": "succeeded"}, \
         {n: x.error for n, x in runs.items()}
     run = runs["fit"]
     assert run.executor["state"] == "COMPLETED" and run.executor["restart_count"] == 1
     assert _job(job_id).get("Restarts") == "1"
     listed = cli("runs", "list", "--pipeline", pipeline[:12])
     assert f"succeeded (slurm {job_id} COMPLETED " in listed.out and " requeued 1x" in listed.out, listed.out
+    # the step after the training waited on the requeued job (afterok) and ran on its adapter
+    assert runs["ask"].executor["state"] == "COMPLETED" and int(runs["ask"].executor["job_id"]) > int(job_id)
     log = Path(run.executor["log"]).read_text()
     signal = "USR1" if "USR1" in send[1] else "TERM"
     assert f"kifabrik: Slurm signals {signal}" in log
