@@ -184,7 +184,11 @@ class StopOnInterrupt(TrainerCallback):
                 self._previous[sig] = signal.signal(sig, self._handler)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if self.requested:
+        # Several processes stop after the same step, or the ones still training would wait forever for the
+        # others' gradients: a signal reaches them at slightly different moments, so they agree on it first.
+        if _any_rank(self.requested):
+            self.requested = True
+            self.signal_name = self.signal_name or "a signal to another process"
             control.should_save = True
             control.should_training_stop = True
 
@@ -195,3 +199,19 @@ class StopOnInterrupt(TrainerCallback):
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous = {}
+
+
+def _any_rank(flag: bool) -> bool:
+    """`flag` of any process of a multi-process run (one all-reduce of one number); `flag` alone without one."""
+    from kifabrik.train import distributed
+
+    if distributed.world_size() <= 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")  # nccl: GPU tensors only
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
