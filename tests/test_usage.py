@@ -151,7 +151,8 @@ def _slurm_missing() -> str | None:
 
 @pytest.mark.skipif(_slurm_missing() is not None, reason=str(_slurm_missing()))
 def test_a_run_in_a_real_slurm_job_records_the_job_s_cpus(ws: Workspace) -> None:
-    job = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=1", "--job-name=kf-usage-test", "--wrap", "sleep 20"],
+    job = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=1", "--job-name=kf-usage-test",
+                          "--output=/dev/null", "--wrap", "sleep 20"],
                          capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
     try:
         for _ in range(150):  # until it runs (the node may be busy with another test's job a moment)
