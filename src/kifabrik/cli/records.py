@@ -198,7 +198,12 @@ def restriction_text(carried: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def doctor(fix: Annotated[bool, typer.Option("--fix", help="Remove the leftovers and mark dead runs interrupted.")] = False
+def doctor(fix: Annotated[bool, typer.Option("--fix", help="Remove the leftovers and mark dead runs interrupted.")] = False,
+           older_than: Annotated[float, typer.Option(
+               "--older-than", metavar="MINUTES", min=0,
+               help="Count drafts and unrecorded folders as left behind only when nothing in them changed for this "
+                    "many minutes; younger ones may be another job's work in progress on a shared store and are "
+                    "kept.")] = 60,
            ) -> None:
     """Find what crashes left behind: draft folders, unrecorded artifacts, runs whose process died."""
     from kifabrik import doctor as doc
@@ -207,7 +212,7 @@ def doctor(fix: Annotated[bool, typer.Option("--fix", help="Remove the leftovers
         return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
     ws = workspace()
-    found = doc.examine(ws)
+    found = doc.examine(ws, older_than)
     for label, items in (("unfinished draft", found.drafts), ("folder without a catalog record", found.orphans)):
         for path, size in items:
             out.print(f"{label}: {path} ({human(size)})")
@@ -218,15 +223,20 @@ def doctor(fix: Annotated[bool, typer.Option("--fix", help="Remove the leftovers
                   f"anchored head (the chain is intact; a process died before updating the head)")
     for ref in found.missing:
         err.print(f"[red]record without files[/red]: {ref} — restore its folder or remove the record")
+    for kept in found.kept:
+        label = "unfinished draft" if kept.kind == "draft" else "folder without a catalog record"
+        out.print(f"kept {label}: {kept.path} ({human(kept.bytes)}): changed {kept.age_minutes:.0f} min ago, less "
+                  f"than --older-than {older_than:g} min, so it may be a running job's work in progress")
     if found.clean:
-        out.print("[green]nothing to clean[/green]")
+        out.print("[green]nothing to clean[/green]" + (f" ({len(found.kept)} young folder(s) kept)" if found.kept else ""))
         return
     if fix:
         doc.fix(ws, found)
         freed = sum(n for _, n in found.drafts + found.orphans)
         out.print(f"[green]fixed[/green]: {len(found.drafts) + len(found.orphans)} folder(s) removed ({human(freed)}), "
                   f"{len(found.interrupted)} run(s) marked interrupted"
-                  + (", audit head anchored" if found.unanchored else ""))
+                  + (", audit head anchored" if found.unanchored else "")
+                  + (f", {len(found.kept)} young folder(s) kept" if found.kept else ""))
         if found.missing:
             raise typer.Exit(1)
     else:
