@@ -58,6 +58,31 @@ def test_runs_list_fits_80_columns(cli, monkeypatch, ws: Workspace) -> None:
     assert "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.6 GiB total)" in wide and "p" * 32 in wide
 
 
+def test_runs_list_shows_the_project_only_when_runs_of_two_share_the_catalog(cli, monkeypatch, ws: Workspace) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    first = ws.catalog.start_run("train", {}, name=f"{LONG}-a", project="schmidt-maschinenbau-gmbh")
+    ws.catalog.finish_run(first, "succeeded")
+    alone = cli("runs", "list").out.splitlines()
+    assert alone[0].split() == ["run", "step", "stage", "status", "started", "took"]  # one project: no column
+    assert "schmidt" not in cli("runs", "list", "--wide").out
+
+    second = ws.catalog.start_run("evaluate", {}, name="fakten", project="mueller-ag")
+    ws.catalog.finish_run(second, "succeeded")
+    lines = cli("runs", "list").out.splitlines()
+    assert lines[0].split() == ["run", "project", "step", "stage", "status", "started", "took"]
+    assert len(lines) == 3 and max(len(line) for line in lines) == 80  # the step name is cut to fit
+    newest, older = lines[1].split(), lines[2].split()
+    assert newest[:3] == [second[:8], "mueller-ag", "fakten"]
+    # the project cut at 12 characters; the step gets what run 8, project 12, stage 8, status 9, started 7,
+    # took (its widest cell, "12ms" or "850ms", at least the header's 4) and 6 gaps of 2 leave of 80
+    took = max(4, len(newest[-1]), len(older[-1]))
+    step = 80 - (8 + 12 + 8 + 9 + 7 + took + 6 * 2)
+    assert older[:3] == [first[:8], "schmidt-mas…", f"{LONG[:step - 1]}…"]
+    wide = cli("runs", "list", "--wide").out.splitlines()
+    assert wide[0].split()[:5] == ["run", "pipeline", "recipe", "project", "step"]
+    assert "schmidt-maschinenbau-gmbh" in wide[2] and f"{LONG}-a" in wide[2]
+
+
 def test_render_cuts_only_the_flexible_column() -> None:
     lines = render(["a", "b"], [["x" * 10, "y" * 50]], width=30, flex=1)
     assert lines == ["a           b", "xxxxxxxxxx  " + "y" * 17 + "…"]

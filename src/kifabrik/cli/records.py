@@ -33,16 +33,23 @@ def runs_list(pipeline: Annotated[str | None, typer.Option(help="Only the runs o
     if as_json:
         print_json([r.__dict__ for r in runs])
         return
+    # One project, as on a laptop: the column would repeat one word. On a shared cluster catalog,
+    # runs of several projects: it says whose each run is (what `kifabrik usage` sums per project).
+    projects = len({r.project for r in runs}) > 1
     if wide:
-        tables.show(["run", "pipeline", "recipe", "step", "stage", "status", "started", "ended", "took", "error"],
-                    [[r.id, r.pipeline_id or "-", r.recipe or "-", r.name or "-", r.stage, _status(r), when(r.started_at),
-                      when(r.ended_at), tables.took(r.started_at, r.ended_at), " ".join((r.error or "").split())]
+        tables.show(["run", "pipeline", "recipe", *(["project"] if projects else []), "step", "stage", "status",
+                     "started", "ended", "took", "error"],
+                    [[r.id, r.pipeline_id or "-", r.recipe or "-", *([r.project] if projects else []), r.name or "-",
+                      r.stage, _status(r), when(r.started_at), when(r.ended_at), tables.took(r.started_at, r.ended_at),
+                      " ".join((r.error or "").split())]
                      for r in runs], wide=True)
         return
     width = tables.terminal_width()
-    lines = tables.render(["run", "step", "stage", "status", "started", "took"],
-                          [[r.id[:8], r.name or "-", r.stage, _status(r), tables.ago(r.started_at),
-                            tables.took(r.started_at, r.ended_at)] for r in runs], width=width, caps={1: 28}, flex=1)
+    step = 2 if projects else 1
+    lines = tables.render(["run", *(["project"] if projects else []), "step", "stage", "status", "started", "took"],
+                          [[r.id[:8], *([r.project] if projects else []), r.name or "-", r.stage, _status(r),
+                            tables.ago(r.started_at), tables.took(r.started_at, r.ended_at)] for r in runs],
+                          width=width, caps={1: 12, step: 28} if projects else {step: 28}, flex=step)
     tables.echo(lines[0])
     for r, line in zip(runs, lines[1:], strict=True):
         tables.echo(line)
