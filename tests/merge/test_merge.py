@@ -214,7 +214,12 @@ def test_cli_merge_adapters_and_export(cli, ws, tiny_model, adapters, tmp_path):
     AutoTokenizer.from_pretrained(tmp_path / "hf")
     again = cli("export", "shop-model", "--out", str(tmp_path / "hf"))
     assert again.code == 1 and "not empty" in again.err
-    assert cli("export", a.ref, "--out", str(tmp_path / "x")).code == 1
+    # an adapter exports as its PEFT folder (transformers/vLLM load it on the base), with the notice
+    assert cli("export", a.ref, "--out", str(tmp_path / "x")).code == 0
+    assert {"adapter_config.json", "adapter_model.safetensors", "NOTICE"} <= {p.name for p in (tmp_path / "x").iterdir()}
+    from peft import PeftModel
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "hf"), tmp_path / "x")
 
 
 def test_thin_svd_gives_the_adapter_of_the_full_svd(ws, tiny_model, adapters):
