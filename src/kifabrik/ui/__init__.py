@@ -1,0 +1,1 @@
+"""KI-Hub: the web UI (`kifabrik ui`)."""
