@@ -84,6 +84,7 @@ class Draft:
     meta: dict[str, Any] = field(default_factory=dict)
     policies: list[str] = field(default_factory=list)
     external_root: Path | None = None
+    project: str = "default"  # outside `default` part of the content, so two projects never share an id
     record: Any = None  # the catalog record, set once published
 
     def write_json(self, rel: str, data: Any) -> Path:
@@ -142,6 +143,8 @@ class ArtifactStore:
             external = {"root": str(draft.external_root), "files": hash_tree(draft.external_root, progress)}
         content = {"kind": draft.kind, "name": draft.name, "inputs": sorted(draft.inputs),
                    "config": draft.config, "files": files, "external": external}
+        if draft.project != "default":
+            content["project"] = draft.project
         artifact_id = content_id(content)
         manifest = {
             "id": artifact_id, **content,
@@ -199,6 +202,8 @@ class ArtifactStore:
             for rel in sorted(set(actual) - set(expected)):
                 problems.append(f"{base / rel}: file added after the artifact was made")
         content = {k: manifest.get(k) for k in ("kind", "name", "inputs", "config", "files", "external")}
+        if "project" in manifest:
+            content["project"] = manifest["project"]
         if content_id(content) != artifact_id:
             problems.append(f"{mpath}: manifest does not hash to the artifact id (the manifest was edited)")
         return Verification(artifact_id, checked, problems)

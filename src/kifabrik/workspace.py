@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +38,13 @@ class Workspace:
     def open(cls, home: str | Path | None = None) -> Workspace:
         return cls(Settings.from_env(home))
 
+    def scoped(self, project: str) -> Workspace:
+        """The same installation seen from inside one project only (`Catalog.scoped`): what the web UI
+        hands to every request of a user of `project`. Shares the database engine and the store."""
+        view = copy.copy(self)
+        view.catalog = self.catalog.scoped(project)
+        return view
+
     def close(self) -> None:
         self.catalog.close()
 
@@ -62,6 +70,7 @@ class Workspace:
         block nothing is published and nothing is recorded.
         """
         draft = self.store.new_draft(kind, name)
+        draft.project = self.catalog.project
         draft.inputs = [p[0] for p in parents]
         draft.config = dict(config or {})
         draft.meta = dict(meta or {})

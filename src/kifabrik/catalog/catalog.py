@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import copy
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ GENESIS = "0" * 64
 #: PostgreSQL advisory lock key that serialises catalog writers (the audit chain needs one writer at a time).
 _PG_WRITE_LOCK = 0x6B696661
 _HEX = re.compile(r"^[0-9a-f]{6,64}$")
+DEFAULT_PROJECT = "default"
 
 
 def utcnow() -> datetime:
@@ -48,6 +50,7 @@ class ArtifactRecord:
     path: str
     manifest: dict[str, Any]
     meta: dict[str, Any]
+    project: str = "default"
 
     @property
     def ref(self) -> str:
@@ -82,6 +85,32 @@ class RunRecord:
     usage: dict[str, Any] | None = None  # what it used (kifabrik/usage.py); None while it has not ended
 
 
+@dataclass(frozen=True)
+class ReleaseRequestRecord:
+    """A four-eyes release: requested by one user, decided by another (`Catalog.decide_release`)."""
+
+    id: str
+    project: str
+    artifact_id: str
+    name: str
+    version: str
+    audience: str
+    options: dict[str, Any]
+    requested_by: str
+    requested_at: datetime
+    status: str  # pending | released | refused (by a policy or gate) | rejected (by the approver)
+    decided_by: str | None
+    decided_at: datetime | None
+    reason: str | None
+    release_id: str | None
+
+
+def _request(row: t.ReleaseRequest) -> ReleaseRequestRecord:
+    return ReleaseRequestRecord(row.id, row.project, row.artifact_id, row.name, row.version, row.audience,
+                                dict(row.options or {}), row.requested_by, row.requested_at, row.status,
+                                row.decided_by, row.decided_at, row.reason, row.release_id)
+
+
 @dataclass
 class _Unit:
     session: Session
@@ -90,7 +119,8 @@ class _Unit:
 
 
 def _artifact(row: t.Artifact) -> ArtifactRecord:
-    return ArtifactRecord(row.id, row.kind, row.name, row.version, row.status, row.created_at, row.path, row.manifest, row.meta)
+    return ArtifactRecord(row.id, row.kind, row.name, row.version, row.status, row.created_at, row.path, row.manifest,
+                          row.meta, row.project or DEFAULT_PROJECT)
 
 
 def _run(row: t.Run) -> RunRecord:
@@ -138,6 +168,16 @@ def error_text(exc: BaseException, interrupted: str = "interrupted (Ctrl-C)") ->
     return "".join(traceback.format_exception_only(exc)).strip()
 
 
+def _audit_body(ts: datetime, actor: str, action: str, subject: str | None, decision: str | None,
+                details: dict[str, Any], project: str | None) -> dict[str, Any]:
+    """What an audit entry's hash covers; its project only outside `default` (older entries hash as before)."""
+    body = {"ts": ts.isoformat(), "actor": actor, "action": action, "subject": subject, "decision": decision,
+            "details": details}
+    if project and project != DEFAULT_PROJECT:
+        body["project"] = project
+    return body
+
+
 def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
@@ -145,9 +185,21 @@ def canonical_json(data: Any) -> bytes:
 class Catalog:
     """The catalog database (SQLite by default, PostgreSQL for shared installations)."""
 
-    def __init__(self, url: str, *, auto_migrate: bool = True, home: Path | None = None) -> None:
-        """`home`: where the audit chain's head is anchored (catalog/anchor.py); None: not anchored."""
+    def __init__(self, url: str, *, auto_migrate: bool = True, home: Path | None = None,
+                 project: str | None = None) -> None:
+        """`home`: where the audit chain's head is anchored (catalog/anchor.py); None: not anchored.
+
+        `project`: the project this handle works in (None: `$KIFABRIK_PROJECT`, else `default`). New
+        artifacts, policies, API keys and audit entries belong to it, and artifacts are found by name
+        and id only inside it (names are unique per project). A handle from `scoped()` is *isolated*:
+        it sees nothing of other projects at all, runs and audit entries included — the web UI
+        gives every request such a handle, so this class is the one place where projects are kept
+        apart. The command line works in one project too, but sees every run and audit entry (it
+        reads the whole catalog file anyway; `kifabrik usage` sums runs across projects).
+        """
         self.url = url
+        self.project = project or os.environ.get("KIFABRIK_PROJECT") or DEFAULT_PROJECT
+        self.isolated = False
         self.anchor = Anchor(home) if home is not None else None
         self.engine = make_engine(url)
         if auto_migrate:
@@ -159,6 +211,26 @@ class Catalog:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def scoped(self, project: str) -> Catalog:
+        """This catalog seen from inside `project` only: the same engine and units of work, isolated."""
+        view = copy.copy(self)
+        view.project = project
+        view.isolated = True
+        return view
+
+    def _mine(self, q: Any, table: Any) -> Any:
+        """`q` restricted to this handle's project (every artifact, policy, key, request read goes through it)."""
+        return q.where(table.project == self.project)
+
+    def _theirs(self, q: Any, table: Any) -> Any:
+        """`q` restricted to the project where the handle is isolated (runs, audit entries)."""
+        return q.where(table.project == self.project) if self.isolated else q
+
+    def _own(self, s: Session, artifact_id: str) -> t.Artifact | None:
+        """The artifact row with this id if it belongs to this project, else None (as if it did not exist)."""
+        row = s.get(t.Artifact, artifact_id)
+        return row if row is not None and (row.project or DEFAULT_PROJECT) == self.project else None
 
     # ------------------------------------------------------------------ transactions
     @contextmanager
@@ -242,10 +314,14 @@ class Catalog:
         with self._write() as s:
             for _ in range(3):
                 if (row := s.get(t.Artifact, id)) is not None:
+                    if (row.project or DEFAULT_PROJECT) != self.project:
+                        raise KifabrikError(f"artifact {id[:12]} is recorded in another project",
+                                            hint="artifacts outside `default` carry their project in their id; "
+                                                 "publish it through this project's workspace")
                     return _artifact(row)
-                version = (s.scalar(select(func.max(t.Artifact.version)).where(
-                    t.Artifact.kind == kind, t.Artifact.name == name)) or 0) + 1
-                row = t.Artifact(id=id, kind=kind, name=name, version=version, status=status,
+                version = (s.scalar(self._mine(select(func.max(t.Artifact.version)).where(
+                    t.Artifact.kind == kind, t.Artifact.name == name), t.Artifact)) or 0) + 1
+                row = t.Artifact(id=id, project=self.project, kind=kind, name=name, version=version, status=status,
                                  created_at=utcnow(), path=path, manifest=manifest, meta=meta)
                 try:
                     with s.begin_nested():
@@ -253,7 +329,7 @@ class Catalog:
                 except IntegrityError:  # a writer that does not take the lock took this version (or this id)
                     continue
                 for edge in parents or []:
-                    if s.get(t.Artifact, edge.parent_id) is None:
+                    if self._own(s, edge.parent_id) is None:
                         raise NotFoundError(f"parent artifact {edge.parent_id} is not in the catalog")
                     s.add(t.Edge(parent_id=edge.parent_id, child_id=id, relation=edge.relation,
                                  attributes=edge.attributes))
@@ -263,7 +339,7 @@ class Catalog:
     def get_artifact(self, ref: str, kind: str | None = None) -> ArtifactRecord:
         """Resolve `ref`: a full id, a unique id prefix (6+ hex digits), `name` (latest) or `name@version`."""
         with self._read() as s:
-            q = select(t.Artifact)
+            q = self._mine(select(t.Artifact), t.Artifact)
             if kind:
                 q = q.where(t.Artifact.kind == kind)
             name, _, ver = ref.partition("@")
@@ -283,14 +359,14 @@ class Catalog:
 
     def list_artifacts(self, kind: str | None = None) -> list[ArtifactRecord]:
         with self._read() as s:
-            q = select(t.Artifact).order_by(t.Artifact.created_at, t.Artifact.name)
+            q = self._mine(select(t.Artifact), t.Artifact).order_by(t.Artifact.created_at, t.Artifact.name)
             if kind:
                 q = q.where(t.Artifact.kind == kind)
             return [_artifact(r) for r in s.scalars(q)]
 
     def set_status(self, artifact_id: str, status: Literal["ok", "failed"], meta_update: dict[str, Any] | None = None) -> None:
         with self._write() as s:
-            row = s.get(t.Artifact, artifact_id)
+            row = self._own(s, artifact_id)
             if row is None:
                 raise NotFoundError(f"no artifact {artifact_id}")
             row.status = status
@@ -300,7 +376,7 @@ class Catalog:
     def update_meta(self, artifact_id: str, meta_update: dict[str, Any]) -> ArtifactRecord:
         """Add facts to an artifact's record (the manifest, and so the id, stay as they are)."""
         with self._write() as s:
-            row = s.get(t.Artifact, artifact_id)
+            row = self._own(s, artifact_id)
             if row is None:
                 raise NotFoundError(f"no artifact {artifact_id}")
             row.meta = {**row.meta, **meta_update}
@@ -309,6 +385,8 @@ class Catalog:
     def remove_artifact(self, artifact_id: str) -> None:
         """Delete the record; refused while other artifacts were made from it."""
         with self._write() as s:
+            if self._own(s, artifact_id) is None:
+                raise NotFoundError(f"no artifact {artifact_id}")
             children = list(s.scalars(select(t.Edge.child_id).where(t.Edge.parent_id == artifact_id)))
             if children:
                 raise KifabrikError(
@@ -317,14 +395,15 @@ class Catalog:
                 )
             s.query(t.Edge).filter(t.Edge.child_id == artifact_id).delete()
             s.query(t.ArtifactPolicy).filter(t.ArtifactPolicy.artifact_id == artifact_id).delete()
-            row = s.get(t.Artifact, artifact_id)
+            row = self._own(s, artifact_id)
             if row is not None:
                 s.delete(row)
 
     # ------------------------------------------------------------------ lineage
     def edges(self, *, parent: str | None = None, child: str | None = None) -> list[EdgeRecord]:
         with self._read() as s:
-            q = select(t.Edge).order_by(t.Edge.id)
+            # both ends in this project (lineage never crosses projects: parents must be the project's own)
+            q = self._mine(select(t.Edge).join(t.Artifact, t.Artifact.id == t.Edge.child_id), t.Artifact).order_by(t.Edge.id)
             if parent:
                 q = q.where(t.Edge.parent_id == parent)
             if child:
@@ -343,7 +422,7 @@ class Catalog:
         """
         with self._write() as s:
             for end, artifact_id in (("parent", edge.parent_id), ("child", edge.child_id)):
-                if s.get(t.Artifact, artifact_id) is None:
+                if self._own(s, artifact_id) is None:
                     raise NotFoundError(f"{end} artifact {artifact_id} is not in the catalog")
             row = s.scalars(select(t.Edge).where(t.Edge.parent_id == edge.parent_id, t.Edge.child_id == edge.child_id,
                                                  t.Edge.relation == edge.relation)).first()
@@ -370,7 +449,7 @@ class Catalog:
                         status="queued" if queued else "running", config=json.loads(canonical_json(config)),
                         started_at=utcnow(), outputs=[], host=None if queued else socket.gethostname(),
                         pid=None if queued else os.getpid(), executor=executor,
-                        project=project or project_from_env() or DEFAULT_PROJECT))
+                        project=project or (self.project if self.isolated else project_from_env()) or DEFAULT_PROJECT))
         return run_id
 
     def claim_run(self, run_id: str, *, config: dict[str, Any] | None = None) -> None:
@@ -444,12 +523,12 @@ class Catalog:
     def reusable_run(self, stage: str, key: str) -> RunRecord | None:
         """The newest succeeded run of `stage` with this reuse key whose outputs are all still recorded."""
         with self._read() as s:
-            rows = s.scalars(select(t.Run).where(t.Run.stage == stage, t.Run.status == "succeeded")
+            rows = s.scalars(self._theirs(select(t.Run), t.Run).where(t.Run.stage == stage, t.Run.status == "succeeded")
                              .order_by(t.Run.started_at.desc()))
             for row in rows:
                 if (row.config or {}).get("reuse_key") != key or not row.outputs:
                     continue
-                if all(s.get(t.Artifact, i) is not None for i in row.outputs):
+                if all(self._own(s, i) is not None for i in row.outputs):
                     return _run(row)
         return None
 
@@ -461,7 +540,8 @@ class Catalog:
 
     def get_run(self, ref: str) -> RunRecord:
         with self._read() as s:
-            rows = list(s.scalars(select(t.Run).where(t.Run.id.startswith(ref)).limit(2))) if ref else []
+            q = self._theirs(select(t.Run), t.Run)
+            rows = list(s.scalars(q.where(t.Run.id.startswith(ref)).limit(2))) if ref else []
             if len(rows) != 1:
                 raise NotFoundError(f"no run {ref!r}" if not rows else f"run id prefix {ref!r} is ambiguous",
                                     hint="list runs with `kifabrik runs list`")
@@ -471,7 +551,7 @@ class Catalog:
                   since: datetime | None = None) -> list[RunRecord]:
         """Runs, newest first: of one pipeline or project, started at `since` or later; `limit` None: all."""
         with self._read() as s:
-            q = select(t.Run).order_by(t.Run.started_at.desc())
+            q = self._theirs(select(t.Run), t.Run).order_by(t.Run.started_at.desc())
             if limit is not None:
                 q = q.limit(limit)
             if pipeline_id:
@@ -482,12 +562,66 @@ class Catalog:
                 q = q.where(t.Run.started_at >= since)
             return [_run(r) for r in s.scalars(q)]
 
+    # ------------------------------------------------------------------ four-eyes releases
+    def request_release(self, artifact_id: str, *, name: str, version: str, audience: str, user: str,
+                        options: dict[str, Any] | None = None) -> ReleaseRequestRecord:
+        """Record that `user` asks for a release of one of this project's artifacts (audited)."""
+        with self.transaction(), self._write() as s:
+            if self._own(s, artifact_id) is None:
+                raise NotFoundError(f"no artifact {artifact_id}")
+            row = t.ReleaseRequest(id=uuid.uuid4().hex[:12], project=self.project, artifact_id=artifact_id, name=name,
+                                   version=version, audience=audience, options=dict(options or {}),
+                                   requested_by=user, requested_at=utcnow(), status="pending")
+            s.add(row)
+            s.flush()
+            record = _request(row)
+            self.audit("release.request", actor=f"user:{user}", subject=artifact_id,
+                       details={"request": record.id, "name": name, "version": version, "audience": audience})
+        return record
+
+    def release_requests(self, status: str | None = None) -> list[ReleaseRequestRecord]:
+        with self._read() as s:
+            q = self._mine(select(t.ReleaseRequest), t.ReleaseRequest).order_by(t.ReleaseRequest.requested_at.desc())
+            if status is not None:
+                q = q.where(t.ReleaseRequest.status == status)
+            return [_request(r) for r in s.scalars(q)]
+
+    def get_release_request(self, request_id: str) -> ReleaseRequestRecord:
+        with self._read() as s:
+            row = s.get(t.ReleaseRequest, request_id)
+            if row is None or row.project != self.project:
+                raise NotFoundError(f"no release request {request_id!r}")
+            return _request(row)
+
+    def decide_release(self, request_id: str, *, user: str, status: Literal["released", "refused", "rejected"],
+                       reason: str | None = None, release_id: str | None = None) -> ReleaseRequestRecord:
+        """Close a pending request. Four eyes: the user who requested it can never decide it."""
+        with self.transaction(), self._write() as s:
+            row = s.get(t.ReleaseRequest, request_id)
+            if row is None or row.project != self.project:
+                raise NotFoundError(f"no release request {request_id!r}")
+            if row.status != "pending":
+                raise KifabrikError(f"release request {request_id} is already {row.status}")
+            if row.requested_by == user:
+                raise KifabrikError("a release request cannot be approved by the user who made it",
+                                    hint="four eyes: another user with the approver role decides")
+            row.status, row.decided_by, row.decided_at = status, user, utcnow()
+            row.reason, row.release_id = reason, release_id
+            record = _request(row)
+            action = {"released": "release.approve", "refused": "release.approve", "rejected": "release.reject"}[status]
+            self.audit(action, actor=f"user:{user}", subject=row.artifact_id,
+                       decision="deny" if status != "released" else "permit",
+                       details={"request": request_id, "outcome": status, "reason": reason, "release": release_id,
+                                "requested_by": row.requested_by})
+        return record
+
     # ------------------------------------------------------------------ policies
     def add_policy(self, name: str, document: dict[str, Any]) -> str:
-        policy_id = hashlib.sha256(canonical_json(document)).hexdigest()
+        scope = b"" if self.project == DEFAULT_PROJECT else self.project.encode() + b"\n"
+        policy_id = hashlib.sha256(scope + canonical_json(document)).hexdigest()
         with self._write() as s:
             if s.get(t.Policy, policy_id) is None:
-                s.add(t.Policy(id=policy_id, name=name, document=document, created_at=utcnow()))
+                s.add(t.Policy(id=policy_id, project=self.project, name=name, document=document, created_at=utcnow()))
         return policy_id
 
     def attach_policy(self, artifact_id: str, policy_id: str) -> None:
@@ -513,10 +647,9 @@ class Catalog:
                 last = s.scalars(select(t.AuditEntry).order_by(t.AuditEntry.seq.desc()).limit(1)).first()
                 prev = last.hash if last else GENESIS
                 ts = utcnow()
-                body = {"ts": ts.isoformat(), "actor": actor, "action": action, "subject": subject,
-                        "decision": decision, "details": details or {}}
+                body = _audit_body(ts, actor, action, subject, decision, details or {}, self.project)
                 digest = hashlib.sha256(prev.encode() + canonical_json(body)).hexdigest()
-                row = t.AuditEntry(ts=ts, actor=actor, action=action, subject=subject, decision=decision,
+                row = t.AuditEntry(ts=ts, project=self.project, actor=actor, action=action, subject=subject, decision=decision,
                                    details=details or {}, prev_hash=prev, hash=digest)
                 try:
                     with s.begin_nested():
@@ -537,7 +670,7 @@ class Catalog:
     def audit_entries(self, action: str | None = None, *, subject: str | None = None) -> list[t.AuditEntry]:
         """Audit entries in order, optionally of one action and/or one subject (detached from the session)."""
         with self._read() as s:
-            q = select(t.AuditEntry).order_by(t.AuditEntry.seq)
+            q = self._theirs(select(t.AuditEntry), t.AuditEntry).order_by(t.AuditEntry.seq)
             if action is not None:
                 q = q.where(t.AuditEntry.action == action)
             if subject is not None:
@@ -565,8 +698,7 @@ class Catalog:
             for e in s.scalars(select(t.AuditEntry).order_by(t.AuditEntry.seq)):
                 seen[e.seq] = e.hash
                 ts = e.ts.replace(tzinfo=UTC) if e.ts.tzinfo is None else e.ts.astimezone(UTC)
-                body = {"ts": ts.isoformat(), "actor": e.actor, "action": e.action, "subject": e.subject,
-                        "decision": e.decision, "details": e.details}
+                body = _audit_body(ts, e.actor, e.action, e.subject, e.decision, e.details, e.project)
                 expect = hashlib.sha256(prev.encode() + canonical_json(body)).hexdigest()
                 if e.prev_hash != prev:
                     problems.append(f"entry {e.seq}: chain broken (an entry before it was removed or reordered)")
@@ -583,12 +715,12 @@ class Catalog:
                 problems += self.anchor.check(head, seen, source=str(self.anchor.head_path))
         for path in heads or []:
             try:
-                copy = json.loads(Path(path).read_text(encoding="utf-8"))
+                saved = json.loads(Path(path).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 problems.append(f"{path}: cannot read a head: {exc}")
                 continue
             if self.anchor is not None:
-                problems += self.anchor.check(copy, seen, source=str(path))
+                problems += self.anchor.check(saved, seen, source=str(path))
         return problems
 
     def unanchored(self) -> int:

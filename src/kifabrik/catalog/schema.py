@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -26,9 +28,12 @@ class Artifact(Base):
     """A complete artifact in the store (its `manifest.json` exists)."""
 
     __tablename__ = "artifacts"
-    __table_args__ = (UniqueConstraint("kind", "name", "version", name="uq_artifacts_kind_name_version"),)
+    __table_args__ = (UniqueConstraint("project", "kind", "name", "version",
+                                       name="uq_artifacts_project_kind_name_version"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, doc="sha256 of the content manifest")
+    project: Mapped[str] = mapped_column(String(100), index=True, default="default", server_default="default",
+                                         doc="the project it belongs to (names are unique within one)")
     kind: Mapped[str] = mapped_column(String(32), index=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
     version: Mapped[int] = mapped_column(Integer)
@@ -83,7 +88,9 @@ class Policy(Base):
 
     __tablename__ = "policies"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True, doc="sha256 of the canonical document")
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, doc="sha256 of the canonical document "
+                                    "(with the project's name in front, outside `default`)")
+    project: Mapped[str] = mapped_column(String(100), index=True, default="default", server_default="default")
     name: Mapped[str] = mapped_column(String(200))
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -106,6 +113,7 @@ class AuditEntry(Base):
                       Index("uq_audit_log_prev_hash", "prev_hash", unique=True))  # the chain cannot fork
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project: Mapped[str] = mapped_column(String(100), index=True, default="default", server_default="default")
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(64))
@@ -134,9 +142,75 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True, doc="public key id (shown in listings)")
+    project: Mapped[str] = mapped_column(String(100), index=True, default="default", server_default="default")
     hash: Mapped[str] = mapped_column(String(64), unique=True, doc="sha256 of the whole key")
     name: Mapped[str | None] = mapped_column(String(200))
     models: Mapped[list[Any]] = mapped_column(JSON, doc="model names the key may use; ['*'] = all")
     rate_limit: Mapped[int | None] = mapped_column(Integer, doc="requests per minute; null = unlimited")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Project(Base):
+    """A project (a company or department): artifacts, policies, keys, runs and audit entries belong to one."""
+
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    title: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class User(Base):
+    """A person who signs in to the web UI (argon2id password hash, never the password)."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(Text)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Membership(Base):
+    """A user's role in one project: viewer < engineer < approver < admin."""
+
+    __tablename__ = "memberships"
+
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), primary_key=True)
+    project: Mapped[str] = mapped_column(ForeignKey("projects.name", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class UiSession(Base):
+    """A signed-in browser: only the sha256 of the session token is stored, with its CSRF token."""
+
+    __tablename__ = "ui_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReleaseRequest(Base):
+    """Four-eyes release: an engineer requests, a different approver decides."""
+
+    __tablename__ = "release_requests"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    project: Mapped[str] = mapped_column(String(100), index=True)
+    artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(64))
+    audience: Mapped[str] = mapped_column(String(32))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    requested_by: Mapped[str] = mapped_column(String(100))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), doc="pending | released | refused | rejected")
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str | None] = mapped_column(Text)
+    release_id: Mapped[str | None] = mapped_column(String(64))

@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from kifabrik import __version__
+from kifabrik.cli import accounts as accounts_cli
 from kifabrik.cli import agent as agent_cli
 from kifabrik.cli import data as data_cli
 from kifabrik.cli import document as document_cli
@@ -54,8 +55,9 @@ def _version(value: bool) -> None:
 def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                 help="Print the version.")] = False,
           project: Annotated[str | None, typer.Option(
-              "--project", help="Account the runs of this command to this project (default: $KIFABRIK_PROJECT, "
-                                "else the Slurm job's account, else `default`); see `kifabrik usage`.")] = None) -> None:
+              "--project", help="Work in this project: its artifacts, policies, keys and audit entries (default: "
+                                "$KIFABRIK_PROJECT, else `default`); runs are accounted to it (else to the Slurm "
+                                "job's account); see `kifabrik projects`, `kifabrik usage`.")] = None) -> None:
     if project:  # the environment carries it into the processes and Slurm jobs this command starts
         os.environ["KIFABRIK_PROJECT"] = project
     set_offline(False)  # commands that may go online switch it back on themselves
@@ -117,13 +119,13 @@ for _name, _command in [
     ("eval", evaluate_cli.eval_command), ("document", document_cli.document_command),
     ("release", release_cli.release_command), ("serve", serve_cli.serve), ("agent", agent_cli.agent),
     ("verify", records_cli.verify), ("lineage", records_cli.lineage), ("doctor", records_cli.doctor),
-    ("usage", usage_cli.usage),
+    ("usage", usage_cli.usage), ("ui", accounts_cli.ui),
 ]:
     app.command(_name)(_command)
 for _group, _name in [
     (models_cli.app, "models"), (data_cli.app, "data"), (policy_cli.app, "policy"), (merge_cli.adapters_app, "adapters"),
     (kb_cli.app, "kb"), (keys_cli.app, "keys"), (fachllm_cli.app, "fach-llm"), (records_cli.runs_app, "runs"), (records_cli.artifacts_app, "artifacts"),
-    (records_cli.audit_app, "audit"),
+    (records_cli.audit_app, "audit"), (accounts_cli.users_app, "users"), (accounts_cli.projects_app, "projects"),
 ]:
     app.add_typer(_group, name=_name)
 

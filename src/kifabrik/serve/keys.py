@@ -56,6 +56,11 @@ def _sessions(ws: Workspace) -> sessionmaker[Any]:
     return sessionmaker(ws.catalog.engine, expire_on_commit=False, future=True)
 
 
+def _own(ws: Workspace, row: ApiKey | None) -> ApiKey | None:
+    """A key of the workspace's project, else None: a server, a listing and the UI see only their project's keys."""
+    return row if row is not None and (row.project or "default") == ws.catalog.project else None
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -90,7 +95,7 @@ def create_key(ws: Workspace, models: list[str], *, rate_limit: int | None = Non
     key_id = secrets.token_hex(4)
     key = f"kf-{key_id}-{secrets.token_urlsafe(32)}"
     with _sessions(ws).begin() as s:
-        row = ApiKey(id=key_id, hash=hash_key(key), name=name, models=models, rate_limit=rate_limit,
+        row = ApiKey(id=key_id, project=ws.catalog.project, hash=hash_key(key), name=name, models=models, rate_limit=rate_limit,
                      created_at=utcnow(), revoked_at=None)
         s.add(row)
         rec = _record(row)
@@ -101,7 +106,8 @@ def create_key(ws: Workspace, models: list[str], *, rate_limit: int | None = Non
 
 def list_keys(ws: Workspace) -> list[KeyRecord]:
     with _sessions(ws)() as s:
-        return [_record(r) for r in s.scalars(select(ApiKey).order_by(ApiKey.created_at))]
+        return [_record(r) for r in s.scalars(select(ApiKey).where(ApiKey.project == ws.catalog.project)
+                                              .order_by(ApiKey.created_at))]
 
 
 def revoke_key(ws: Workspace, key_id: str) -> KeyRecord:
@@ -109,7 +115,7 @@ def revoke_key(ws: Workspace, key_id: str) -> KeyRecord:
     m = _KEY.match(key_id)
     key_id = m.group(1) if m else key_id  # the whole key works too
     with _sessions(ws).begin() as s:
-        row = s.get(ApiKey, key_id)
+        row = _own(ws, s.get(ApiKey, key_id))
         if row is None:
             raise NotFoundError(f"no API key {key_id!r}", hint="list keys with `kifabrik keys list`")
         if row.revoked_at is None:
@@ -125,7 +131,7 @@ def authenticate(ws: Workspace, key: str) -> KeyRecord | None:
     if not m:
         return None
     with _sessions(ws)() as s:
-        row = s.get(ApiKey, m.group(1))
+        row = _own(ws, s.get(ApiKey, m.group(1)))
         if row is None or row.revoked_at is not None or not hmac.compare_digest(row.hash, hash_key(key.strip())):
             return None
         return _record(row)
