@@ -93,6 +93,7 @@ demo: install
 
 services:
 	bash scripts/test-services.sh
+	bash scripts/browser.sh
 	# A single-node Slurm for the executor tests; where it cannot start, they skip with the reason.
 	bash scripts/slurm.sh || echo "services: Slurm did not start; the executor tests will be skipped with the reason"
 
