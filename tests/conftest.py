@@ -70,6 +70,7 @@ def cli(home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
         monkeypatch.setattr(sys, "argv", ["kifabrik", *args])
         capsys.readouterr()
         code = 0
+        project = os.environ.get("KIFABRIK_PROJECT")  # `--project` sets it for the command's process only
         try:
             main()
         except SystemExit as exc:
@@ -77,6 +78,10 @@ def cli(home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
         finally:
             if common._ws is not None:
                 common._ws.close()
+            if project is None:
+                os.environ.pop("KIFABRIK_PROJECT", None)
+            else:
+                os.environ["KIFABRIK_PROJECT"] = project
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 

@@ -131,13 +131,17 @@ def test_slurm_figures_parse() -> None:
     assert gpus_of_tres("cpu=4,gres/gpu:a100=1,gres/gpu:h100=2") == 3  # only typed entries: their sum
 
 
-def test_the_project_flag_accounts_the_command_s_runs(ws: Workspace, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_project_flag_accounts_the_command_s_runs(ws: Workspace, cli, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
     monkeypatch.setenv("KIFABRIK_PROJECT", "from-env")  # restored after the test; --project overrides it
-    assert cli("--project", "acme", "usage", "--json").code == 0
-    assert os.environ["KIFABRIK_PROJECT"] == "acme"  # so the runs it starts, here or in its Slurm jobs, are acme's
-    run_id = ws.catalog.start_run("data", {})
-    ws.catalog.finish_run(run_id, "succeeded")
-    assert ws.catalog.get_run(run_id).project == "acme"
+    data = tmp_path / "chats.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "Hallo?"}, {"role": "assistant", "content": "Hallo!"}]}\n',
+                    encoding="utf-8")
+    r = cli("--project", "acme", "data", "import", str(data), "--name", "chats", "--policy-preset", "internal-only")
+    assert r.code == 0, r.err
+    assert ws.scoped("acme").catalog.get_artifact("chats").project == "acme"  # the command worked in acme
+    assert os.environ["KIFABRIK_PROJECT"] == "from-env"  # the flag is the command's only
+    assert ws.catalog.get_run(ws.catalog.start_run("data", {})).project == "from-env"
     monkeypatch.delenv("KIFABRIK_PROJECT")
     assert ws.catalog.get_run(ws.catalog.start_run("data", {})).project == "default"
 
