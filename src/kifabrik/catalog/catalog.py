@@ -364,6 +364,28 @@ class Catalog:
                 q = q.where(t.Artifact.kind == kind)
             return [_artifact(r) for r in s.scalars(q)]
 
+    def page_artifacts(self, kinds: tuple[str, ...] | None = None, *, limit: int = 50, offset: int = 0,
+                       name: str | None = None) -> tuple[list[ArtifactRecord], int]:
+        """One page of a listing, newest first, and the total count: what the web UI shows with 1,000s of artifacts.
+
+        The rows come without their manifests (`manifest` is `{}`; `get_artifact` has it): a manifest
+        lists every file and can be large, and a listing never needs it.
+        """
+        from sqlalchemy.orm import defer
+
+        with self._read() as s:
+            q = self._mine(select(t.Artifact), t.Artifact)
+            if kinds:
+                q = q.where(t.Artifact.kind.in_(kinds))
+            if name:
+                q = q.where(t.Artifact.name.contains(name, autoescape=True))
+            total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+            rows = s.scalars(q.options(defer(t.Artifact.manifest)).order_by(t.Artifact.created_at.desc(),
+                                                                              t.Artifact.name)
+                             .limit(limit).offset(offset))
+            return [ArtifactRecord(r.id, r.kind, r.name, r.version, r.status, r.created_at, r.path, {}, r.meta,
+                                   r.project or DEFAULT_PROJECT) for r in rows], total
+
     def set_status(self, artifact_id: str, status: Literal["ok", "failed"], meta_update: dict[str, Any] | None = None) -> None:
         with self._write() as s:
             row = self._own(s, artifact_id)
@@ -511,12 +533,15 @@ class Catalog:
     @contextmanager
     def recording(self, run_id: str, *, interrupted: str = "interrupted (Ctrl-C)") -> Iterator[list[str]]:
         """Finish run `run_id` when the block ends: succeeded with the ids appended to the yielded
-        list, or failed with the error (a user error's message, else the exception's last line)."""
+        list, or failed with the error (a user error's message, else the exception's last line);
+        `interrupted` when the error says the run can go on (`resumable`, e.g. a training stopped
+        with a checkpoint)."""
         outputs: list[str] = []
         try:
             yield outputs
         except BaseException as exc:
-            self.finish_run(run_id, "failed", error=error_text(exc, interrupted))
+            status = "interrupted" if getattr(exc, "resumable", False) else "failed"
+            self.finish_run(run_id, status, error=error_text(exc, interrupted))
             raise
         self.finish_run(run_id, "succeeded", outputs=outputs)
 

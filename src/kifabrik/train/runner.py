@@ -21,7 +21,10 @@ from kifabrik.train.prepare import Prepared, plan_steps
 
 
 class TrainingInterrupted(KifabrikError):
-    """Ctrl-C stopped the run after saving a checkpoint."""
+    """Ctrl-C (or SIGTERM/SIGUSR1) stopped the run after saving a checkpoint: the run is `interrupted`,
+    and `kifabrik train --resume RUN` goes on from that checkpoint."""
+
+    resumable = True
 
 
 @dataclass
