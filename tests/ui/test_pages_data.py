@@ -196,3 +196,18 @@ def test_another_projects_member_gets_404(ws: Workspace) -> None:
     r = outsider.post_form("/p/acme/datasets", FORM, files=[("files", ("c.jsonl", jsonl(10), "application/jsonl"))])
     assert r.status_code == 404
     assert ws.scoped("acme").catalog.list_artifacts("dataset") == []
+
+
+def test_upload_folders_left_by_a_killed_server_are_swept(ws: Workspace) -> None:
+    import os
+
+    uploads = ws.settings.home / "uploads" / "acme"
+    old, young = uploads / ".tmp-alt", uploads / "0123abcd"
+    for folder in (old, young):
+        folder.mkdir(parents=True)
+        (folder / "x.jsonl").write_text("{}\n")
+    os.utime(old, (0, 0))  # 1970: a day old and more
+    client = sign_in(ws, "erika", "acme", "engineer")
+    r = client.post_form("/p/acme/datasets", FORM, files=[("files", ("chats.jsonl", jsonl(10), "application/jsonl"))])
+    assert r.status_code == 303
+    assert not old.exists() and young.exists()

@@ -141,6 +141,13 @@ def test_lineage_layers_put_every_arrow_downwards(ws: Workspace) -> None:
     boxes, arrows, width, height = layout(graph)
     assert len(boxes) == 4 and len(arrows) == 4 and all(a.y2 > a.y1 for a in arrows)
     assert max(b.y for b in boxes) < height and max(b.x for b in boxes) < width
+    # twelve adapters of one base wrap onto rows of five (PER_ROW), every arrow still pointing down
+    for i in range(12):
+        add(f"lora-{i}", (base, "base_model"))
+    boxes, arrows, width, _ = layout(lineage(acme.catalog, base.id))
+    rows = sorted({b.y for b in boxes})
+    assert len(boxes) == 16 and len(rows) == 1 + 3 + 1 + 1  # base; 13 children in rows of 5; merged; eval
+    assert width == 2 * 16 + 5 * 200 + 4 * 36 and all(a.y2 > a.y1 for a in arrows)
 
 
 # ---------------------------------------------------------------------- models and documents

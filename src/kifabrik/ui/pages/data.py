@@ -10,13 +10,15 @@ the CLI's messages, with the upload folder taken out of the file names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import shutil
+import time
 import uuid
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -25,20 +27,21 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from kifabrik.data import ImportOptions, import_dataset
+from kifabrik.data.options import Format
 from kifabrik.data.readers import human_bytes
 from kifabrik.errors import KifabrikError
 from kifabrik.policy import parse_policy, policy_words, preset, preset_names
 from kifabrik.policy.presets import ARGUMENTS
 from kifabrik.ui import i18n
-from kifabrik.ui.pages.records import newest_first, paginate
+from kifabrik.ui.pages.records import page_of_kinds
 from kifabrik.ui.web import Page, ProjectPage, redirect
 
 router = APIRouter()
 MAX_UPLOAD = 200 * 2**20         # all files of one upload together
 MAX_FILES = 100
 DATA_SUFFIXES = (".jsonl", ".csv", ".pdf", ".txt", ".md")
-FORMATS = ("auto", "chat", "instruction", "text-jsonl", "csv", "text", "pdf")
-PII_MODES = ("redact", "drop", "report")
+FORMATS: tuple[str, ...] = get_args(Format)                               # as `--format` takes them
+PII_MODES: tuple[str, ...] = get_args(ImportOptions.model_fields["pii"].annotation)  # as `--pii` takes them
 ENCODINGS = ("utf-8", "cp1252", "latin-1", "utf-16")
 _CHUNK = 2**20
 #: one import at a time per upload folder (two identical uploads at once share the folder)
@@ -162,7 +165,7 @@ def options(form: FormData, data: list[Path], test: list[Path], policy: Path | N
 def _listing(ctx: Page, request: Request, *, status: int = 200, error: UploadError | None = None,
              values: dict[str, str] | None = None) -> HTMLResponse:
     assert ctx.ws is not None
-    pager = paginate(request, newest_first(ctx.ws.catalog.list_artifacts("dataset")))
+    pager = page_of_kinds(ctx, request, ("dataset",))
     defaults = {"format": "auto", "preset": "internal-only", "pii": "redact", "encoding": "utf-8", "dedup": "on",
                 "test_fraction": "0.1", "pii_region": "DE"}
     return ctx.render("data_datasets.html", status=status, pager=pager, presets=presets(), formats=FORMATS,
@@ -189,6 +192,7 @@ async def upload(ctx: ProjectPage, request: Request) -> Response:
     values = {k: str(v) for k, v in form.items() if isinstance(v, str) and k != "csrf"}
     values.setdefault("dedup", "")
     uploads = ctx.ws.settings.home / "uploads" / ctx.project
+    _sweep(uploads)
     staging = uploads / f".tmp-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     folder: Path | None = None
@@ -213,6 +217,17 @@ async def upload(ctx: ProjectPage, request: Request) -> Response:
             if path is not None:
                 shutil.rmtree(path, ignore_errors=True)
     return redirect(ctx.url(f"/artifacts/{result.record.id}"))
+
+
+def _sweep(uploads: Path, older_than_s: float = 86400) -> None:
+    """Remove upload folders a killed server left behind (a running import is younger than a day)."""
+    if not uploads.is_dir():
+        return
+    now = time.time()
+    for entry in uploads.iterdir():
+        with contextlib.suppress(OSError):
+            if now - entry.stat().st_mtime > older_than_s:
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _strip(text: str, prefixes: list[str]) -> str:

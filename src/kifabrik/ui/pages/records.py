@@ -35,9 +35,9 @@ CARD_BYTES = 2 * 2**20     # a dataset card or document larger than this is offe
 GRAPH_NODES = 150          # a lineage graph larger than this is listed as text only
 #: files shown in the browser; everything else is downloaded
 INLINE_TEXT = {".md", ".txt", ".json", ".jsonl", ".csv", ".yaml", ".yml", ".log"}
-#: a document's HTML, shown in a sandboxed frame: no scripts, no forms, no requests, its own inline styles only
 _EMPTY_HEAD = re.compile(r"<thead>\s*<tr>\s*(?:<th[^>]*></th>\s*)+</tr>\s*</thead>\s*")
 _ALIGN = re.compile(r'<(th|td) style="text-align:(left|right|center)"')
+#: a document's HTML, shown in a sandboxed frame: no scripts, no forms, no requests, its own inline styles only
 SANDBOX_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
 
 
@@ -58,21 +58,35 @@ class Pager:
         return f"{self.path}?{urlencode({**self.query, self.param: str(n)})}"
 
 
-def paginate(request: Request, items: list[Any], per_page: int = PER_PAGE, param: str = "page") -> Pager:
-    """The page `?{param}=N` (1-based; out of range: the nearest page) of `items`."""
-    pages = max(1, -(-len(items) // per_page))
+def _page_number(request: Request, param: str) -> int:
     raw = request.query_params.get(param, "1")
-    page = min(max(int(raw), 1), pages) if raw.isdigit() else 1
+    return max(int(raw), 1) if raw.isdigit() and len(raw) < 9 else 1
+
+
+def _pager(request: Request, items: list[Any], page: int, total: int, per_page: int, param: str) -> Pager:
     query = {k: v for k, v in request.query_params.items() if k != param}
-    return Pager(items[(page - 1) * per_page:page * per_page], page, pages, len(items), param, request.url.path, query)
+    return Pager(items, page, max(1, -(-total // per_page)), total, param, request.url.path, query)
 
 
-def newest_first(records: list[ArtifactRecord]) -> list[ArtifactRecord]:
-    return sorted(records, key=lambda r: (r.created_at, r.version), reverse=True)
+def paginate(request: Request, items: list[Any], per_page: int = PER_PAGE, param: str = "page") -> Pager:
+    """The page `?{param}=N` (1-based; past the end: the last page) of `items`, a list in memory."""
+    pages = max(1, -(-len(items) // per_page))
+    page = min(_page_number(request, param), pages)
+    return _pager(request, items[(page - 1) * per_page:page * per_page], page, len(items), per_page, param)
 
 
-def artifact_url(ctx: Page, record: ArtifactRecord, rest: str = "") -> str:
-    return ctx.url(f"/artifacts/{record.id}{rest}")
+def page_of_kinds(ctx: Page, request: Request, kinds: tuple[str, ...], param: str = "page",
+                  per_page: int = PER_PAGE) -> Pager:
+    """One page of the project's artifacts of `kinds`, newest first, read from the catalog page by page
+    (rows without their manifests: a listing never reads all of them)."""
+    assert ctx.ws is not None
+    page = _page_number(request, param)
+    items, total = ctx.ws.catalog.page_artifacts(kinds, limit=per_page, offset=(page - 1) * per_page)
+    last = max(1, -(-total // per_page))
+    if page > last:  # past the end (an old link after removals): the last page
+        page = last
+        items, total = ctx.ws.catalog.page_artifacts(kinds, limit=per_page, offset=(page - 1) * per_page)
+    return _pager(request, items, page, total, per_page, param)
 
 
 def policy_lines(name: str, document: dict[str, Any]) -> list[str]:
@@ -142,24 +156,36 @@ def _parents(ctx: Page, record: ArtifactRecord) -> list[tuple[str, ArtifactRecor
     return [(e.relation, ctx.ws.catalog.get_artifact(e.parent_id)) for e in ctx.ws.catalog.edges(child=record.id)]
 
 
-def _children(ctx: Page, record: ArtifactRecord) -> list[tuple[str, ArtifactRecord]]:
+def _children(ctx: Page, record: ArtifactRecord, shown: int = 50) -> tuple[list[tuple[str, ArtifactRecord]], int]:
+    """The first `shown` artifacts made from this one (a base model may have hundreds), and how many there are."""
     assert ctx.ws is not None
-    return [(e.relation, ctx.ws.catalog.get_artifact(e.child_id)) for e in ctx.ws.catalog.edges(parent=record.id)]
+    edges = ctx.ws.catalog.edges(parent=record.id)
+    return [(e.relation, ctx.ws.catalog.get_artifact(e.child_id)) for e in edges[:shown]], len(edges)
 
 
 def document_files(record: ArtifactRecord) -> list[dict[str, str | None]]:
-    """The documents of a `document` artifact: {title, md, html, pdf} (paths inside it; None when absent)."""
+    """The documents of a `document` artifact: {title, md, html, pdf, file} (paths inside it; None when absent).
+
+    From its manifest; a listing's record has none, and then from what the document stage records
+    in its facts (`documents`, `formats`), which name the same files.
+    """
     from kifabrik.document.api import BOM_FILE, DOCUMENTS
 
-    files = record.manifest.get("files") or {}
+    listed = record.manifest.get("files")
+    formats = record.meta.get("formats") or ["md", "html"]
+
+    def has(rel: str, fmt: str | None = None) -> bool:
+        return rel in listed if listed is not None else fmt is None or fmt in formats
+
     out: list[dict[str, str | None]] = []
-    for md in record.meta.get("documents") or sorted(f for f in files if f.endswith(".md") and "/" not in f):
+    names = record.meta.get("documents") or sorted(f for f in listed or {} if f.endswith(".md") and "/" not in f)
+    for md in names:
         stem = md.removesuffix(".md")
-        out.append({"title": DOCUMENTS.get(stem, (None, stem))[1], "md": md if md in files else None,
-                    "html": f"html/{stem}.html" if f"html/{stem}.html" in files else None,
-                    "pdf": f"pdf/{stem}.pdf" if f"pdf/{stem}.pdf" in files else None})
+        out.append({"title": DOCUMENTS.get(stem, (None, stem))[1], "md": md if has(md) else None,
+                    "html": f"html/{stem}.html" if has(f"html/{stem}.html", "html") else None,
+                    "pdf": f"pdf/{stem}.pdf" if has(f"pdf/{stem}.pdf", "pdf") else None})
     for rel, title in ((BOM_FILE, "ML-BOM (CycloneDX)"), ("facts.json", "Facts with their sources")):
-        if rel in files:
+        if has(rel):
             out.append({"title": title, "md": None, "html": None, "pdf": None, "file": rel})
     return out
 
@@ -173,8 +199,10 @@ def artifact(ctx: ProjectPage, ref: str) -> HTMLResponse:
     if record.kind == "dataset" and (text := _read_text(ctx, record, "card.md")) is not None:
         card = markdown_html(text, shift=2)
     policies = [(pid, name, policy_lines(name, doc)) for pid, name, doc in ctx.ws.catalog.policies_of(record.id)]
+    children, children_total = _children(ctx, record)
     return ctx.render("records_artifact.html", a=record, files=files[:FILES_SHOWN], files_total=len(files),
-                      card=card, parents=_parents(ctx, record), children=_children(ctx, record), policies=policies,
+                      card=card, parents=_parents(ctx, record), children=children, children_total=children_total,
+                      policies=policies,
                       documents=document_files(record) if record.kind == "document" else [],
                       meta=record.meta)
 
@@ -235,7 +263,7 @@ class Arrow:
     y2: float
 
 
-BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 200, 54, 36, 70, 16
+BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN, PER_ROW = 200, 54, 36, 70, 16, 5
 
 
 def layers(graph: lin.Lineage) -> dict[str, int]:
@@ -259,37 +287,36 @@ def layers(graph: lin.Lineage) -> dict[str, int]:
 
 
 def layout(graph: lin.Lineage) -> tuple[list[Box], list[Arrow], int, int]:
-    """Boxes in rows by layer (ordered by their parents' positions) and arrows between them; (boxes, arrows, w, h)."""
+    """Boxes in rows by layer and arrows between them: (boxes, arrows, width, height).
+
+    Within a layer, boxes are ordered by the mean x of their neighbours already placed (fewer
+    crossings); a layer of more than `PER_ROW` boxes wraps onto further rows, so that a base model
+    with 40 adapters stays readable instead of shrinking to one very wide row.
+    """
     depth = layers(graph)
-    rows: dict[int, list[str]] = {}
+    levels: dict[int, list[str]] = {}
     for node in graph.nodes:
-        rows.setdefault(depth.get(node, 0), []).append(node)
-    edges = {(e.parent_id, e.child_id, e.relation) for e in graph.ancestors + graph.descendants}
-    position: dict[str, float] = {}
-    for level in sorted(rows):
-        def key(n: str) -> tuple[float, str]:
-            near = [position[p] for p, c, _ in edges if c == n and p in position]
-            near += [position[c] for p, c, _ in edges if p == n and c in position]
-            return (sum(near) / len(near) if near else 0.0, graph.nodes[n].created_at.isoformat())
-        rows[level].sort(key=key)
-        for i, n in enumerate(rows[level]):
-            position[n] = float(i)
-    widest = max(len(r) for r in rows.values())
-    width = MARGIN * 2 + widest * BOX_W + (widest - 1) * GAP_X
-    top = min(rows)
+        levels.setdefault(depth.get(node, 0), []).append(node)
+    edges = sorted({(e.parent_id, e.child_id, e.relation) for e in graph.ancestors + graph.descendants})
+    columns = min(PER_ROW, max(len(n) for n in levels.values()))
+    width = MARGIN * 2 + columns * BOX_W + (columns - 1) * GAP_X
     boxes: dict[str, Box] = {}
-    for level, nodes in rows.items():
-        row_w = len(nodes) * BOX_W + (len(nodes) - 1) * GAP_X
-        x0 = (width - row_w) / 2
-        for i, n in enumerate(nodes):
-            boxes[n] = Box(graph.nodes[n], x0 + i * (BOX_W + GAP_X), MARGIN + (level - top) * (BOX_H + GAP_Y),
-                           n == graph.root.id)
-    arrows = []
-    for parent, child, relation in sorted(edges):
-        a, b = boxes[parent], boxes[child]
-        arrows.append(Arrow(relation, a.x + BOX_W / 2, a.y + BOX_H, b.x + BOX_W / 2, b.y - 4))
-    height = MARGIN * 2 + len(range(top, max(rows) + 1)) * BOX_H + (max(rows) - top) * GAP_Y
-    return list(boxes.values()), arrows, width, height
+    y = float(MARGIN)
+    for level in sorted(levels):
+        def key(n: str) -> tuple[float, str]:
+            near = [boxes[o].x for p, c, _ in edges for o in ((p,) if c == n else (c,) if p == n else ())
+                    if o in boxes]
+            return (sum(near) / len(near) if near else 0.0, graph.nodes[n].created_at.isoformat())
+        nodes = sorted(levels[level], key=key)
+        for start in range(0, len(nodes), PER_ROW):
+            row = nodes[start:start + PER_ROW]
+            x0 = (width - (len(row) * BOX_W + (len(row) - 1) * GAP_X)) / 2
+            for i, n in enumerate(row):
+                boxes[n] = Box(graph.nodes[n], x0 + i * (BOX_W + GAP_X), y, n == graph.root.id)
+            y += BOX_H + (GAP_Y if start + PER_ROW >= len(nodes) else GAP_X)
+    arrows = [Arrow(relation, boxes[p].x + BOX_W / 2, boxes[p].y + BOX_H, boxes[c].x + BOX_W / 2, boxes[c].y - 4)
+              for p, c, relation in edges]
+    return list(boxes.values()), arrows, int(width), int(y - GAP_Y + MARGIN)
 
 
 def short(text: str, n: int = 26) -> str:
@@ -316,17 +343,11 @@ def lineage_page(ctx: ProjectPage, ref: str) -> HTMLResponse:
 def models(ctx: ProjectPage, request: Request) -> HTMLResponse:
     """Models, adapters, Fach-LLMs and knowledge bases, each a table with its own pages (`?page_adapter=2`)."""
     assert ctx.ws is not None
-    by_kind: dict[str, list[ArtifactRecord]] = {kind: [] for kind, _ in MODEL_KINDS}
-    for record in ctx.ws.catalog.list_artifacts():
-        if record.kind in by_kind:
-            by_kind[record.kind].append(record)
-    sections = []
+    sections, names = [], {}
     for kind, title in MODEL_KINDS:
-        pager = paginate(request, newest_first(by_kind[kind]), param=f"page_{kind}")
+        pager = page_of_kinds(ctx, request, (kind,), param=f"page_{kind}")
         made_from = {r.id: [(e.relation, e.parent_id) for e in ctx.ws.catalog.edges(child=r.id)] for r in pager.items}
         sections.append((kind, title, pager, made_from))
-    names = {}
-    for _, _, pager, made_from in sections:
         for pairs in made_from.values():
             for _, pid in pairs:
                 if pid not in names:
@@ -337,7 +358,7 @@ def models(ctx: ProjectPage, request: Request) -> HTMLResponse:
 @router.get("/p/{project}/documents", response_class=HTMLResponse)
 def documents(ctx: ProjectPage, request: Request) -> HTMLResponse:
     assert ctx.ws is not None
-    pager = paginate(request, newest_first(ctx.ws.catalog.list_artifacts("document")))
+    pager = page_of_kinds(ctx, request, ("document",))
     rows = [(r, document_files(r)) for r in pager.items]
     return ctx.render("records_documents.html", pager=pager, rows=rows)
 
