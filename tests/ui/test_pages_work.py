@@ -119,6 +119,32 @@ def test_a_training_started_on_the_form_runs_as_a_job_and_lists_its_adapter(ws, 
     assert vera.post_form(f"/p/{A}/jobs/{job_id}/cancel").status_code == 403
 
 
+def test_a_stopped_training_shows_resume_and_resuming_starts_a_new_job_on_the_same_run(ws, pws):
+    anna = client(ws, "anna", A, "engineer")
+    base, data = pws.catalog.get_artifact("tiny").id, pws.catalog.get_artifact("service-chats").id
+    job_id = job_id_of(anna.post_form(f"/p/{A}/jobs/train", {"base": base, "data": [data], **TRAIN_FORM,
+                                                             "name": "lang", "max_steps": "5000"}))
+    deadline = time.monotonic() + 300
+    while (jobs.progress(pws, jobs.get_job(pws, A, job_id))["step"] or 0) < 1:
+        assert time.monotonic() < deadline and not jobs.get_job(pws, A, job_id).finished
+        time.sleep(0.2)
+    assert f'action="/p/{A}/jobs/{job_id}/cancel"' in anna.get(f"/p/{A}/jobs/{job_id}").text
+    assert anna.post_form(f"/p/{A}/jobs/{job_id}/cancel").status_code == 303
+    stopped = wait(pws, A, job_id)
+    assert stopped.status == "cancelled"
+    page = anna.get(f"/p/{A}/jobs/{job_id}").text
+    assert f'action="/p/{A}/jobs/{job_id}/resume"' in page and f"/jobs/{job_id}/cancel" not in page
+    again = job_id_of(anna.post_form(f"/p/{A}/jobs/{job_id}/resume"))
+    resumed = jobs.get_job(pws, A, again)
+    assert (resumed.argv, resumed.resumed_from, resumed.user) == (["train", "--resume", stopped.run_id], job_id, "anna")
+    assert f'href="/p/{A}/jobs/{job_id}">Resumed from job {job_id}</a>' in anna.get(f"/p/{A}/jobs/{again}").text
+    anna.post_form(f"/p/{A}/jobs/{again}/cancel")
+    assert wait(pws, A, again).status == "cancelled"
+    # a cancelled job cannot be cancelled again: the job module's refusal, as an error page
+    r = anna.post_form(f"/p/{A}/jobs/{job_id}/cancel")
+    assert r.status_code == 400 and f"job {job_id} already ended (cancelled)" in r.text
+
+
 def test_a_recipe_is_checked_before_it_starts_and_its_errors_name_the_line(ws, pws, home):
     anna = client(ws, "anna", A, "engineer")
     bad = b"name: demo\nmodel:\n  source: tiny\nstages:\n  - stage: train\n    data: [service-chats]\n    stepz: 3\n"
@@ -189,6 +215,10 @@ def test_four_eyes_the_requester_cannot_approve_and_another_approver_releases(ws
     document(pws, adapter.id)
     anna = client(ws, "anna", A, "approver")  # may approve, but never her own request
     bernd = client(ws, "bernd", A, "approver")
+    bad = anna.post_form(f"/p/{A}/releases/request", {"artifact": adapter.id, "name": "svc release", "version": "1.0.0",
+                                                      "audience": "public"})
+    assert bad.status_code == 400 and "Letters, digits, dot, underscore and hyphen only" in bad.text
+    assert pws.catalog.release_requests() == []
     r = anna.post_form(f"/p/{A}/releases/request", {"artifact": adapter.id, "name": "svc", "version": "1.0.0",
                                                     "audience": "public", "license": ""})
     assert r.status_code == 303
@@ -316,3 +346,65 @@ def test_every_work_route_is_404_for_a_user_of_another_project(ws, pws):
     assert r.status_code == 400 and "Choose what to evaluate." not in r.text and "no artifact" in r.text.lower()
     assert pws.catalog.get_release_request(req.id).status == "pending"
     wait(pws, A, job_id)
+
+
+def test_in_a_browser_the_job_page_follows_the_training_live_and_the_chat_streams(ws, pws, home, ui_server,
+                                                                                    browser_factory, axe, screenshot):
+    """Real Chromium on `kifabrik ui`: work.js follows the job's events and streams the chat answer."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.ui.clients import PASSWORD, ensure_member
+
+    ensure_member(ws, "anna", A, "engineer")
+    server = ui_server(home)
+    browser = browser_factory("en-US,en")
+    browser.get(server.url + "/login")
+    browser.find_element(By.NAME, "username").send_keys("anna")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    WebDriverWait(browser, 30).until(lambda d: d.current_url.endswith(f"/p/{A}"))
+
+    tiny = pws.catalog.get_artifact("tiny")
+    job = jobs.start_job(pws, project=A, user="anna", kind="train", title="live",
+                         argv=["train", "--base", tiny.id, "--data", "service-chats", "--max-steps", "3000",
+                               "--batch-size", "2", "--max-seq-length", "128", "--rank", "4", "--name", "live"])
+    browser.get(f"{server.url}/p/{A}/jobs/{job.id}")
+    browser.execute_script("window.notReloaded = true;")
+    wait_for = WebDriverWait(browser, 240, poll_frequency=0.2)
+
+    def step() -> int:
+        m = re.fullmatch(r"Step (\d+) of 3000", browser.find_element(By.ID, "job-step").text.strip())
+        return int(m.group(1)) if m else -1
+
+    first = wait_for.until(lambda d: step() if step() >= 1 else False)
+    wait_for.until(lambda d: step() > first)  # it moved on without a reload
+    assert browser.execute_script("return window.notReloaded === true;")
+    assert browser.find_element(By.ID, "loss-line").get_attribute("points").count(",") >= 2
+    screenshot(browser, "work-job-live-1280")
+    assert axe(browser) == []
+    browser.find_element(By.CSS_SELECTOR, "button.danger").click()  # Stop, confirmed in the dialog
+    browser.switch_to.alert.accept()
+    wait_for.until(lambda d: d.find_element(By.ID, "job-status").get_attribute("data-status") == "cancelled")
+    assert browser.find_element(By.ID, "job-status").text == "cancelled"
+
+    browser.get(f"{server.url}/p/{A}/chat")
+    browser.execute_script("window.notReloaded = true;")
+    browser.find_element(By.ID, "chat-message").send_keys("Wann ist der nächste Ölwechsel?")
+    max_tokens = browser.find_element(By.ID, "chat-max-tokens")
+    max_tokens.clear()
+    max_tokens.send_keys("12")
+    browser.find_element(By.CSS_SELECTOR, "#chat-form button[type=submit]").click()
+    wait_for.until(lambda d: d.find_element(By.ID, "chat-disclosure").is_displayed())
+    assert browser.execute_script("return window.notReloaded === true;")  # streamed by fetch, not the form post
+    assert browser.find_element(By.ID, "chat-answer").text.strip()
+    assert browser.find_element(By.ID, "chat-question").text == "Wann ist der nächste Ölwechsel?"
+    assert [e.actor for e in _audit(pws, "serve.request")] == ["user:anna"]
+
+    for width in (1280, 800):
+        browser.set_window_size(width, 900)
+        for name in ("jobs", "evaluations", "releases", "chat"):
+            browser.get(f"{server.url}/p/{A}/{name}")
+            assert browser.execute_script("return document.documentElement.scrollWidth") <= width, (name, width)
+            screenshot(browser, f"work-{name}-{width}")
+            assert axe(browser) == [], (name, width)

@@ -153,9 +153,8 @@ def _page(ctx: Page, state: ServerState, *, status: int = 200, values: dict[str,
           errors: dict[str, str] | None = None, answer: dict[str, Any] | None = None) -> HTMLResponse:
     models = [(name, s.fach_llm.kind if s.fach_llm else s.record.kind, s.fach_llm.ref if s.fach_llm else s.record.ref)
               for name, s in state.table.served.items()]
-    loaded = {b for b in state.table.loaded()}
     return ctx.render("work_chat.html", status=status, title="Chat", models=models, values={**DEFAULTS, **(values or {})},
-                      errors=errors or {}, answer=answer, disclosure=AI_DISCLOSURE, loaded=bool(loaded))
+                      errors=errors or {}, answer=answer, disclosure=AI_DISCLOSURE)
 
 
 @router.get("/p/{project}/chat", response_class=HTMLResponse)

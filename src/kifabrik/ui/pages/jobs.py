@@ -38,6 +38,14 @@ CHART = {"width": 640, "height": 220, "left": 56, "right": 12, "top": 12, "botto
 TRAIN_DEFAULTS = {"max_steps": "60", "learning_rate": "0.0002", "rank": "16", "batch_size": "4", "max_seq_length": "512"}
 
 
+#: what the pages call each kind of job (English source strings, translated like every other)
+KIND_LABELS = {"train": "Training", "recipe": "Recipe", "eval": "Evaluation"}
+
+
+def kind_label(kind: str) -> str:
+    return KIND_LABELS.get(kind, kind)
+
+
 def runnable(ws: Workspace) -> list[ArtifactRecord]:
     """The project's models, adapters and Fach-LLMs (usable ones), newest first."""
     found = [r for kind in RUNNABLE for r in ws.catalog.list_artifacts(kind) if r.status == "ok"]
@@ -93,7 +101,7 @@ def _records(ws: Workspace, ids: list[str]) -> list[ArtifactRecord]:
 def _jobs_page(ctx: Page, *, status: int = 200, errors: dict[str, str] | None = None,
                values: dict[str, Any] | None = None) -> HTMLResponse:
     listed = jobs.list_jobs(ctx.ws, ctx.project)
-    return ctx.render("work_jobs.html", status=status, title="Training", jobs=listed, duration=duration, when=when,
+    return ctx.render("work_jobs.html", status=status, title="Training", jobs=listed, duration=duration, when=when, kind_label=kind_label,
                       models=ctx.ws.catalog.list_artifacts("model"), datasets=ctx.ws.catalog.list_artifacts("dataset"),
                       errors=errors or {}, values={**TRAIN_DEFAULTS, **(values or {})})
 
@@ -226,7 +234,7 @@ def job_page(ctx: ProjectPage, job_id: str) -> HTMLResponse:
     job = jobs.get_job(ctx.ws, ctx.project or "", job_id)
     state = jobs.progress(ctx.ws, job)
     return ctx.render("work_job.html", title=job.title, job=job, state=state, chart=loss_chart(state["loss"]),
-                      outputs=_records(ctx.ws, state["outputs"]), duration=duration, when=when,
+                      outputs=_records(ctx.ws, state["outputs"]), duration=duration, when=when, kind_label=kind_label,
                       resumable=job.kind == "train" and job.status in jobs.RESUMABLE)
 
 
@@ -318,9 +326,8 @@ i18n.add({
     "failed": "fehlgeschlagen",
     "cancelled": "abgebrochen",
     "interrupted": "unterbrochen",
-    "train": "Training",
-    "recipe": "Rezept",
-    "eval": "Evaluierung",
+    "Recipe": "Rezept",
+    "Evaluation": "Evaluierung",
     "Live updates are on.": "Live-Aktualisierung ist an.",
     "Reload the page to see the newest state.": "Laden Sie die Seite neu, um den neuesten Stand zu sehen.",
 })

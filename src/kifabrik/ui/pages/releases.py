@@ -24,6 +24,10 @@ from kifabrik.ui.web import Page, ProjectPage, redirect
 
 router = APIRouter()
 AUDIENCES = ("public", "internal")
+#: what a person reads instead of a regular expression
+FRIENDLY = {("name", "string_pattern_mismatch"): "Letters, digits, dot, underscore and hyphen only; start with a "
+                                                 "letter or digit.",
+            ("version", "string_pattern_mismatch"): "Letters, digits and . + _ - only, e.g. 1.0.0."}
 
 
 def _page(ctx: Page, *, status: int = 200, errors: dict[str, str] | None = None,
@@ -71,7 +75,8 @@ async def request_release(ctx: ProjectPage) -> Response:
         ReleaseOptions(name=values["name"], version=values["version"], audience=values["audience"], **options)
     except ValidationError as exc:
         for err in exc.errors():
-            errors[str(err["loc"][0]) if err["loc"] else "name"] = str(err["msg"]).removeprefix("Value error, ")
+            field = str(err["loc"][0]) if err["loc"] else "name"
+            errors[field] = FRIENDLY.get((field, err["type"])) or str(err["msg"]).removeprefix("Value error, ")
     if errors:
         return _page(ctx, status=400, errors=errors, values=values)
     assert target is not None
@@ -156,7 +161,7 @@ i18n.add({
     "Nothing to release yet: train an adapter or register a model first.":
         "Noch nichts freizugeben: Bitte zuerst einen Adapter trainieren oder ein Modell registrieren.",
     "Licence": "Lizenz",
-    "Target": "Gegenstand",
+    "Letters, digits and . + _ - only, e.g. 1.0.0.": "Nur Buchstaben, Ziffern und . + _ -, z. B. 1.0.0.",
     "Approving checks the usage policies and quality gates, then writes the release bundle.":
         "Die Genehmigung prüft Nutzungsrichtlinien und Qualitätsschwellen und schreibt dann das Freigabepaket.",
 })

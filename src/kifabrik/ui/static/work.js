@@ -111,7 +111,8 @@ async function streamChat(form) {
           if (chunk.sources) showSources(sources, chunk.sources, form.dataset.sourcesLabel);
           if (chunk.choices && chunk.choices[0] && chunk.choices[0].finish_reason) {
             status.textContent = "";
-            disclosure.hidden = false;
+            disclosure.hidden = false;  // the AI disclosure goes with every answer
+            form.elements.message.value = "";
           }
         }
       }
