@@ -101,23 +101,25 @@ def test_lineage_draws_the_parents_as_svg_with_the_inherited_restrictions(ws: Wo
     page = client.get(f"/p/acme/artifacts/{lora.id}/lineage")
     assert page.status_code == 200
     svg = re.search(r"<svg class=\"lineage\".*?</svg>", page.text, re.DOTALL)
-    assert svg is not None
+    overlay = re.search(r"<svg class=\"lineage overlay\" aria-hidden=\"true\".*?</svg>", page.text, re.DOTALL)
+    assert svg is not None and overlay is not None
     drawn = svg.group(0)
     assert 'role="img"' in drawn and "<title id=\"svg-title\">" in drawn and "<desc id=\"svg-desc\">" in drawn
     assert drawn.count("<line ") == 2 and ">base_model</text>" in drawn and ">trained_on</text>" in drawn
-    for parent in (model, data):
-        assert f'href="/p/acme/artifacts/{parent.id}"' in drawn
-    assert f'<a href="/p/acme/artifacts/{lora.id}" class="node current">' in drawn
-    # the parents sit one layer above the adapter: their boxes' y is smaller
-    ys = dict(re.findall(r'href="/p/acme/artifacts/(\w+)" class="node[^"]*">\s*<rect x="[\d.]+" y="([\d.]+)"', drawn))
-    assert float(ys[model.id]) == float(ys[data.id]) < float(ys[lora.id])
+    assert '<g class="node current">' in drawn and drawn.count('<g class="node') == 3
+    assert "<a " not in drawn  # links inside role="img" would be hidden from keyboards and screen readers
+    # every box is a link (for the mouse; the list below has the same links for everyone)
+    boxes = dict(re.findall(r'<a href="/p/acme/artifacts/(\w+)" tabindex="-1"><rect x="[\d.]+" y="([\d.]+)"',
+                            overlay.group(0)))
+    assert set(boxes) == {model.id, data.id, lora.id}
+    assert float(boxes[model.id]) == float(boxes[data.id]) < float(boxes[lora.id])  # parents one layer above
     # the same edges as text, and the dataset's prohibitions inherited by the adapter (as `kifabrik lineage` says)
     edges = page.text[page.text.index('<ul class="edges"'):]
     assert "model basis@1</a>\n      → <span class=\"badge\">base_model</span> →" in edges
     assert "distribute (release or export)" in page.text and "dataset service-chats@1</a>" in page.text
     # and the dataset's lineage shows the adapter below it
     down = client.get(f"/p/acme/artifacts/{data.id}/lineage").text
-    assert f'<a href="/p/acme/artifacts/{lora.id}" class="node">' in down
+    assert f'<a href="/p/acme/artifacts/{lora.id}" tabindex="-1">' in down
 
 
 def test_lineage_layers_put_every_arrow_downwards(ws: Workspace) -> None:
@@ -353,3 +355,44 @@ def test_every_string_of_these_pages_has_a_german_translation() -> None:
 
     missing += [s for s in (*PII_MODES, *(title for _, title in MODEL_KINDS), "prohibition", "duty") if s not in german]
     assert missing == []
+
+
+# ---------------------------------------------------------------------- in a real browser
+def test_the_pages_pass_axe_at_desktop_and_tablet_width(ws: Workspace, home: Path, tmp_path: Path, ui_server: Any,
+                                                        browser: Any, axe: Any, screenshot: Any) -> None:
+    """Headless Chromium (tests/ui/conftest.py): no serious or critical axe-core violation, no sideways
+    scrolling at 1280 and 800 px, and a click on a lineage box opens that artifact."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from tests.ui.clients import PASSWORD, ensure_member
+
+    acme = ws.scoped("acme")
+    ensure_member(ws, "erika", "acme", "admin")
+    model = acme.catalog.add_artifact(id="ab" * 32, kind="model", name="basis", path="none", manifest={"files": {}},
+                                      meta={})
+    data = dataset(acme, tmp_path)
+    lora = adapter_of(acme, model, data)
+    acme.catalog.audit("policy.check", actor="api-key:1234abcd", subject=data.id, decision="deny")
+    server = ui_server(home)
+    browser.get(server.url + "/login")
+    browser.find_element(By.NAME, "username").send_keys("erika")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.NAME, "password").submit()
+    pages = {"datasets": "/p/acme/datasets", "dataset": f"/p/acme/artifacts/{data.id}",
+             "lineage": f"/p/acme/artifacts/{lora.id}/lineage", "models": "/p/acme/models",
+             "documents": "/p/acme/documents", "audit": "/p/acme/audit", "keys": "/p/acme/keys",
+             "members": "/p/acme/members"}
+    for width in (1280, 800):
+        browser.set_window_size(width, 900)
+        for name, path in pages.items():
+            browser.get(server.url + path)
+            assert browser.find_element(By.TAG_NAME, "h1").text, path
+            assert axe(browser) == [], (width, path)
+            overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, (width, path, overflow)
+            screenshot(browser, f"records-{name}-{width}")
+    browser.get(server.url + pages["lineage"])
+    box = next(t for t in browser.find_elements(By.CSS_SELECTOR, "svg.lineage text.name") if t.text == "basis@1")
+    ActionChains(browser).move_to_element(box).click().perform()
+    assert browser.current_url.endswith(f"/p/acme/artifacts/{model.id}")
