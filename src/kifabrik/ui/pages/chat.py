@@ -171,7 +171,7 @@ def _endpoint(ctx: Page) -> str:
 @router.post("/p/{project}/chat/stream")
 async def chat_stream(ctx: ProjectPage, request: Request) -> Response:
     """The answer as server-sent events in the format of `/v1/chat/completions` with `stream: true`."""
-    form = await ctx.form("read")
+    form = await ctx.form("work")  # chat is work (accounts: engineer and up): it runs a model
     body, _, errors = chat_body(form)
     if body is None:
         return JSONResponse({"error": {"message": " ".join(ctx.t(e) for e in errors.values()), "fields": errors}},
@@ -188,7 +188,7 @@ async def chat_stream(ctx: ProjectPage, request: Request) -> Response:
 @router.post("/p/{project}/chat", response_class=HTMLResponse)
 async def chat_whole(ctx: ProjectPage, request: Request) -> HTMLResponse:
     """Without JavaScript: the same streamed answer, collected, on the page."""
-    form = await ctx.form("read")
+    form = await ctx.form("work")  # chat is work (accounts: engineer and up): it runs a model
     body, values, errors = chat_body(form)
     state = await run_in_threadpool(server_state, request, ctx.ws, ctx.project or "")
     if body is None:
@@ -235,6 +235,8 @@ i18n.add({
     "Usage policies and the audit log apply as for the API (kifabrik serve).":
         "Nutzungsrichtlinien und Audit-Protokoll gelten wie für die API (kifabrik serve).",
     "Settings": "Einstellungen",
+    "Your role does not include trying models; ask for the engineer role.":
+        "Ihre Rolle umfasst das Ausprobieren von Modellen nicht; bitten Sie um die Rolle Entwicklung.",
     "Conversation": "Gespräch",
     "You": "Sie",
     "adapter": "Adapter",

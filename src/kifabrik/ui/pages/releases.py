@@ -30,6 +30,29 @@ FRIENDLY = {("name", "string_pattern_mismatch"): "Letters, digits, dot, undersco
             ("version", "string_pattern_mismatch"): "Letters, digits and . + _ - only, e.g. 1.0.0."}
 
 
+def gate_text(gate: dict[str, Any]) -> str:
+    """`task.werkstatt.acc ≥ 0.7` for a gate as a request stores it."""
+    from kifabrik.release.gates import Gate
+
+    return Gate.model_validate(gate).text()
+
+
+def _gate(values: dict[str, str], errors: dict[str, str]) -> list[dict[str, Any]]:
+    """The request form's one optional quality gate (metric, at least / at most, value) as ReleaseOptions takes it."""
+    metric, bound, value = values["gate_metric"], values["gate_bound"], values["gate_value"].replace(",", ".")
+    if not metric and not value:
+        return []
+    if not metric:
+        errors["gate_metric"] = "Name the metric the gate checks."
+        return []
+    try:
+        number = float(value)
+    except ValueError:
+        errors["gate_value"] = "Enter a number."
+        return []
+    return [{"max" if bound == "max" else "min": {"metric": metric, "value": number}}]
+
+
 def _page(ctx: Page, *, status: int = 200, errors: dict[str, str] | None = None,
           values: dict[str, Any] | None = None) -> HTMLResponse:
     requests = ctx.ws.catalog.release_requests()
@@ -45,8 +68,10 @@ def _page(ctx: Page, *, status: int = 200, errors: dict[str, str] | None = None,
                 rec = None
         names[req.id] = rec.ref if rec else req.artifact_id[:12]
     releases = list(reversed(ctx.ws.catalog.list_artifacts("release")))
+    metrics = sorted({k for e in ctx.ws.catalog.list_artifacts("evaluation") for k in e.meta.get("metrics") or {}})
     return ctx.render("work_releases.html", status=status, title="Releases", requests=requests, target=names,
-                      releases=releases, targets=list(targets.values()), audiences=AUDIENCES,
+                      releases=releases, targets=list(targets.values()), audiences=AUDIENCES, metrics=metrics,
+                      gate_text=gate_text,
                       errors=errors or {}, values={"audience": "public", **(values or {})})
 
 
@@ -61,8 +86,10 @@ async def request_release(ctx: ProjectPage) -> Response:
     from kifabrik.release.api import ReleaseOptions
 
     form = await ctx.form("work")
-    values = {k: str(form.get(k) or "").strip() for k in ("artifact", "name", "version", "audience", "license")}
+    values = {k: str(form.get(k) or "").strip() for k in ("artifact", "name", "version", "audience", "license",
+                                                          "gate_metric", "gate_bound", "gate_value")}
     errors: dict[str, str] = {}
+    gates = _gate(values, errors)
     target = None
     try:
         target = ctx.ws.catalog.get_artifact(values["artifact"]) if values["artifact"] else None
@@ -70,12 +97,15 @@ async def request_release(ctx: ProjectPage) -> Response:
         pass
     if target is None or target.kind not in ("model", "adapter", "fach-llm"):
         errors["artifact"] = "Choose the model, adapter or Fach-LLM to release."
-    options = {"license": values["license"]} if values["license"] else {}
+    options: dict[str, Any] = {"license": values["license"]} if values["license"] else {}
+    if gates:
+        options["gates"] = gates
     try:
         ReleaseOptions(name=values["name"], version=values["version"], audience=values["audience"], **options)
     except ValidationError as exc:
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "name"
+            field = "gate_metric" if field == "gates" else field
             errors[field] = FRIENDLY.get((field, err["type"])) or str(err["msg"]).removeprefix("Value error, ")
     if errors:
         return _page(ctx, status=400, errors=errors, values=values)
@@ -161,6 +191,13 @@ i18n.add({
     "Nothing to release yet: train an adapter or register a model first.":
         "Noch nichts freizugeben: Bitte zuerst einen Adapter trainieren oder ein Modell registrieren.",
     "Licence": "Lizenz",
+    "Quality gate (optional)": "Qualitätsschwelle (optional)",
+    "Metric of the newest evaluation": "Kennzahl der neuesten Evaluierung",
+    "at least (lower end of the 95 % interval)": "mindestens (untere Grenze des 95-%-Intervalls)",
+    "at most (upper end of the 95 % interval)": "höchstens (obere Grenze des 95-%-Intervalls)",
+    "Bound": "Grenze",
+    "Name the metric the gate checks.": "Bitte die Kennzahl nennen, die die Schwelle prüft.",
+    "Gate": "Schwelle",
     "Letters, digits and . + _ - only, e.g. 1.0.0.": "Nur Buchstaben, Ziffern und . + _ -, z. B. 1.0.0.",
     "Approving checks the usage policies and quality gates, then writes the release bundle.":
         "Die Genehmigung prüft Nutzungsrichtlinien und Qualitätsschwellen und schreibt dann das Freigabepaket.",
