@@ -154,12 +154,15 @@ def options(form: FormData, data: list[Path], test: list[Path], policy: Path | N
     try:
         return ImportOptions(**values)
     except ValidationError as exc:
-        problems = []
+        problems, hints = [], []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "form"
             problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+            field = ImportOptions.model_fields.get(str(err["loc"][0])) if err["loc"] else None
+            if field is not None and field.description:
+                hints.append(f"{where}: {field.description}")
         raise UploadError("the form is not complete: " + "; ".join(problems),
-                          hint="correct the marked fields and send the form again") from None
+                          hint=" ".join(hints) or "correct the fields named and send the form again") from None
 
 
 def _listing(ctx: Page, request: Request, *, status: int = 200, error: UploadError | None = None,
