@@ -49,7 +49,9 @@ def task_choices() -> list[Choice]:
         for path in sorted(resolve_path(f"kifabrik:{folder}").glob("*.yaml")):
             spec = load_yaml(path) or {}
             label = f"{spec.get('name', path.stem)}: {spec.get('description') or ''}".strip(": ")
-            out.append(Choice(f"task:kifabrik:{folder}/{path.name}", label[:120]))
+            if len(label) > 110:
+                label = label[:110].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+            out.append(Choice(f"task:kifabrik:{folder}/{path.name}", label))
     names = sorted(suite_names(), key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
     out += [Choice(f"suite:{n}", f"Suite {n}: {get_suite(n).title}") for n in names]
     out.append(Choice("suite:all", "Suite all: every quality suite"))
@@ -245,7 +247,7 @@ i18n.add({
     "No evaluations yet.": "Noch keine Evaluierungen.",
     "Start an evaluation": "Evaluierung starten",
     "Model, adapter or Fach-LLM": "Modell, Adapter oder Fach-LLM",
-    "Tasks and suites (hold Ctrl to choose several)": "Aufgaben und Suiten (mit Strg mehrere wählen)",
+    "Tasks and suites": "Aufgaben und Suiten",
     "At most this many items per task": "Höchstens so viele Fragen je Aufgabe",
     "Start evaluation": "Evaluierung starten",
     "The evaluation runs as a job; you can follow it on the job page.":
@@ -257,6 +259,7 @@ i18n.add({
     "Evaluation A": "Evaluierung A",
     "Evaluation B": "Evaluierung B",
     "Compare": "Vergleichen",
+    "Two evaluations are needed to compare.": "Für einen Vergleich braucht es zwei Evaluierungen.",
     "Choose two evaluations to compare.": "Bitte zwei Evaluierungen zum Vergleich wählen.",
     "Compare evaluations": "Evaluierungen vergleichen",
     "Metric": "Kennzahl",

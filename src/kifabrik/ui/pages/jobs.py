@@ -277,7 +277,6 @@ i18n.add({
     "No jobs yet.": "Noch keine Aufträge.",
     "Start a training": "Training starten",
     "Base model": "Basismodell",
-    "Datasets (hold Ctrl to choose several)": "Datensätze (mit Strg mehrere wählen)",
     "Adapter name (optional)": "Name des Adapters (optional)",
     "Steps": "Schritte",
     "Learning rate": "Lernrate",
