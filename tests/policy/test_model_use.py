@@ -40,6 +40,10 @@ COMMANDS: dict[str, str | None] = {
     "verify": None, "lineage": None, "doctor": None, "runs list": None, "runs show": None, "runs cancel": None, "artifacts list": None,
     "usage": None,  # sums recorded runs; no model runs
     "audit verify": None, "audit list": None,
+    "users add": None, "users list": None, "users grant": None, "users revoke": None, "users passwd": None,
+    "users disable": None, "projects add": None, "projects list": None,  # accounts; no model runs
+    "ui": None,  # its pages run models only through the serving path (chat) and CLI jobs (train, eval, run),
+                 # each asking the policy as above; tests/ui/test_pages_work.py covers the chat's refusal
 }
 #: Recipe stage -> purpose (None: it does not run or hand out a model).
 STAGES: dict[str, str | None] = {

@@ -26,7 +26,7 @@ from kifabrik.workspace import Workspace
 
 _KEY = re.compile(r"^kf-([0-9a-f]{8})-([A-Za-z0-9_-]{20,})$")
 _RATE = re.compile(r"^\s*(\d+)\s*(?:/\s*(?:min|m|minute))?\s*$")
-SERVABLE_KINDS = ("model", "adapter")
+SERVABLE_KINDS = ("model", "adapter", "fach-llm")
 
 
 
@@ -80,7 +80,7 @@ def servable_names(ws: Workspace) -> set[str]:
 
 
 def create_key(ws: Workspace, models: list[str], *, rate_limit: int | None = None,
-               name: str | None = None) -> tuple[KeyRecord, str]:
+               name: str | None = None, actor: str = "cli") -> tuple[KeyRecord, str]:
     """Create a key for `models` (names of models/adapters, or `*`); returns (record, the key).
 
     The key itself is returned once and never stored.
@@ -99,7 +99,7 @@ def create_key(ws: Workspace, models: list[str], *, rate_limit: int | None = Non
                      created_at=utcnow(), revoked_at=None)
         s.add(row)
         rec = _record(row)
-    ws.catalog.audit("key.create", subject=f"api-key:{key_id}",
+    ws.catalog.audit("key.create", actor=actor, subject=f"api-key:{key_id}",
                      details={"models": models, "rate_limit_per_min": rate_limit, "name": name})
     return rec, key
 
@@ -110,7 +110,7 @@ def list_keys(ws: Workspace) -> list[KeyRecord]:
                                               .order_by(ApiKey.created_at))]
 
 
-def revoke_key(ws: Workspace, key_id: str) -> KeyRecord:
+def revoke_key(ws: Workspace, key_id: str, *, actor: str = "cli") -> KeyRecord:
     key_id = key_id.removeprefix("api-key:")
     m = _KEY.match(key_id)
     key_id = m.group(1) if m else key_id  # the whole key works too
@@ -121,7 +121,7 @@ def revoke_key(ws: Workspace, key_id: str) -> KeyRecord:
         if row.revoked_at is None:
             row.revoked_at = utcnow()
         rec = _record(row)
-    ws.catalog.audit("key.revoke", subject=f"api-key:{key_id}")
+    ws.catalog.audit("key.revoke", actor=actor, subject=f"api-key:{key_id}")
     return rec
 
 

@@ -100,7 +100,7 @@ async def key_create(ctx: ProjectPage) -> HTMLResponse:
     try:
         limit = api_keys.parse_rate_limit(rate) if rate else None
         record, secret = api_keys.create_key(ctx.ws, ["*"] if "*" in models else models, rate_limit=limit,
-                                             name=label or None)
+                                             name=label or None, actor=ctx.actor())
     except KifabrikError as exc:
         return _keys(ctx, status=400, error=exc, values={"models": models, "rate_limit": rate, "label": label})
     response = ctx.render("admin_key_created.html", key=record, secret=secret)
@@ -112,7 +112,7 @@ async def key_create(ctx: ProjectPage) -> HTMLResponse:
 async def key_revoke(ctx: ProjectPage, key_id: str) -> Response:
     await ctx.form("work")
     assert ctx.ws is not None
-    api_keys.revoke_key(ctx.ws, key_id)
+    api_keys.revoke_key(ctx.ws, key_id, actor=ctx.actor())
     return redirect(ctx.url("/keys"))
 
 
