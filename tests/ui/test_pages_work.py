@@ -405,6 +405,10 @@ def test_every_work_route_is_404_for_a_user_of_another_project(ws, pws):
 def test_in_a_browser_the_job_page_follows_the_training_live_and_the_chat_streams(ws, pws, home, ui_server,
                                                                                     browser_factory, axe, screenshot):
     """Real Chromium on `kifabrik ui`: work.js follows the job's events and streams the chat answer."""
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -425,7 +429,9 @@ def test_in_a_browser_the_job_page_follows_the_training_live_and_the_chat_stream
                                "--batch-size", "2", "--max-seq-length", "128", "--rank", "4", "--name", "live"])
     browser.get(f"{server.url}/p/{A}/jobs/{job.id}")
     browser.execute_script("window.notReloaded = true;")
-    wait_for = WebDriverWait(browser, 240, poll_frequency=0.2)
+    # the page reloads itself when the job ends (work.js): an element may go stale between two looks
+    wait_for = WebDriverWait(browser, 240, poll_frequency=0.2,
+                             ignored_exceptions=[NoSuchElementException, StaleElementReferenceException])
 
     def step() -> int:
         m = re.fullmatch(r"Step (\d+) of 3000", browser.find_element(By.ID, "job-step").text.strip())
