@@ -84,9 +84,25 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             current = MigrationContext.configure(conn).get_current_revision()
             if revision == "head" and current == head:
                 return
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+        with engine.connect() as conn:
+            sqlite = engine.dialect.name == "sqlite"
+            raw = conn.connection.dbapi_connection
+            if sqlite:
+                # SQLite changes a constraint by copying the table (Alembic's batch mode); with foreign
+                # keys on, dropping the old `artifacts` would cascade into lineage and policy links. The
+                # pragma only works outside a transaction, so it is set before BEGIN and checked after.
+                raw.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            try:
+                with conn.begin():
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, revision)
+                    if sqlite and (broken := conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
+                        raise KifabrikError(f"the catalog upgrade would break {len(broken)} references "
+                                            f"(first: {tuple(broken[0])}); nothing was changed",
+                                            hint="run `kifabrik doctor` and report this")
+            finally:
+                if sqlite:
+                    raw.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
     except OperationalError as exc:
         raise KifabrikError(
             f"cannot open the catalog database {engine.url.render_as_string(hide_password=True)}: {exc.orig}",
