@@ -65,6 +65,11 @@ def exercise_projects(cat: Catalog) -> None:
         a.get_release_request(request.id)
     with pytest.raises(KifabrikError, match="four eyes"):
         b.decide_release(request.id, user="erika", status="released")
+    b.claim_release(request.id, user="paul")  # one approver runs the release; nobody else meanwhile
+    with pytest.raises(KifabrikError, match="already approving .by paul"):
+        b.claim_release(request.id, user="otto")
+    b.unclaim_release(request.id, user="paul")  # the release did not come to an answer: open again
+    assert b.get_release_request(request.id).status == "pending"
     done = b.decide_release(request.id, user="paul", status="rejected", reason="not yet")
     assert (done.status, done.decided_by, done.reason) == ("rejected", "paul", "not yet")
     with pytest.raises(KifabrikError, match="already rejected"):

@@ -98,7 +98,7 @@ class ReleaseRequestRecord:
     options: dict[str, Any]
     requested_by: str
     requested_at: datetime
-    status: str  # pending | released | refused (by a policy or gate) | rejected (by the approver)
+    status: str  # pending | approving (claimed) | released | refused (by a policy or gate) | rejected (by the approver)
     decided_by: str | None
     decided_at: datetime | None
     reason: str | None
@@ -618,18 +618,39 @@ class Catalog:
                 raise NotFoundError(f"no release request {request_id!r}")
             return _request(row)
 
-    def decide_release(self, request_id: str, *, user: str, status: Literal["released", "refused", "rejected"],
-                       reason: str | None = None, release_id: str | None = None) -> ReleaseRequestRecord:
-        """Close a pending request. Four eyes: the user who requested it can never decide it."""
-        with self.transaction(), self._write() as s:
+    def _open_request(self, s: Session, request_id: str, user: str, *, claimed: bool = False) -> t.ReleaseRequest:
+        row = s.get(t.ReleaseRequest, request_id)
+        if row is None or row.project != self.project:
+            raise NotFoundError(f"no release request {request_id!r}")
+        if row.requested_by == user:
+            raise KifabrikError("a release request cannot be approved by the user who made it",
+                                hint="four eyes: another user with the approver role decides")
+        if not (row.status == "pending" or (claimed and row.status == "approving" and row.decided_by == user)):
+            raise KifabrikError(f"release request {request_id} is already {row.status}"
+                                + (f" (by {row.decided_by})" if row.decided_by else ""))
+        return row
+
+    def claim_release(self, request_id: str, *, user: str) -> ReleaseRequestRecord:
+        """Take a pending request for approval (`approving`), so that one approver alone runs its release;
+        `decide_release(..., claimed=True)` closes it, `unclaim_release` hands it back."""
+        with self._write() as s:
+            row = self._open_request(s, request_id, user)
+            row.status, row.decided_by = "approving", user
+            return _request(row)
+
+    def unclaim_release(self, request_id: str, *, user: str) -> None:
+        """A claimed request whose release did not run to an answer goes back to `pending`."""
+        with self._write() as s:
             row = s.get(t.ReleaseRequest, request_id)
-            if row is None or row.project != self.project:
-                raise NotFoundError(f"no release request {request_id!r}")
-            if row.status != "pending":
-                raise KifabrikError(f"release request {request_id} is already {row.status}")
-            if row.requested_by == user:
-                raise KifabrikError("a release request cannot be approved by the user who made it",
-                                    hint="four eyes: another user with the approver role decides")
+            if row is not None and row.project == self.project and row.status == "approving" and row.decided_by == user:
+                row.status, row.decided_by = "pending", None
+
+    def decide_release(self, request_id: str, *, user: str, status: Literal["released", "refused", "rejected"],
+                       reason: str | None = None, release_id: str | None = None,
+                       claimed: bool = False) -> ReleaseRequestRecord:
+        """Close a pending request (or one `user` claimed). Four eyes: the user who requested it can never decide it."""
+        with self.transaction(), self._write() as s:
+            row = self._open_request(s, request_id, user, claimed=claimed)
             row.status, row.decided_by, row.decided_at = status, user, utcnow()
             row.reason, row.release_id = reason, release_id
             record = _request(row)

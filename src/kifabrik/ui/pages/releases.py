@@ -115,33 +115,31 @@ async def request_release(ctx: ProjectPage) -> Response:
     return redirect(ctx.url("/releases"))
 
 
-def _pending(ctx: Page, request_id: str) -> ReleaseRequestRecord:
-    req = ctx.ws.catalog.get_release_request(request_id)  # NotFoundError for another project's request
-    if req.requested_by == ctx.user.name:
-        # Four eyes is the catalog's rule: ask it to decide, so the requester gets its refusal (it writes nothing).
-        ctx.ws.catalog.decide_release(request_id, user=ctx.user.name, status="rejected", reason="requester")
-    return req
-
-
 def run_release(ctx: Page, req: ReleaseRequestRecord) -> ReleaseRequestRecord:
-    """Release as `kifabrik release` does; record the outcome on the request (released, or refused and why)."""
+    """Release as `kifabrik release` does, on a request this user claimed; record the outcome on the
+    request (released, or refused and why). Anything else hands the request back (pending)."""
     from kifabrik.release import ReleaseOptions, release
 
     try:
-        opts = ReleaseOptions(name=req.name, version=req.version, audience=req.audience, **req.options)  # type: ignore[arg-type]
-        rec = release(ctx.ws, req.artifact_id, opts, actor=ctx.actor())
-    except KifabrikError as exc:  # a usage policy, a quality gate, or input the release stage refuses
-        reason = exc.message + (f"\n{exc.hint}" if exc.hint else "")
-        return ctx.ws.catalog.decide_release(req.id, user=ctx.user.name, status="refused", reason=reason)
-    return ctx.ws.catalog.decide_release(req.id, user=ctx.user.name, status="released", release_id=rec.id)
+        try:
+            opts = ReleaseOptions(name=req.name, version=req.version, audience=req.audience, **req.options)  # type: ignore[arg-type]
+            rec = release(ctx.ws, req.artifact_id, opts, actor=ctx.actor())
+        except KifabrikError as exc:  # a usage policy, a quality gate, or input the release stage refuses
+            reason = exc.message + (f"\n{exc.hint}" if exc.hint else "")
+            return ctx.ws.catalog.decide_release(req.id, user=ctx.user.name, status="refused", reason=reason,
+                                                 claimed=True)
+        return ctx.ws.catalog.decide_release(req.id, user=ctx.user.name, status="released", release_id=rec.id,
+                                             claimed=True)
+    except BaseException:
+        ctx.ws.catalog.unclaim_release(req.id, user=ctx.user.name)
+        raise
 
 
 @router.post("/p/{project}/releases/{request_id}/approve")
 async def approve(ctx: ProjectPage, request_id: str) -> Response:
     await ctx.form("approve")
-    req = await run_in_threadpool(_pending, ctx, request_id)
-    if req.status != "pending":
-        raise KifabrikError(f"release request {request_id} is already {req.status}")
+    # the catalog refuses the requester (four eyes) and a request another approver took or closed
+    req = await run_in_threadpool(ctx.ws.catalog.claim_release, request_id, user=ctx.user.name)
     await run_in_threadpool(run_release, ctx, req)
     return redirect(ctx.url(f"/releases#request-{request_id}"))
 
@@ -152,7 +150,6 @@ async def reject(ctx: ProjectPage, request_id: str) -> Response:
     reason = str(form.get("reason") or "").strip()
     if not reason:
         raise KifabrikError("a rejection needs a reason", hint="write in the reason field why the release is rejected")
-    await run_in_threadpool(_pending, ctx, request_id)
     ctx.ws.catalog.decide_release(request_id, user=ctx.user.name, status="rejected", reason=reason)
     return redirect(ctx.url(f"/releases#request-{request_id}"))
 
@@ -177,6 +174,7 @@ i18n.add({
     "Decided by": "Entschieden von",
     "Reason": "Begründung",
     "pending": "offen",
+    "approving": "wird freigegeben",
     "released": "freigegeben",
     "refused": "verweigert",
     "rejected": "abgelehnt",
