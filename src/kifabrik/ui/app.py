@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -116,8 +118,14 @@ def _error_page(request: Request, status: int, title: str, message: str, hint: s
 
 def create_app(ws: Workspace, *, secure_cookies: bool = False) -> FastAPI:
     """The web UI over the installation `ws` (its accounts, and each project through `ws.scoped`)."""
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        for state in (getattr(app.state, "chat_states", None) or {}).values():  # the chat's loaded models
+            state.table.close()
+
     app = FastAPI(title="kifabrik KI-Hub", version=kifabrik.__version__, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url=None, lifespan=lifespan)
     app.state.ws = ws
     app.state.secure_cookies = secure_cookies
     app.add_middleware(SecurityHeaders)
