@@ -83,7 +83,19 @@ async def completions(body: CompletionRequest, request: Request, key: CurrentKey
 
 async def _handle(request: Request, key: KeyRecord | None, body: Any, kind: str) -> Any:
     state = state_of(request)
-    trace = Trace(request.url.path, body.model, key)
+    job, queue = await open_job(state, key, body, kind, request.url.path)
+    if body.stream:
+        return StreamingResponse(stream(state, job, queue), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    return await _collect(state, request, job, queue)
+
+
+async def open_job(state: ServerState, key: KeyRecord | None, body: Any, kind: str, endpoint: str) -> tuple[Job, Any]:
+    """Decide, prepare and queue one request (`kind` chat or completion) as the API does: the access and
+    usage-policy decision is audited under `key.actor`, the model loads on first use; returns the job and
+    the queue its events arrive on (`stream` turns them into server-sent events). The web UI's chat calls
+    this too, so it serves exactly as `/v1/chat/completions` does."""
+    trace = Trace(endpoint, body.model, key)
     try:
         served = await run_in_threadpool(state.authorize, trace)
     except APIError as exc:  # 404 / 403 / a failed policy check: a decision about a model, audited
@@ -107,10 +119,7 @@ async def _handle(request: Request, key: KeyRecord | None, body: Any, kind: str)
         await run_in_threadpool(state.record, trace, 500, error=err.code, message=err.message)
         raise err from None
     state.metrics.in_flight.inc()
-    if body.stream:
-        return StreamingResponse(_stream(state, job, queue), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
-    return await _collect(state, request, job, queue)
+    return job, queue
 
 
 def _prepare(state: ServerState, backend: Backend, served: Served, body: Any, kind: str, trace: Trace) -> Job:
@@ -284,7 +293,7 @@ async def _collect(state: ServerState, request: Request, job: Job, queue: Any) -
                          **({"sources": job.sources} if job.sources is not None else {})})
 
 
-async def _stream(state: ServerState, job: Job, queue: Any) -> AsyncIterator[str]:
+async def stream(state: ServerState, job: Job, queue: Any) -> AsyncIterator[str]:
     chat = job.endpoint.endswith("chat/completions")
     filt = toolcalls.StreamFilter(job.tools)
     last, text, status, first = Event(), [job.prefill], 200, True

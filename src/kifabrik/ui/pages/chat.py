@@ -24,14 +24,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from kifabrik.serve.engine import Event, async_sink
-from kifabrik.serve.errors import APIError, internal_error
+from kifabrik.serve.errors import APIError
 from kifabrik.serve.keys import KeyRecord
 from kifabrik.serve.metrics import Metrics
 from kifabrik.serve.models import ModelTable, discover
-from kifabrik.serve.routes import Job, _prepare, _stream
+from kifabrik.serve.routes import open_job, stream
 from kifabrik.serve.schemas import ChatRequest
-from kifabrik.serve.state import AI_DISCLOSURE, ServeConfig, ServerState, Trace
+from kifabrik.serve.state import AI_DISCLOSURE, ServeConfig, ServerState
 from kifabrik.ui import i18n
 from kifabrik.ui.web import Page, ProjectPage
 from kifabrik.workspace import Workspace
@@ -88,35 +87,6 @@ def server_state(request: Request, ws: Workspace, project: str) -> ServerState:
     if state is not None:
         threading.Thread(target=state.table.close, name=f"chat-close-{project}", daemon=True).start()
     return states[project]
-
-
-async def open_answer(state: ServerState, body: ChatRequest, key: HubUser, endpoint: str) -> tuple[Job, Any]:
-    """Decide, prepare and queue one chat request as `/v1/chat/completions` does (`serve.routes._handle`)."""
-    trace = Trace(endpoint, body.model, key)
-    try:
-        served = await run_in_threadpool(state.authorize, trace)
-    except APIError as exc:  # unknown model, or a usage policy forbids serving it: a decision, audited
-        state.refused(trace, trace.endpoint, exc)
-        await run_in_threadpool(state.record, trace, exc.status, error=exc.code, message=exc.message[:500])
-        raise
-    try:
-        backend = await run_in_threadpool(state.table.backend, served)  # loads the model the first time
-        job = await run_in_threadpool(_prepare, state, backend, served, body, "chat", trace)
-        queue = async_sink(job.req)
-        if job.canned is not None:
-            job.req.emit(Event(text=job.canned, finish_reason="stop", prompt_tokens=len(job.req.prompt_ids)))
-        else:
-            backend.submit(job.req)
-    except APIError as exc:  # context length, full queue: counted, nothing was served
-        state.refused(trace, trace.endpoint, exc)
-        raise
-    except Exception as exc:  # noqa: BLE001 - a bug after the access decision: audited with its error id
-        err = internal_error(exc)
-        state.refused(trace, trace.endpoint, err)
-        await run_in_threadpool(state.record, trace, 500, error=err.code, message=err.message)
-        raise err from None
-    state.metrics.in_flight.inc()
-    return job, queue
 
 
 def chat_body(form: Any) -> tuple[ChatRequest | None, dict[str, str], dict[str, str]]:
@@ -178,10 +148,10 @@ async def chat_stream(ctx: ProjectPage, request: Request) -> Response:
                             status_code=400)
     state = await run_in_threadpool(server_state, request, ctx.ws, ctx.project or "")
     try:
-        job, queue = await open_answer(state, body, caller(ctx), _endpoint(ctx))
+        job, queue = await open_job(state, caller(ctx), body, "chat", _endpoint(ctx))
     except APIError as exc:
         return JSONResponse(exc.body(), status_code=exc.status)
-    return StreamingResponse(_stream(state, job, queue), media_type="text/event-stream",
+    return StreamingResponse(stream(state, job, queue), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -194,13 +164,13 @@ async def chat_whole(ctx: ProjectPage, request: Request) -> HTMLResponse:
     if body is None:
         return _page(ctx, state, status=400, values=values, errors=errors)
     try:
-        job, queue = await open_answer(state, body, caller(ctx), _endpoint(ctx))
+        job, queue = await open_job(state, caller(ctx), body, "chat", _endpoint(ctx))
     except APIError as exc:
         return _page(ctx, state, status=exc.status, values=values, errors={"answer": exc.message})
     text: list[str] = []
     sources: list[dict[str, Any]] | None = None
     error = None
-    async for event in _stream(state, job, queue):
+    async for event in stream(state, job, queue):
         data = event.removeprefix("data: ").strip()
         if data == "[DONE]":
             continue
