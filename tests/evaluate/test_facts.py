@@ -123,7 +123,7 @@ def test_bad_facts_items_name_file_and_line(tmp_path: Path) -> None:
 @pytest.mark.skipif(not FAKTEN.exists(), reason="the schmidt-fakten demo task is not in this checkout")
 def test_the_schmidt_fakten_demo_task_loads() -> None:
     task = load_task(FAKTEN)
-    assert task.spec.metrics == ["facts"] and task.spec.max_new_tokens == 48 and task.spec.language == "de"
+    assert task.spec.metrics == ["facts"] and task.spec.max_new_tokens == 80 and task.spec.language == "de"
     assert task.items and all(it.answerable is not None and it.kind for it in task.items)
     assert any(it.answerable is False for it in task.items) and any(it.answerable for it in task.items)
     assert all(it.checks and (it.checks.all or it.checks.any or it.checks.regex) for it in task.items if it.answerable)
