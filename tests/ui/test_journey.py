@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from kifabrik import accounts
 from kifabrik.ui import jobs
 from kifabrik.workspace import Workspace
 from tests.ui.clients import PASSWORD
+
+#: long enough to be still training while the UI server restarts (the tiny model does a few steps a second)
+STEPS = 150
 
 
 def _setup(ws: Workspace, tiny_model_dir: Path) -> Workspace:
@@ -215,7 +219,7 @@ def test_a_training_goes_on_while_the_ui_server_restarts(ws: Workspace, home: Pa
     _sign_in(d, server.url + "/p/acme/jobs", "erika")
     _select(d, "train-base", acme.catalog.get_artifact("tiny").id)
     d.find_element(By.CSS_SELECTOR, "input[name=data]").click()
-    for field, value in (("train-name", "long-lora"), ("train-max_steps", "30"), ("train-learning_rate", "0.005"),
+    for field, value in (("train-name", "long-lora"), ("train-max_steps", str(STEPS)), ("train-learning_rate", "0.005"),
                          ("train-rank", "4"), ("train-batch_size", "2"), ("train-max_seq_length", "128")):
         _fill(d, field, value)
     d.find_element(By.ID, "train-base").find_element(By.XPATH, "ancestor::form").submit()
@@ -225,8 +229,9 @@ def test_a_training_goes_on_while_the_ui_server_restarts(ws: Workspace, home: Pa
     _until(d, lambda d: jobs.progress(ws, jobs.get_job(ws, "acme", job.id)).get("step"), 240, "the first step")
 
     d.quit()  # the browser goes away ...
-    server.restart()  # ... and the UI server restarts while the training runs
     assert jobs.get_job(ws, "acme", job.id).status == "running"
+    restarted = datetime.now(UTC)
+    server.restart()  # ... and the UI server restarts while the training runs
     d = browser_factory(languages="en-GB,en")
     _sign_in(d, job_url, "erika")  # the session lives in the catalog, but this is a new browser
     assert d.current_url == job_url
@@ -234,5 +239,6 @@ def test_a_training_goes_on_while_the_ui_server_restarts(ws: Workspace, home: Pa
     screenshot(d, "15-job-after-restart")
     done = jobs.get_job(ws, "acme", job.id)
     progress = jobs.progress(ws, done)
-    assert [s for s, _ in progress["loss"]] == list(range(1, 31))  # every step once: nothing restarted
+    assert [s for s, _ in progress["loss"]] == list(range(1, STEPS + 1))  # every step once: nothing restarted
+    assert datetime.fromisoformat(done.ended_at) > restarted  # it was still training when the server stopped
     assert acme.catalog.get_artifact("long-lora", "adapter").id in progress["outputs"]
