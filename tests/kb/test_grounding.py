@@ -3,6 +3,7 @@ generated and evaluated under one name, with every passage's policy checked."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -65,6 +66,7 @@ def test_fach_llm_is_served_under_one_name_with_sources(ws: Workspace, fach_llm:
         # k=2, but the tiny model's 256-token context holds only the best source next to the AI notice:
         # the lower-ranked one is dropped instead of refusing the request
         assert [s["n"] for s in sources] == [1] and sources[0]["text"] == QA[0][1]
+        assert sources[0]["cited"] is ("[1]" in (asked.choices[0].message.content or ""))
         assert sources[0]["dataset"].startswith("service")
         # the only passage that answers this is in a dataset whose policy forbids serving: never shown
         secret = client.chat.completions.create(model="tiny-fach", max_tokens=4, temperature=0,
@@ -107,6 +109,35 @@ def test_generate_and_evaluate_answer_from_the_knowledge_base(ws: Workspace, fac
     monkeypatch.setattr(backend.loaded, "generate", spy)  # type: ignore[attr-defined]
     backend.generate([[{"role": "user", "content": QA[2][0]}]], GenOptions(max_new_tokens=2), chat=True)
     assert len(sent) == 1 and SOURCES_HEADING in sent[0] and QA[2][1] in sent[0]
+
+
+def test_a_fach_llm_runs_in_the_precision_it_records_wherever_it_runs(ws: Workspace, data: Data,
+                                                                      tiny_model: ArtifactRecord) -> None:
+    from kifabrik.errors import KifabrikError
+    from kifabrik.evaluate.backends import open_target
+    from kifabrik.kb.build import build_kb
+    from kifabrik.kb.fachllm import create_fach_llm
+    from kifabrik.models.runtime import load, resolve
+    from kifabrik.serve.backends.base import EngineOptions
+    from kifabrik.serve.models import ModelTable, discover
+
+    kb = build_kb(ws, "wissen", [data.chats, data.handbook])
+    fast = create_fach_llm(ws, "tiny-bf16", tiny_model, kb, dtype="bfloat16")
+    plain = create_fach_llm(ws, "tiny-fp32", tiny_model, kb)
+    assert fast.meta["dtype"] == "bfloat16" and "dtype" not in plain.meta  # older records: float32 on CPUs
+    assert load(resolve(ws, fast)).describe()["dtype"] == "bfloat16"
+    assert load(resolve(ws, plain)).describe()["dtype"] == "float32"
+    assert load(resolve(ws, fast), dtype="float32").describe()["dtype"] == "float32"  # asked for explicitly
+    assert open_target(ws, "tiny-bf16").loaded.describe()["dtype"] == "bfloat16"  # type: ignore[attr-defined]
+    # a server gives a base model the precision its served Fach-LLMs record, and refuses two that disagree
+    table = ModelTable(ws, discover(ws, ["tiny-bf16", "tiny"]), "transformers", EngineOptions())
+    assert table.options_for(tiny_model).dtype == "bfloat16"
+    with pytest.raises(KifabrikError, match="record different precisions"):
+        ModelTable(ws, discover(ws, ["tiny-bf16", "tiny-fp32"]), "transformers", EngineOptions())
+    both = ModelTable(ws, discover(ws, ["tiny-bf16", "tiny-fp32"]), "transformers", EngineOptions(dtype="float32"))
+    assert both.options_for(tiny_model).dtype == "float32"
+    with pytest.raises(KifabrikError, match="dtype 'int4' is not known"):
+        create_fach_llm(ws, "tiny-int4", tiny_model, kb, dtype="int4")
 
 
 def test_agent_searches_the_knowledge_base_with_policies(ws: Workspace, data: Data) -> None:
@@ -163,6 +194,40 @@ def test_context_rows_show_document_sections_focused_as_a_fach_llm_does() -> Non
     assert "Keilriemen" not in shown
 
 
+def test_document_rows_answer_from_a_section_that_states_the_answer_without_its_copies() -> None:
+    from kb_datafiles import HANDBOOK, TABLE_ROWS
+
+    from kifabrik.kb.chunking import chunk_text
+    from kifabrik.kb.contexts import add_contexts, states
+    from kifabrik.kb.grounding import SOURCES_HEADING
+    from kifabrik.kb.tokenize import Tokenizer
+
+    tok = Tokenizer.default()
+    sections = [c.text for c in chunk_text(HANDBOOK.format(rows="\n".join(TABLE_ROWS)), 200)[0]]
+    oil = next(s for s in sections if "## Ölwechsel" in s)
+    question, answer = QA[0]  # the DM 320's oil: its interval is in the Ölwechsel section, its oil type is not
+    said = "Das Spindelöl der DM 320 wechseln Sie alle 1500 Betriebsstunden, am besten betriebswarm."
+    assert states(said, question, oil, tok)
+    assert not states(answer, question, sections[0], tok)  # a section without the interval
+    assert not states("Die DM 250 wird alle 1500 Betriebsstunden gewechselt.", "Wann wechsle ich das Öl der DM 250?",
+                      oil, tok)  # the interval, but of another machine
+    rows = [{"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": said}]},
+            *_rows()[1:]]
+    out, stats = add_contexts(rows, k=2, unanswerable=0.0, pool=sections, from_documents=1.0)
+    shown = out[0]["messages"][0]["content"].split(SOURCES_HEADING + "\n", 1)[1]
+    assert stats.from_documents >= 1 and "## Ölwechsel" in shown
+    assert rows[0]["messages"][1]["content"] not in shown  # the row's own answer is not among its sources
+    assert out[0]["messages"][-1] == rows[0]["messages"][1]  # and is still the target
+    cited, _ = add_contexts(rows, k=2, unanswerable=0.0, pool=sections, from_documents=1.0, cite=True)
+    for row in cited:  # the target names the source that holds it
+        shown = row["messages"][0]["content"].split(SOURCES_HEADING + "\n", 1)[1]
+        n, answer = re.fullmatch(r"\[(\d)\] (.*)", row["messages"][-1]["content"], re.S).groups()
+        source = next(line for line in shown.split("\n[") if line.lstrip("[").startswith(f"{n}]"))
+        assert answer in source or "## Ölwechsel" in source
+    plain, plain_stats = add_contexts(rows, k=2, unanswerable=0.0, pool=sections)
+    assert plain_stats.from_documents == 0 and rows[0]["messages"][1]["content"] in plain[0]["messages"][0]["content"]
+
+
 def test_a_name_the_documents_never_mention_is_not_found_without_running_the_model(ws: Workspace,
                                                                                    data: Data) -> None:
     from kifabrik.kb.build import build_kb
@@ -198,3 +263,11 @@ def test_a_question_whose_best_match_is_withheld_by_policy_is_not_found(ws: Work
                                                       refuse_withheld=True).sources)
     # a question whose best match may be served is answered as before
     assert ground(kb, [{"role": "user", "content": QA[0][0]}], k=2, purpose="serving", refuse_withheld=True).found
+
+
+def test_sources_say_which_one_the_answer_cites() -> None:
+    from kifabrik.kb.grounding import with_citations
+
+    sources = [{"n": 1, "text": "a"}, {"n": 2, "text": "b"}, {"n": 3, "text": "c"}]
+    assert [s["cited"] for s in with_citations(sources, "Quelle [2]: b, siehe auch [3].")] == [False, True, True]
+    assert not any(s["cited"] for s in with_citations(sources, "Dazu liegen mir keine Informationen vor."))

@@ -83,6 +83,18 @@ def test_continued_pretraining_on_text(ws, tiny_model, text_ds):
     assert stats["windows_split"] > 0 and stats["loss_tokens"] == stats["tokens"] - stats["sequences"]
 
 
+def test_bf16_on_a_cpu_trains_under_autocast_and_fp16_is_refused(ws, tiny_model, chat_ds):
+    import torch
+    from safetensors.torch import load_file
+
+    rec = train(ws, "tiny", [chat_ds.id], TrainOptions(**{**FAST, "max_steps": 2, "precision": "bf16"}))
+    assert rec.meta["accounting"]["precision"] == "bf16"
+    weights = load_file(str(ws.path(rec) / "adapter_model.safetensors"))
+    assert weights and all(t.dtype == torch.float32 for t in weights.values())  # LoRA weights stay fp32
+    with pytest.raises(KifabrikError, match="fp16 needs a GPU"):
+        train(ws, "tiny", [chat_ds.id], TrainOptions(**{**FAST, "max_steps": 2, "precision": "fp16"}))
+
+
 def test_full_fine_tuning_makes_a_model_record(ws, tiny_model, chat_ds):
     from kifabrik.models.sources import model_path
 

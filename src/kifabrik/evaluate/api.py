@@ -195,7 +195,7 @@ def _evaluate_one(ws: Workspace, ref: str, record: ArtifactRecord | None, opts: 
 
     progress.info(f"evaluating {ref}")
     backend = open_target(ws, ref, endpoint_model=opts.endpoint_model, api_key=opts.api_key, actor=actor,
-                          backend=opts.backend, gguf_type=opts.gguf_type)
+                          backend=opts.backend, gguf_type=opts.gguf_type, dtype=opts.dtype)
     train = datasets.get("train", [])
     judges = {t.name: open_target(ws, t.spec.judge.model, endpoint_model=opts.endpoint_model, api_key=opts.api_key,
                                   actor=actor, backend=opts.backend, gguf_type=opts.gguf_type) if t.spec.judge and t.spec.judge.model else judge for t in prep.tasks}

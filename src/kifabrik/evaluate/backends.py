@@ -194,10 +194,10 @@ class EndpointBackend:
 
 def open_target(ws: Workspace | None, ref: str, *, endpoint_model: str | None = None, api_key: str | None = None,
                 mode: Mode = "shared", device: str | None = None, actor: str = "cli", backend: str = "transformers",
-                gguf_type: str = "auto") -> Backend:
+                gguf_type: str = "auto", dtype: str = "auto") -> Backend:
     """A backend for `ref`: an http(s) URL, or a registered model / adapter (name, name@version or id).
 
-    `backend` and `gguf_type` choose what runs a registered model (`models.runtime.load`).
+    `backend`, `gguf_type` and `dtype` choose what runs a registered model (`models.runtime.load`).
 
     A registered model (the one evaluated, a baseline or a judge) runs only where the usage policies
     along its lineage permit `evaluation` (raises `PolicyDenied`; audited).
@@ -216,6 +216,6 @@ def open_target(ws: Workspace | None, ref: str, *, endpoint_model: str | None = 
                             "endpoint URL", hint="list models with `kifabrik models list`")
     runnable = resolve(ws, record, purpose="evaluation", actor=actor)
     loaded = load(runnable, device=device, backend=backend, gguf_type=gguf_type,  # type: ignore[arg-type]
-                  home=ws.settings.home)
+                  dtype=dtype, home=ws.settings.home)
     return LocalBackend(name=record.ref, kind=record.kind, record=record, loaded=loaded, mode=mode,
                         grounding=Grounding.of(ws, runnable, purpose="serving", actor="evaluate"))

@@ -15,6 +15,7 @@ its documents instead of inventing one.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,18 @@ def diverse(kb: KnowledgeBase, hits: Sequence[Hit], k: int, *, same: float = 0.8
         if len(chosen) == k:
             break
     return chosen
+
+
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+
+
+def with_citations(sources: Sequence[dict[str, Any]], answer: str) -> list[dict[str, Any]]:
+    """`sources` (as `Source.as_dict` gives them) with `cited`: whether the answer names it ("[2] ...").
+
+    A model trained with `cite` names the source it answers from first; any other model may cite too.
+    """
+    named = {int(m) for m in _CITATION.findall(answer)}
+    return [{**s, "cited": s["n"] in named} for s in sources]
 
 
 def question_of(messages: Sequence[dict[str, Any]]) -> str:

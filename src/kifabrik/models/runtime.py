@@ -85,6 +85,11 @@ class Runnable:
         return str(m["kb_id"]), int(m.get("k") or 3), m.get("min_score")
 
     @property
+    def dtype(self) -> str:
+        """The precision a Fach-LLM was measured and is served with (its record's `dtype`); else `auto`."""
+        return str((self.fach_llm.meta if self.fach_llm is not None else {}).get("dtype") or "auto")
+
+    @property
     def trust_remote_code(self) -> bool:
         return bool(self.base.meta.get("trust_remote_code")
                     or self.base.manifest.get("config", {}).get("trust_remote_code"))
@@ -281,6 +286,9 @@ _LOCK = threading.Lock()
 #: Loaded models kept per process; a model that is still referenced elsewhere stays in memory anyway.
 CACHE_SIZE = 3
 Backend = Literal["transformers", "llama.cpp"]
+#: Precision of the transformers backend's weights and compute; `auto`: what a Fach-LLM records, else float32
+#: on CPUs and the stored precision on GPUs (`models.loading.load_model`).
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 BACKENDS: tuple[str, ...] = typing.get_args(Backend)
 
 
@@ -295,9 +303,13 @@ def load(runnable: Runnable, *, device: str | None = None, dtype: str = "auto", 
         gguf_type: With llama.cpp, which GGUF runs (`models.llamacpp.gguf_for`): `auto` is the file the
             model was registered from, else an f16 conversion; `f32`/`f16` a conversion of the folder.
         home: $KIFABRIK_HOME, where GGUF conversions are cached (default: from the environment).
+        dtype: `auto` runs a Fach-LLM in the precision its record states (so evaluation and serving run
+            alike), anything else in the stored precision on GPUs and float32 on CPUs.
     """
     if backend not in BACKENDS:
         raise KifabrikError(f"backend {backend!r} is not known", hint=f"use one of {', '.join(BACKENDS)}")
+    if dtype == "auto":
+        dtype = runnable.dtype
     key = (str(runnable.path), runnable.adapters, device, dtype) + ((backend, gguf_type) if backend != "transformers" else ())
     with _LOCK:
         if cache and key in _CACHE:

@@ -52,7 +52,7 @@ def create_app(ws: Workspace, config: ServeConfig | None = None) -> FastAPI:
     metrics = Metrics()
     options = EngineOptions(max_batch=config.max_batch, max_queue=config.max_queue,
                             batch_wait=config.batch_wait_ms / 1000, device=config.device,
-                            home=ws.settings.home, gguf_type=config.gguf_type)
+                            home=ws.settings.home, gguf_type=config.gguf_type, dtype=config.dtype)
     served_models = discover(ws, config.models)
     backend, reason = config.backend, "chosen with --backend"
     if backend == "auto":

@@ -8,7 +8,7 @@ adapters on one base share that base's weights in memory.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,8 @@ class ModelTable:
         self.on_batch = on_batch
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
+        for s in served.values():  # refuse conflicting precisions at start, not at the first request
+            self.options_for(s.base)
 
     def get(self, name: str) -> Served:
         if name not in self.served:
@@ -101,9 +103,25 @@ class ModelTable:
                           if s.record.kind == "adapter" and s.base.id == served.base.id}
                 adapters = [AdapterSpec(r.name, self.ws.path(r), r) for r in unique.values()]
                 path: Path = model_path(self.ws, served.base)
-                self._backends[served.base.id] = self.cls(served.base, path, adapters, self.options,
+                self._backends[served.base.id] = self.cls(served.base, path, adapters, self.options_for(served.base),
                                                           on_batch=self.on_batch)
             return self._backends[served.base.id]
+
+    def options_for(self, base: ArtifactRecord) -> EngineOptions:
+        """The engine options of one base model: `dtype` auto becomes what its served Fach-LLMs record.
+
+        A Fach-LLM records the precision it was evaluated in; serving it in another would serve something
+        other than what was measured, so Fach-LLMs on one base that record different ones are refused.
+        """
+        if self.options.dtype != "auto":
+            return self.options
+        recorded = {str(s.fach_llm.meta.get("dtype") or "auto"): s.name for s in self.served.values()
+                    if s.fach_llm is not None and s.base.id == base.id}
+        if len(recorded) > 1:
+            names = ", ".join(f"{n} ({d})" for d, n in sorted(recorded.items()))
+            raise KifabrikError(f"the Fach-LLMs on {base.ref} record different precisions: {names}",
+                                hint="serve them separately (--models), or choose one with --dtype")
+        return replace(self.options, dtype=next(iter(recorded), "auto"))
 
     def grounding(self, served: Served, actor: str) -> Any:
         """The knowledge base of a Fach-LLM name (None for a plain model), opened once."""

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from kifabrik.kb.grounding import with_citations
 from kifabrik.models import toolcalls
 from kifabrik.serve.backends.base import Backend
 from kifabrik.serve.engine import Event, GenRequest, async_sink
@@ -290,7 +291,7 @@ async def _collect(state: ServerState, request: Request, job: Job, queue: Any) -
     await _finish(state, job, last, text, 200)
     return JSONResponse({"id": _rid(job), "object": obj, "created": job.created, "model": job.served.name,
                          "system_fingerprint": None, "choices": [choice], "usage": _usage(last), "ai_generated": True,
-                         **({"sources": job.sources} if job.sources is not None else {})})
+                         **({"sources": with_citations(job.sources, text)} if job.sources is not None else {})})
 
 
 async def stream(state: ServerState, job: Job, queue: Any) -> AsyncIterator[str]:
@@ -332,7 +333,8 @@ async def stream(state: ServerState, job: Job, queue: Any) -> AsyncIterator[str]
                 if calls:
                     yield sse(_chunk(job, {"tool_calls": [c.openai(i) for i, c in enumerate(calls)]}, None))
                     finish = "tool_calls"
-            yield sse({**_chunk(job, {}, finish), **({"sources": job.sources} if job.sources is not None else {})})
+            cited = with_citations(job.sources, "".join(text)) if job.sources is not None else None
+            yield sse({**_chunk(job, {}, finish), **({"sources": cited} if cited is not None else {})})
             opts = getattr(job.body, "stream_options", None)
             if opts is not None and opts.include_usage:
                 yield sse({**_chunk(job, None, None), "choices": [], "usage": _usage(last)})

@@ -52,6 +52,10 @@ class ServeConfig(StrictModel):
     batch_wait_ms: float = Field(default=5.0, ge=0, description="How long to gather requests before a batch starts.")
     default_max_tokens: int = Field(default=512, ge=1, description="max_tokens when a request gives none.")
     device: str | None = Field(default=None, description="cpu, cuda, cuda:1 ... (default: best available).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="transformers backend: precision of weights and compute. auto: the precision "
+                                    "the served Fach-LLMs of a base model record (as they were evaluated), else "
+                                    "float32 on CPUs and the stored precision on GPUs.")
     auth: bool = Field(default=True, description="Require API keys. Turning it off is allowed on loopback only.")
     log_content: bool = Field(default=False, description="Write prompts and outputs into the audit log.")
     ai_notice: bool = Field(default=True, description="Tell chat models to disclose that they are an AI.")
@@ -74,6 +78,8 @@ class ServeConfig(StrictModel):
     def _check(self) -> ServeConfig:
         if not self.ai_notice and not (self.ai_notice_off_reason or "").strip():
             raise ValueError("switching the AI notice off needs a reason (--reason), which is recorded in the audit log")
+        if self.dtype != "auto" and self.backend not in ("transformers", "auto"):
+            raise ValueError(f"--dtype applies to the transformers backend, not {self.backend}")
         if not self.auth and not is_loopback(self.host):
             raise ValueError(f"--no-auth is only allowed when binding to loopback, not {self.host}")
         return self

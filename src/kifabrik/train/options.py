@@ -29,6 +29,13 @@ class ContextOptions(StrictModel):
                    "(use the k your Fach-LLM retrieves).")
     unanswerable: float = Field(default=0.2, ge=0.0, lt=1.0, description="Share of rows whose sources lack the "
                                 "answer; their target is to say that the information is not available.")
+    from_documents: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of the answerable rows whose "
+                                  "answer a document section of `passages_from` also states that show that section "
+                                  "instead of the row's own answer, so the model learns to answer from documents, not "
+                                  "only to copy an answer it has seen.")
+    cite: bool = Field(default=False, description="Answers start with the number of the source they come from "
+                       "(`[2] ...`): the model first points at a source, then says what it says; served answers "
+                       "mark the cited source (`cited` in `sources`).")
     passages_from: list[str] = Field(default_factory=list, description="More datasets (catalog refs) whose passages "
                                      "(document sections, answers) appear as sources, as they will in the knowledge "
                                      "base; their policies must permit training and they join the adapter's lineage.")
@@ -85,7 +92,8 @@ class TrainOptions(StrictModel):
     logging_steps: int = Field(default=1, ge=1, description="Log training loss every N steps.")
     keep_checkpoints: int = Field(default=2, ge=1, description="How many recent checkpoints to keep in the run folder.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="`auto`: bf16 on GPUs that support it, else fp32 (CPU).")
+        default="auto", description="`auto`: bf16 on GPUs that support it, else fp32 (CPU). `bf16` on a CPU computes "
+        "in bfloat16 under autocast (LoRA weights stay fp32): fast on CPUs with AMX or AVX-512 BF16.")
     gradient_checkpointing: bool = Field(default=False, description="Trade compute for memory on large models.")
     mlflow: bool = Field(
         default=False,

@@ -123,13 +123,16 @@ def encode(ws: Workspace, tokenizer: Any, base: ArtifactRecord, datasets: list[A
 
             train_rows, cst = add_contexts(rows.train, k=opts.context.k, unanswerable=opts.context.unanswerable,
                                            seed=opts.seed, pool=pool,
-                                           focus=sections if opts.context.focus else ())
+                                           focus=sections if opts.context.focus else (),
+                                           from_documents=opts.context.from_documents, cite=opts.context.cite)
             test_rows, _ = add_contexts(rows.test, k=opts.context.k, unanswerable=opts.context.unanswerable,
                                         seed=opts.seed + 1, pool=pool,
-                                        focus=sections if opts.context.focus else ())
+                                        focus=sections if opts.context.focus else (),
+                                        from_documents=opts.context.from_documents, cite=opts.context.cite)
             rows = replace(rows, train=train_rows, test=test_rows)
             info(f"{d.ref}: {cst.answerable} rows with their answer among {opts.context.k} sources, "
-                 f"{cst.unanswerable} whose sources lack it (from {cst.passages} passages)")
+                 f"{cst.unanswerable} whose sources lack it (from {cst.passages} passages)"
+                 + (f"; {cst.from_documents} answered from a document section" if cst.from_documents else ""))
         ex, st = encode_rows(tokenizer, rows.train, rows.format, max_len)
         train += ex
         _add(train_stats, st)

@@ -47,9 +47,9 @@ def pick_precision(opts: TrainOptions, device: str) -> str:
     import torch
 
     if opts.precision != "auto":
-        if opts.precision in ("bf16", "fp16") and not device.startswith("cuda"):
-            raise KifabrikError(f"precision {opts.precision} needs a GPU; this run is on the CPU",
-                                hint="use precision: auto (fp32 on CPUs)")
+        if opts.precision == "fp16" and not device.startswith("cuda"):
+            raise KifabrikError("precision fp16 needs a GPU; this run is on the CPU",
+                                hint="use precision: bf16 (CPUs with AMX or AVX-512 BF16) or auto (fp32)")
         return opts.precision
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
         return "bf16"
@@ -109,12 +109,13 @@ def training_arguments(folder: Path, opts: TrainOptions, total_steps: int, preci
         eval_strategy="steps" if has_eval else "no", eval_steps=opts.evaluation_steps,
         save_strategy="steps", save_steps=opts.save_steps, save_total_limit=opts.keep_checkpoints,
         bf16=precision == "bf16", fp16=precision == "fp16",
-        activation_checkpointing=opts.gradient_checkpointing, dataloader_pin_memory=precision != "fp32",
+        activation_checkpointing=opts.gradient_checkpointing, dataloader_pin_memory=_cuda(),
         report_to=report_to, disable_tqdm=True, remove_unused_columns=False,
         include_num_input_tokens_seen="no",  # counted exactly in compute_loss (padding excluded)
         dataloader_num_workers=0, use_cache=False, prediction_loss_only=True,
-        # accelerate makes a multi-process CPU run data-parallel (gloo) only when told it is on CPU
-        use_cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and precision == "fp32" and not _cuda(),
+        # accelerate makes a multi-process CPU run data-parallel (gloo), and bf16 autocast on a CPU, only when
+        # told it is on CPU
+        use_cpu=(int(os.environ.get("WORLD_SIZE", "1")) > 1 or precision == "bf16") and not _cuda(),
     )
 
 

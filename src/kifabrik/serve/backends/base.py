@@ -27,6 +27,7 @@ class EngineOptions:
     device: str | None = None
     home: Path | None = None  # $KIFABRIK_HOME: where backends keep caches (GGUF conversions)
     gguf_type: str = "auto"  # llama.cpp backend: which GGUF runs (`models.llamacpp.gguf_for`)
+    dtype: str = "auto"  # transformers backend: precision (`ModelTable` resolves auto per base model)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ class TransformersBackend(Backend):
 
         runnable = Runnable(base, base, path, tuple((a.name, a.path) for a in adapters))
         # not cached: a server owns its copy for its lifetime and frees it on close
-        self.loaded = load(runnable, device=options.device, cache=False)
+        self.loaded = load(runnable, device=options.device, dtype=options.dtype, cache=False)
         self.tokenizer = self.loaded.tokenizer
         self.model = self.loaded.model
         self._context = self.loaded.context_length

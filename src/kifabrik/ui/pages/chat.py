@@ -81,7 +81,7 @@ def server_state(request: Request, ws: Workspace, project: str) -> ServerState:
         metrics = Metrics()
         options = EngineOptions(max_batch=config.max_batch, max_queue=config.max_queue,
                                 batch_wait=config.batch_wait_ms / 1000, device=config.device,
-                                home=ws.settings.home, gguf_type=config.gguf_type)
+                                home=ws.settings.home, gguf_type=config.gguf_type, dtype=config.dtype)
         table = ModelTable(ws, served, config.backend, options, on_batch=metrics.batch_size.observe)
         states[project] = ServerState(ws, config, table, metrics)
     if state is not None:
