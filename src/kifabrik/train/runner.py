@@ -50,10 +50,24 @@ def pick_precision(opts: TrainOptions, device: str) -> str:
         if opts.precision == "fp16" and not device.startswith("cuda"):
             raise KifabrikError("precision fp16 needs a GPU; this run is on the CPU",
                                 hint="use precision: bf16 (CPUs with AMX or AVX-512 BF16) or auto (fp32)")
+        if opts.precision == "bf16" and device == "cpu" and not native_cpu_bf16():
+            from kifabrik.progress import info
+
+            info("precision bf16: this CPU computes bfloat16 only by emulation (no AMX or AVX-512 BF16), which is "
+                 "slower than fp32; training in fp32 (recorded as such)")
+            return "fp32"
         return opts.precision
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
         return "bf16"
     return "fp32"
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX-512 BF16), where bf16 autocast pays off."""
+    import torch
+
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check() for check in checks if check is not None)
 
 
 def build_model(path: Path, prepared: Prepared, opts: TrainOptions, trust: bool, device: str) -> tuple[Any, Any, int]:
