@@ -271,3 +271,15 @@ def test_sources_say_which_one_the_answer_cites() -> None:
     sources = [{"n": 1, "text": "a"}, {"n": 2, "text": "b"}, {"n": 3, "text": "c"}]
     assert [s["cited"] for s in with_citations(sources, "Quelle [2]: b, siehe auch [3].")] == [False, True, True]
     assert not any(s["cited"] for s in with_citations(sources, "Dazu liegen mir keine Informationen vor."))
+
+
+def test_cli_records_the_precision_of_a_fach_llm_and_refuses_an_unknown_one(cli: Any, ws: Workspace, data: Data,
+                                                                            tiny_model: ArtifactRecord) -> None:
+    from kifabrik.kb.build import build_kb
+
+    build_kb(ws, "wissen", [data.chats])
+    made = cli("fach-llm", "create", "schnell", "--model", "tiny", "--kb", "wissen", "--dtype", "bfloat16")
+    assert made.code == 0 and "runs in bfloat16" in made.out
+    assert "dtype bfloat16" in cli("fach-llm", "list").out
+    bad = cli("fach-llm", "create", "kaputt", "--model", "tiny", "--kb", "wissen", "--dtype", "int4")
+    assert bad.code == 1 and "dtype 'int4' is not known" in bad.err and "Traceback" not in bad.err

@@ -37,7 +37,8 @@ def create(
     record = create_fach_llm(ws, name, ws.catalog.get_artifact(model), ws.catalog.get_artifact(kb, "index"), k=k,
                              relative=relative, focus=focus, known_names=known_names,
                              refuse_withheld=refuse_withheld, dtype=dtype)
-    out.print(f"fach-llm {record.ref}: {record.meta['model']} + knowledge base {record.meta['kb']} (k={k})")
+    runs = f", runs in {dtype}" if dtype != "auto" else ""
+    out.print(f"fach-llm {record.ref}: {record.meta['model']} + knowledge base {record.meta['kb']} (k={k}{runs})")
 
 
 @app.command("list")
@@ -48,4 +49,5 @@ def list_command() -> None:
     if not rows:
         out.print("no Fach-LLMs yet: kifabrik fach-llm create NAME --model M --kb K")
     for r in rows:
-        out.print(f"{r.ref}  model {r.meta.get('model')}  kb {r.meta.get('kb')}  k={r.meta.get('k')}")
+        dtype = f"  dtype {r.meta['dtype']}" if r.meta.get("dtype") else ""
+        out.print(f"{r.ref}  model {r.meta.get('model')}  kb {r.meta.get('kb')}  k={r.meta.get('k')}{dtype}")

@@ -7,6 +7,9 @@ agents — so a model is asked at serving time exactly as it was taught:
     system:  <the system message>\n\nQuellen:\n[1] <passage>\n[2] <passage>...
     user:    <the question>
 
+A model trained with `cite` (`kb.contexts`) starts its answer with the number of the source it
+answers from ("[2] ..."); `with_citations` marks that source `cited` in what API clients get.
+
 When retrieval finds nothing relevant (every hit under the knowledge base's `min_score`), the
 answer is `NOT_FOUND` without running the model: a Fach-LLM says that the information is not in
 its documents instead of inventing one.
