@@ -221,7 +221,7 @@ def test_document_rows_answer_from_a_section_that_states_the_answer_without_its_
     cited, _ = add_contexts(rows, k=2, unanswerable=0.0, pool=sections, from_documents=1.0, cite=True)
     for row in cited:  # the target names the source that holds it
         shown = row["messages"][0]["content"].split(SOURCES_HEADING + "\n", 1)[1]
-        n, answer = re.fullmatch(r"\[(\d)\] (.*)", row["messages"][-1]["content"], re.S).groups()
+        n, answer = re.fullmatch(r"\[(\d)\] (.*)", row["messages"][-1]["content"], re.DOTALL).groups()
         source = next(line for line in shown.split("\n[") if line.lstrip("[").startswith(f"{n}]"))
         assert answer in source or "## Ölwechsel" in source
     plain, plain_stats = add_contexts(rows, k=2, unanswerable=0.0, pool=sections)
