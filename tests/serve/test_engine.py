@@ -33,13 +33,15 @@ def ask(backend, texts: list[str], **kw) -> list[tuple[str, str]]:
 
         ids = backend.chat_ids([{"role": "user", "content": text}], None, "")
         reqs.append(GenRequest(prompt_ids=ids, max_tokens=kw.get("max_tokens", 6 + 2 * i), temperature=0.0,
-                               stop=kw.get("stop", []), _sink=sink))
+                               stop=kw.get("stop", []), stream=kw.get("stream", True), _sink=sink))
     if kw.get("cancel_first"):  # cancelled before it is queued: the first decode step must end it
         reqs[0].cancelled.set()
     for r in reqs:
         backend.submit(r)
     for d in done:
         assert d.wait(60)
+    if "events" in kw:
+        kw["events"].extend(len(o) for o in outs)
     return [("".join(e.text for e in o), o[-1].finish_reason or "") for o in outs]
 
 
@@ -49,6 +51,15 @@ def test_batched_with_joins_equals_one_at_a_time(backend):
     alone = [ask(backend, [t], max_tokens=6 + 2 * i)[0] for i, t in enumerate(texts)]
     assert together == alone
     assert all(reason == "length" for _, reason in together)
+
+
+def test_a_request_not_streamed_gets_its_text_in_one_event(backend):
+    streamed: list[int] = []
+    whole: list[int] = []
+    texts = ["Ölwechsel", "Filter Filter"]
+    assert ask(backend, texts, max_tokens=8, events=streamed) == ask(backend, texts, max_tokens=8, stream=False,
+                                                                     events=whole)
+    assert whole == [1, 1] and all(n > 1 for n in streamed)  # no deltas: the event loop is woken once
 
 
 def test_cancelled_request_ends_without_blocking_others(backend):

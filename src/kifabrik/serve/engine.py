@@ -44,6 +44,9 @@ class GenRequest:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     grammar: Any = None  # a compiled constraint (`Backend.grammar`): every token is masked to follow it
+    # False: the text arrives in one event at the end (a non-streamed response needs no deltas, and each
+    # delta wakes the event loop, which takes CPU from the decoding threads)
+    stream: bool = True
     cancelled: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.monotonic)
     _sink: Callable[[Event], None] | None = None

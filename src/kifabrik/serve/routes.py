@@ -182,7 +182,8 @@ def _prepare(state: ServerState, backend: Backend, served: Served, body: Any, ki
                            code="context_length_exceeded", param="messages" if kind == "chat" else "prompt")
         max_tokens = min(state.config.default_max_tokens, limit - len(ids))
     req = GenRequest(prompt_ids=ids, max_tokens=max_tokens, adapter=served.adapter, temperature=body.temperature,
-                     top_p=body.top_p, seed=body.seed, stop=body.stop_list(), grammar=grammar)
+                     top_p=body.top_p, seed=body.seed, stop=body.stop_list(), grammar=grammar,
+                     stream=bool(body.stream))
     return Job(trace.endpoint, served, trace.key, body, trace, req, prefill=prefill, tools=tools_on, sources=sources,
                canned=canned)
 

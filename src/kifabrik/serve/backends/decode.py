@@ -188,6 +188,8 @@ class BatchDecoder:
             if not self._check_stop(row):
                 self._finish(row, "length")
             return
+        if not req.stream:  # the whole text goes out with the last event
+            return
         safe = len(row.text) - max(row.stop_len - 1, 0)  # a stop sequence may be starting
         if safe > row.sent:
             req.emit(Event(text=row.text[row.sent:safe]))
