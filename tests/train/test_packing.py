@@ -76,8 +76,64 @@ def test_packed_logits_and_loss_equal_separate_sequences(tiny_model_dir):
         torch.testing.assert_close(out.loss, sum(losses) / sum(counts), atol=1e-5, rtol=1e-5)
 
 
-def test_plain_rows_get_an_attention_mask():
+def test_plain_rows_are_right_padded_without_a_mask():
     rows = PlainRows(_examples([4, 6]))
     batch = Collator(pad_id=3, packed=False)([rows[0], rows[1]])
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6]
-    assert "position_ids" not in batch
+    assert batch["input_ids"][0, 4:].tolist() == [3, 3] and batch["labels"][0, 4:].tolist() == [IGNORE, IGNORE]
+    assert "attention_mask" not in batch and "position_ids" not in batch
+
+
+def test_right_padding_without_a_mask_changes_no_logit_and_no_loss(tiny_model_dir):
+    """What leaving out the mask rests on: causal attention never lets a token see the padding after it."""
+    import torch
+
+    from kifabrik.models.loading import load_model
+
+    model = load_model(tiny_model_dir)
+    model.config.use_cache = False
+    examples = _examples([9, 4, 7])
+    rows = PlainRows(examples)
+    batch = Collator(pad_id=3, packed=False)([rows[i] for i in range(len(examples))])
+    batch.pop("n_tokens")
+    with torch.no_grad():
+        out = model(**batch)
+        losses, counts = [], []
+        for r, ex in enumerate(examples):
+            n = len(ex.input_ids)
+            alone = model(input_ids=torch.tensor([ex.input_ids]), labels=torch.tensor([ex.labels]))
+            torch.testing.assert_close(out.logits[r, :n], alone.logits[0], atol=1e-5, rtol=1e-5)
+            losses.append(alone.loss * (n - 1))
+            counts.append(n - 1)
+        torch.testing.assert_close(out.loss, sum(losses) / sum(counts), atol=1e-5, rtol=1e-5)
+
+
+def test_the_trainer_loss_at_target_positions_equals_the_models_own_loss(tiny_model_dir, tmp_path):
+    """The trainer runs the decoder and the output head only where a target is; loss and gradients stay the model's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import TrainingArguments
+
+    from kifabrik.models.loading import load_model
+    from kifabrik.train.runner import make_trainer_class
+
+    model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                                  init_lora_weights=False))
+    model.config.use_cache = False
+    examples = []
+    for ex in _examples([9, 5, 7], seed=3):  # targets only at the end of each row, as in chat rows
+        examples.append(Example(ex.input_ids, [IGNORE] * (len(ex.labels) - 3) + ex.labels[-3:]))
+    rows = PlainRows(examples)
+    batch = Collator(pad_id=3, packed=False)([rows[i] for i in range(len(examples))])
+    trainer = make_trainer_class()(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none",
+                                                                       use_cpu=True))
+    assert trainer.per_row
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    reference = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss  # shifts the labels itself
+    reference.backward()
+    torch.testing.assert_close(loss, reference, atol=1e-5, rtol=1e-5)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(got[n], p.grad, atol=1e-5, rtol=1e-4)

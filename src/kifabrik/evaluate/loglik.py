@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+from kifabrik.models.loading import causal_lm, output_logits
+
 Mode = Literal["shared", "naive"]
 
 
@@ -153,7 +155,7 @@ def _forward(model: Any, batch: list[tuple[int, list[int], list[tuple[int, int, 
             targets += cont
     bi = torch.tensor([w[0] for w in where], device=device)
     pi = torch.tensor([w[1] for w in where], device=device)
-    logits = _logits(model, hidden[bi, pi]).float()
+    logits = output_logits(model, hidden[bi, pi]).float()
     logprobs = torch.log_softmax(logits, dim=-1)
     tgt = torch.tensor(targets, device=device)
     token_lp = logprobs.gather(1, tgt[:, None])[:, 0].cpu()
@@ -170,11 +172,6 @@ def _forward(model: Any, batch: list[tuple[int, list[int], list[tuple[int, int, 
     return results
 
 
-def causal_lm(model: Any) -> Any:
-    """The transformers CausalLM inside a PEFT wrapper (LoRA layers stay active, nothing is merged)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def _hidden(model: Any, ids: Any, pos: Any, allowed: Any) -> Any:
     import torch
 
@@ -185,14 +182,3 @@ def _hidden(model: Any, ids: Any, pos: Any, allowed: Any) -> Any:
     decoder = lm.get_decoder()
     out = decoder(input_ids=ids, position_ids=pos, attention_mask=mask[:, None], use_cache=False)
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-
-
-def _logits(model: Any, hidden: Any) -> Any:
-    import torch
-
-    lm = causal_lm(model)
-    logits = lm.get_output_embeddings()(hidden)
-    cap = getattr(lm.config, "final_logit_softcapping", None)
-    if cap:  # Gemma-style soft-capping happens in the CausalLM's forward, which we bypass
-        logits = torch.tanh(logits / cap) * cap
-    return logits

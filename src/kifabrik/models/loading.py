@@ -58,3 +58,23 @@ def load_model(path: Path, *, trust_remote_code: bool = False, dtype: str = "aut
         raise KifabrikError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})",
                             hint="check the folder with `kifabrik verify MODEL`") from None
     return model.to(device).eval()  # type: ignore[arg-type]  # transformers' stub types .to() oddly
+
+
+def causal_lm(model: Any) -> Any:
+    """The transformers CausalLM inside a PEFT wrapper (LoRA layers stay active, nothing is merged)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def output_logits(model: Any, hidden: Any) -> Any:
+    """The output head on final hidden states (after the decoder's last norm), as the CausalLM's forward applies it.
+
+    For callers that run the decoder themselves and need logits only at some positions.
+    """
+    import torch
+
+    lm = causal_lm(model)
+    logits = lm.get_output_embeddings()(hidden)
+    cap = getattr(lm.config, "final_logit_softcapping", None)
+    if cap:  # Gemma-style soft-capping happens in the CausalLM's forward, which such callers bypass
+        logits = torch.tanh(logits / cap) * cap
+    return logits
