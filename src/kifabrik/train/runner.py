@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from kifabrik.errors import KifabrikError
