@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from kifabrik.catalog import schema as t
-from kifabrik.catalog.catalog import DEFAULT_PROJECT, utcnow
+from kifabrik.catalog.records import DEFAULT_PROJECT, utcnow
 from kifabrik.errors import KifabrikError, NotFoundError
 from kifabrik.workspace import Workspace
 

@@ -7,7 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from kifabrik.catalog.catalog import GENESIS, canonical_json
+from kifabrik.catalog.auditlog import GENESIS, canonical_json
 from kifabrik.workspace import Workspace
 
 

@@ -139,7 +139,7 @@ def test_the_database_refuses_a_second_successor_of_one_audit_entry(ws: Workspac
     from sqlalchemy.exc import IntegrityError
 
     from kifabrik.catalog import schema as t
-    from kifabrik.catalog.catalog import utcnow
+    from kifabrik.catalog.records import utcnow
 
     first = ws.catalog.audit("test.first")
     ws.catalog.audit("test.second")  # the successor of `first`

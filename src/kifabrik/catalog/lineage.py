@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from kifabrik.catalog.catalog import ArtifactRecord, Catalog, EdgeRecord
+from kifabrik.catalog.catalog import Catalog
+from kifabrik.catalog.records import ArtifactRecord, EdgeRecord
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from kifabrik.catalog.catalog import utcnow
+from kifabrik.catalog.records import utcnow
 from kifabrik.catalog.schema import ApiKey
 from kifabrik.errors import KifabrikError, NotFoundError
 from kifabrik.workspace import Workspace

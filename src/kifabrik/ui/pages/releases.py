@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from kifabrik.catalog.catalog import ReleaseRequestRecord
+from kifabrik.catalog.records import ReleaseRequestRecord
 from kifabrik.errors import KifabrikError, NotFoundError
 from kifabrik.ui import i18n
 from kifabrik.ui.pages.jobs import runnable
