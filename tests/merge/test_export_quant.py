@@ -44,7 +44,7 @@ def test_unknown_quantisation_is_refused_before_anything_is_written(embedded, tm
 def test_an_adapter_exports_as_a_gguf_lora_that_llama_cpp_applies_like_peft(embedded, tmp_path):
     """The exported file is llama.cpp's --lora format: loaded on the base's f32 GGUF, it gives PEFT's greedy tokens."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llama-cpp)")
-    from kifabrik.models.llamacpp import lora_tools_dir
+    from kifabrik.models.gguf_convert import lora_tools_dir
     from kifabrik.models.runtime import GenerationOptions, load, resolve
     from tests.merge.conftest import make_adapter
 
@@ -61,7 +61,7 @@ def test_an_adapter_exports_as_a_gguf_lora_that_llama_cpp_applies_like_peft(embe
 
     # the same bytes as the conversion the llama.cpp runtime applies, whose greedy tokens are PEFT's
     from kifabrik.artifacts import sha256_file
-    from kifabrik.models.llamacpp import adapter_gguf
+    from kifabrik.models.gguf_convert import adapter_gguf
     from kifabrik.models.sources import model_path
 
     applied = adapter_gguf(service.name, ws.path(service), model_path(ws, tiny_model), ws.settings.home)

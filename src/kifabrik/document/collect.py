@@ -149,7 +149,7 @@ def gguf_fact(record: ArtifactRecord) -> Fact:
     if record.meta.get("quantization"):
         return meta_fact(record, "quantization", missing=missing)
     from kifabrik.models.gguf import read_gguf_metadata
-    from kifabrik.models.llamacpp import source_gguf
+    from kifabrik.models.gguf_convert import source_gguf
 
     found = source_gguf(record, verify=False)
     if found is None:

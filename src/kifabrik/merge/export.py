@@ -21,9 +21,9 @@ GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 
 def converter_dir(ws: Workspace) -> Path | None:
     """Where the GGUF converter is installed: $KIFABRIK_GGUF_CONVERTER, <env>/tools, or $KIFABRIK_HOME/tools."""
-    from kifabrik.models import llamacpp
+    from kifabrik.models import gguf_convert
 
-    return llamacpp.converter_dir(ws.settings.home)
+    return gguf_convert.converter_dir(ws.settings.home)
 
 
 def export(ws: Workspace, ref: str, out: Path, format: str = "hf", *, outtype: str = "f16",
@@ -38,7 +38,7 @@ def export(ws: Workspace, ref: str, out: Path, format: str = "hf", *, outtype: s
 
     if format not in ("hf", "gguf"):
         raise KifabrikError(f"export format {format!r} is not known", hint="use hf or gguf")
-    from kifabrik.models.llamacpp import QUANTS
+    from kifabrik.models.llama_context import QUANTS
 
     if quant is not None:
         if format != "gguf":
@@ -56,7 +56,7 @@ def export(ws: Workspace, ref: str, out: Path, format: str = "hf", *, outtype: s
                             hint="a Fach-LLM is an adapter or model plus a knowledge base: export its model")
     base = None
     if record.kind == "adapter":
-        from kifabrik.models.llamacpp import LORA_TYPES
+        from kifabrik.models.gguf_convert import LORA_TYPES
         from kifabrik.models.runtime import base_of
 
         if quant is not None and quant not in LORA_TYPES:
@@ -77,7 +77,7 @@ def export(ws: Workspace, ref: str, out: Path, format: str = "hf", *, outtype: s
                 if f.is_file():
                     shutil.copy2(f, tmp / f.name)
         elif base is not None:  # a LoRA adapter: llama.cpp's LoRA converter, against its base's config
-            from kifabrik.models.llamacpp import convert_adapter
+            from kifabrik.models.gguf_convert import convert_adapter
 
             convert_adapter(record.name, src, model_path(ws, base), tmp / f"{record.name}.lora.{outtype}.gguf",
                             outtype, ws.settings.home)
@@ -86,7 +86,7 @@ def export(ws: Workspace, ref: str, out: Path, format: str = "hf", *, outtype: s
             if quant is None:
                 _gguf(ws, src, tmp / f"{record.name}.{outtype}.gguf", outtype)
             else:
-                from kifabrik.models.llamacpp import quantize
+                from kifabrik.models.llama_context import quantize
 
                 _gguf(ws, src, tmp / "f16.gguf", "f16")
                 quantize(tmp / "f16.gguf", tmp / f"{record.name}.{quant}.gguf", quant)
@@ -123,6 +123,6 @@ def _record_gguf(folder: Path, record: ArtifactRecord, quantization: str, *, bas
 
 
 def _gguf(ws: Workspace, src: Path, target: Path, outtype: str) -> None:
-    from kifabrik.models.llamacpp import convert_to_gguf
+    from kifabrik.models.gguf_convert import convert_to_gguf
 
     convert_to_gguf(src, target, outtype, ws.settings.home)

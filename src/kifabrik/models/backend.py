@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from kifabrik.config import StrictModel
-from kifabrik.models.llamacpp import GgufType
+from kifabrik.models.gguf_convert import GgufType
 from kifabrik.models.runtime import Backend, Dtype
 
 

@@ -28,7 +28,8 @@ from kifabrik.models.structured import Constraint
 from kifabrik.workspace import Workspace
 
 if TYPE_CHECKING:
-    from kifabrik.models.llamacpp import GgufType, LlamaModel
+    from kifabrik.models.gguf_convert import GgufType
+    from kifabrik.models.llamacpp import LlamaModel
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,7 @@ def load(runnable: Runnable, *, device: str | None = None, dtype: str = "auto", 
         cache: False gives the caller its own copy (a server that frees it on close).
         backend: `transformers` (the safetensors folder; `device`, `dtype`) or `llama.cpp` (a GGUF file on
             the CPU, `models.llamacpp.LlamaModel`: same token ids, same surface).
-        gguf_type: With llama.cpp, which GGUF runs (`models.llamacpp.gguf_for`): `auto` is the file the
+        gguf_type: With llama.cpp, which GGUF runs (`models.gguf_convert.gguf_for`): `auto` is the file the
             model was registered from, else an f16 conversion; `f32`/`f16` a conversion of the folder.
         home: $KIFABRIK_HOME, where GGUF conversions are cached (default: from the environment).
         dtype: `auto` runs a Fach-LLM in the precision its record states (so evaluation and serving run

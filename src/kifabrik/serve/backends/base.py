@@ -26,7 +26,7 @@ class EngineOptions:
     batch_wait: float = 0.005
     device: str | None = None
     home: Path | None = None  # $KIFABRIK_HOME: where backends keep caches (GGUF conversions)
-    gguf_type: str = "auto"  # llama.cpp backend: which GGUF runs (`models.llamacpp.gguf_for`)
+    gguf_type: str = "auto"  # llama.cpp backend: which GGUF runs (`models.gguf_convert.gguf_for`)
     dtype: str = "auto"  # transformers backend: precision (`ModelTable` resolves auto per base model)
 
 
@@ -128,7 +128,7 @@ def choose_backend(ws: Any, served: list[Any], gguf_type: str = "auto") -> tuple
         return "transformers", f"a CUDA GPU ({gpu}) is present but vllm is not installed"
     if importlib.util.find_spec("llama_cpp") is None:
         return "transformers", "no CUDA GPU, and llama-cpp-python is not installed (make llama-cpp)"
-    from kifabrik.models.llamacpp import adapter_gguf, gguf_for
+    from kifabrik.models.gguf_convert import adapter_gguf, gguf_for
     from kifabrik.models.sources import model_path
 
     whys = []

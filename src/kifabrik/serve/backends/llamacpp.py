@@ -1,6 +1,6 @@
 """The llama.cpp backend (CPU; `make llama-cpp` installs the binding): GGUF models in-process.
 
-The base model runs from a GGUF file (`models.llamacpp.gguf_for`: the file it was registered
+The base model runs from a GGUF file (`models.gguf_convert.gguf_for`: the file it was registered
 from, or a conversion made once). Prompts are kifabrik's token ids (the folder's tokenizer and
 chat template through `models.prompts`), so the front — keys, policies, audit, AI disclosure,
 metrics, tool-call rendering and parsing, streaming — is the one the transformers backend has;
@@ -9,7 +9,7 @@ stop sequences, the context limit and incremental detokenization are `decode.Bat
 Continuous batching as llama-server does it: one llama.cpp context holds up to `--max-batch`
 sequences, each in its own share of the KV cache (so the served context is at most 16384 /
 max-batch tokens, at least 2048, when more than one request runs at a time); every step is one `llama_decode` over the next token of each
-running request plus prompt chunks of the requests that just joined (`models.llamacpp.LlamaContext`).
+running request plus prompt chunks of the requests that just joined (`models.llama_context.LlamaContext`).
 A finished request's cells stay in its sequence: the next request there computes only the part of
 its prompt after the longest prefix it shares with them (llama-server's prompt cache); a request
 whose prefix another sequence holds gets a copy of that sequence's KV stream instead.
@@ -90,7 +90,7 @@ class LlamaCppBackend(Backend):
 
     @classmethod
     def check_available(cls) -> None:
-        from kifabrik.models.llamacpp import require_llama_cpp
+        from kifabrik.models.llama_context import require_llama_cpp
 
         require_llama_cpp()
 
@@ -99,7 +99,8 @@ class LlamaCppBackend(Backend):
         super().__init__(base, path, adapters, options, on_batch)
         from kifabrik.config import Settings
         from kifabrik.models import prompts
-        from kifabrik.models.llamacpp import LlamaContext, adapter_gguf, gguf_for
+        from kifabrik.models.gguf_convert import adapter_gguf, gguf_for
+        from kifabrik.models.llama_context import LlamaContext
         from kifabrik.models.loading import load_tokenizer
 
         trust = bool(base.meta.get("trust_remote_code"))
