@@ -35,11 +35,51 @@ def _terms(tok: Tokenizer, question: str) -> list[str]:
 
 def test_a_table_keeps_the_asked_machines_row_with_its_column_names() -> None:
     tok = Tokenizer.default()
-    shown = focus(TABLE, _terms(tok, "Ab wie vielen Betriebsstunden sind die Filter der BS 320 fällig?"), tok)
+    shown = focus(TABLE, _terms(tok, "Welchen Schmierstoff braucht die BS 320?"), tok)
+    assert shown.splitlines() == ["## Maschinenübersicht", "Maschine: BS 320; Schmierstoff: Getriebeöl CLP 220"]
+    # no column named: the whole row
+    shown = focus(TABLE, _terms(tok, "Was gilt für die BS 320?"), tok)
     assert shown.splitlines() == [
         "## Maschinenübersicht",
-        "Maschine: BS 320; Schmierstoff: Getriebeöl CLP 220; Ölwechsel alle: 3000 Betriebsstunden; "
-        "Filterwechsel alle: 800 Betriebsstunden; Garantie: 12 Monate"]
+        ("Maschine: BS 320; Schmierstoff: Getriebeöl CLP 220; Ölwechsel alle: 3000 Betriebsstunden; "
+        "Filterwechsel alle: 800 Betriebsstunden; Garantie: 12 Monate")]
+
+
+def test_a_row_shows_the_columns_the_question_names() -> None:
+    tok = Tokenizer.default()
+    rows = {q: focus(TABLE, _terms(tok, q), tok).splitlines()[1] for q in (
+        "Ab wie vielen Betriebsstunden sind die Filter der BS 320 fällig?",  # a word starting the column name
+        "Nach wie vielen Stunden steht beim FZ 400 der Ölwechsel an?",
+        "Wie lange Garantie hat die KP 160?",
+        "Welchen Kühlschmierstoff nimmt die DM 250?")}  # a compound's end names no column
+    assert list(rows.values()) == [
+        "Maschine: BS 320; Filterwechsel alle: 800 Betriebsstunden",
+        "Maschine: FZ 400; Ölwechsel alle: 2000 Betriebsstunden",
+        "Maschine: KP 160; Garantie: 36 Monate",
+        ("Maschine: DM 250; Schmierstoff: Spindelöl ISO VG 22; Ölwechsel alle: 1500 Betriebsstunden; "
+        "Filterwechsel alle: 400 Betriebsstunden; Garantie: 24 Monate")]
+
+
+CODES = """## Fehlercodes
+
+Die Fehlercodes gelten für alle Maschinen (FZ 400, FZ 600, DM 250, DM 320, BS 320 und KP 160). Die Steuerung
+zeigt den Code im Display, zusammen mit der Uhrzeit, zu der die Störung zum ersten Mal aufgetreten ist.
+
+| Code | Bedeutung | Abhilfe |
+|---|---|---|
+| E101 | Schmierdruck zu niedrig | Ölstand im Zentralschmieraggregat prüfen. |
+| E205 | Spindeltemperatur zu hoch | Spindel 30 Minuten abkühlen lassen. |
+"""
+
+
+def test_a_line_listing_many_machines_is_about_none_of_them() -> None:
+    tok = Tokenizer.default()
+    # the row naming the error code wins over the sentence that lists the machine among all others
+    assert focus(CODES, _terms(tok, "Was heißt E101 an der FZ 400?"), tok).splitlines() == [
+        "## Fehlercodes", "Code: E101; Bedeutung: Schmierdruck zu niedrig; Abhilfe: Ölstand im Zentralschmieraggregat prüfen."]
+    # where only the list names the machine, it is still the line shown
+    listed = focus(CODES, _terms(tok, "Gilt das für die DM 320?"), tok).splitlines()
+    assert listed[0] == "## Fehlercodes" and listed[1].startswith("Die Fehlercodes gelten für alle Maschinen")
 
 
 def test_list_items_and_sentences_are_kept_where_they_match() -> None:
