@@ -147,3 +147,18 @@ def test_documents_name_the_gguf_type_of_the_embedded_model(both: Any) -> None:
     assert line in next(x for x in docs["README.md"].splitlines() if x.startswith("| GGUF weights |"))
     assert line in next(x for x in docs["annex-xi.md"].splitlines() if x.startswith("| GGUF weights and quantisation |"))
     assert "GGUF weights: " + line in docs["annex-xii.md"]
+
+
+def test_stacked_adapters_are_refused_before_anything_loads(embedded: Any, tmp_path: Path) -> None:
+    """llama.cpp applies adapters per context: a runnable with two adapters is refused, not run with the first."""
+    import dataclasses
+
+    from kifabrik.errors import KifabrikError
+    from kifabrik.models.llamacpp import LlamaModel
+    from kifabrik.models.runtime import resolve
+
+    ws, record, _, _ = embedded
+    two = dataclasses.replace(resolve(ws, record), adapters=(("a", tmp_path / "a"), ("b", tmp_path / "b")))
+    with pytest.raises(KifabrikError, match="one adapter per loaded model") as err:
+        LlamaModel(two, home=tmp_path)
+    assert "kifabrik merge" in (err.value.hint or "")

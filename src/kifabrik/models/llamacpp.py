@@ -60,8 +60,8 @@ class LlamaModel(PromptFace):
     Token ids are kifabrik's (the folder's tokenizer and chat template through `models.prompts`, as
     `LoadedModel` and the served llama.cpp backend send them); the weights run from `gguf_for`'s GGUF
     in one `LlamaContext` holding `RUNTIME_SEQUENCES` sequences, so a batch of prompts shares each
-    `llama_decode`. The first adapter of the runnable (a PEFT LoRA, converted once by `adapter_gguf`)
-    is applied to every decode. The context length is the model's, at most RUNTIME_KV_CELLS / sequences
+    `llama_decode`. The runnable's adapter (a PEFT LoRA, converted once by `adapter_gguf`; one at
+    most, several are refused) is applied to every decode. The context length is the model's, at most RUNTIME_KV_CELLS / sequences
     (and at least 2048) tokens: each sequence owns its share of the KV cache.
 
     Differences from transformers, by design: a stop string ends decoding as soon as it appears, so
@@ -82,6 +82,11 @@ class LlamaModel(PromptFace):
         from kifabrik.models.loading import load_tokenizer
 
         require_llama_cpp()
+        if len(runnable.adapters) > 1:  # llama.cpp applies adapters per context: one model here runs one
+            raise KifabrikError(f"{runnable.record.ref}: the llama.cpp runtime runs one adapter per loaded model, "
+                                f"not {len(runnable.adapters)} stacked",
+                                hint="merge them first (`kifabrik merge`), or use --backend transformers; "
+                                     "`kifabrik serve` serves several adapters side by side, one per request")
 
         def read(name: str) -> dict[str, Any]:
             f = runnable.path / name
