@@ -284,3 +284,12 @@ def test_cli_records_the_precision_of_a_fach_llm_and_refuses_an_unknown_one(cli:
     assert "dtype bfloat16" in cli("fach-llm", "list").out
     bad = cli("fach-llm", "create", "kaputt", "--model", "tiny", "--kb", "wissen", "--dtype", "int4")
     assert bad.code == 1 and "dtype 'int4' is not known" in bad.err and "Traceback" not in bad.err
+
+
+def test_sources_are_numbered_by_rank_and_the_best_stands_next_to_the_question() -> None:
+    from kifabrik.kb.grounding import SOURCES_HEADING, with_sources
+
+    asked = [{"role": "system", "content": "Sie sind der Service."}, {"role": "user", "content": "Frage?"}]
+    system, user = with_sources(asked, ["beste Quelle", "zweite", "dritte"])
+    assert system["content"] == f"Sie sind der Service.\n\n{SOURCES_HEADING}\n[3] dritte\n[2] zweite\n[1] beste Quelle"
+    assert user == asked[1]

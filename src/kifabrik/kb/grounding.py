@@ -4,8 +4,13 @@ One prompt format for everything that answers from a knowledge base — the trai
 teach a model to use its sources (`train` with `context:`), `generate`, `eval`, the server and
 agents — so a model is asked at serving time exactly as it was taught:
 
-    system:  <the system message>\n\nQuellen:\n[1] <passage>\n[2] <passage>...
+    system:  <the system message>\n\nQuellen:\n...[2] <passage>\n[1] <passage>
     user:    <the question>
+
+Sources are numbered by rank ([1] is the best match) and written best *last*, next to the question:
+a small model copies most readily from the text nearest to where it writes (the demo's 135M model,
+same training budget, trained and asked so: 63 of 92 facts right with the best source first in one
+run, 66 / 65 / 62 with it last over three training seeds).
 
 A model trained with `cite` (`kb.contexts`) starts its answer with the number of the source it
 answers from ("[2] ..."); `with_citations` marks that source `cited` in what API clients get.
@@ -142,8 +147,13 @@ def question_of(messages: Sequence[dict[str, Any]]) -> str:
 
 
 def with_sources(messages: Sequence[dict[str, Any]], texts: Sequence[str]) -> list[dict[str, Any]]:
-    """`messages` with numbered sources appended to the system message (one is added if there is none)."""
-    block = SOURCES_HEADING + "\n" + "\n".join(f"[{n}] {t}" for n, t in enumerate(texts, 1))
+    """`messages` with numbered sources appended to the system message (one is added if there is none).
+
+    `texts` are in rank order; they are numbered so ([1] the best) and written from the last to the
+    first, so the best source stands next to the question (see the module docstring).
+    """
+    numbered = [f"[{n}] {t}" for n, t in enumerate(texts, 1)]
+    block = SOURCES_HEADING + "\n" + "\n".join(reversed(numbered))
     out = [dict(m) for m in messages]
     if out and out[0].get("role") == "system":
         out[0]["content"] = f"{out[0].get('content') or ''}\n\n{block}".strip()
