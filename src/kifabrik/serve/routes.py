@@ -98,19 +98,19 @@ async def open_job(state: ServerState, key: KeyRecord | None, body: Any, kind: s
     this too, so it serves exactly as `/v1/chat/completions` does."""
     trace = Trace(endpoint, body.model, key)
     try:
-        served = await run_in_threadpool(state.authorize, trace)
-    except APIError as exc:  # 404 / 403 / a failed policy check: a decision about a model, audited
-        state.refused(trace, trace.endpoint, exc)
-        await run_in_threadpool(state.record, trace, exc.status, error=exc.code, message=exc.message[:500])
-        raise
-    try:
-        backend = await run_in_threadpool(state.table.backend, served)
-        job = await run_in_threadpool(_prepare, state, backend, served, body, kind, trace)
+        # one worker-thread hop for the blocking part (decision, backend, prompt): each hop costs the
+        # event loop a round trip through the thread pool
+        backend, job = await run_in_threadpool(_decide_and_prepare, state, body, kind, trace)
         queue = async_sink(job.req)
         if job.canned is not None:
             job.req.emit(Event(text=job.canned, finish_reason="stop", prompt_tokens=len(job.req.prompt_ids)))
         else:
             backend.submit(job.req)
+    except _Refused as refused:  # 404 / 403 / a failed policy check: a decision about a model, audited
+        exc = refused.error
+        state.refused(trace, trace.endpoint, exc)
+        await run_in_threadpool(state.record, trace, exc.status, error=exc.code, message=exc.message[:500])
+        raise exc from None
     except APIError as exc:  # context length, full queue, shutting down: counted, nothing was served
         state.refused(trace, trace.endpoint, exc)
         raise
@@ -121,6 +121,24 @@ async def open_job(state: ServerState, key: KeyRecord | None, body: Any, kind: s
         raise err from None
     state.metrics.in_flight.inc()
     return job, queue
+
+
+class _Refused(Exception):
+    """The access or policy decision refused the request (raised in the worker thread, audited by `open_job`)."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _decide_and_prepare(state: ServerState, body: Any, kind: str, trace: Trace) -> tuple[Backend, Job]:
+    """Decide on the request (`_Refused` when refused), then load the backend and prepare the job."""
+    try:
+        served = state.authorize(trace)
+    except APIError as exc:
+        raise _Refused(exc) from None
+    backend = state.table.backend(served)
+    return backend, _prepare(state, backend, served, body, kind, trace)
 
 
 def _prepare(state: ServerState, backend: Backend, served: Served, body: Any, kind: str, trace: Trace) -> Job:
