@@ -134,3 +134,14 @@ def test_resolve_refuses_non_models_before_loading(runtime_ws: Workspace) -> Non
         draft.write_text("rows.jsonl", "")
     with pytest.raises(KifabrikError, match="is a dataset; a model, an adapter or a Fach-LLM is needed"):
         resolve(runtime_ws, draft.record)
+
+
+def test_bfloat16_runs_in_float32_where_the_cpu_only_emulates_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kifabrik.models import loading
+
+    monkeypatch.setattr(loading, "native_cpu_bf16", lambda: False)
+    assert loading.cpu_dtype("bfloat16", "cpu") == "float32"
+    assert loading.cpu_dtype("bfloat16", "cuda") == "bfloat16"  # GPUs keep what was asked
+    assert loading.cpu_dtype("float16", "cpu") == "float16"  # only bfloat16 has an emulated path to avoid
+    monkeypatch.setattr(loading, "native_cpu_bf16", lambda: True)
+    assert loading.cpu_dtype("bfloat16", "cpu") == "bfloat16"

@@ -83,10 +83,16 @@ def test_continued_pretraining_on_text(ws, tiny_model, text_ds):
     assert stats["windows_split"] > 0 and stats["loss_tokens"] == stats["tokens"] - stats["sequences"]
 
 
-def test_bf16_on_a_cpu_trains_under_autocast_and_fp16_is_refused(ws, tiny_model, chat_ds):
+def test_bf16_on_a_cpu_trains_under_autocast_and_fp16_is_refused(ws, tiny_model, chat_ds, monkeypatch):
     import torch
     from safetensors.torch import load_file
 
+    from kifabrik.train import runner
+
+    monkeypatch.setattr(runner, "native_cpu_bf16", lambda: False)  # emulated bfloat16: trained in fp32, recorded so
+    rec = train(ws, "tiny", [chat_ds.id], TrainOptions(**{**FAST, "max_steps": 1, "precision": "bf16"}))
+    assert rec.meta["accounting"]["precision"] == "fp32"
+    monkeypatch.setattr(runner, "native_cpu_bf16", lambda: True)  # as on a CPU with AMX or AVX-512 BF16
     rec = train(ws, "tiny", [chat_ds.id], TrainOptions(**{**FAST, "max_steps": 2, "precision": "bf16"}))
     assert rec.meta["accounting"]["precision"] == "bf16"
     weights = load_file(str(ws.path(rec) / "adapter_model.safetensors"))

@@ -19,6 +19,7 @@ from kifabrik.errors import KifabrikError
 from kifabrik.train import rundir
 from kifabrik.train.options import TrainOptions
 from kifabrik.train.prepare import Prepared, plan_steps
+from kifabrik.models.loading import native_cpu_bf16
 
 
 class TrainingInterrupted(KifabrikError):
@@ -62,13 +63,6 @@ def pick_precision(opts: TrainOptions, device: str) -> str:
         return "bf16"
     return "fp32"
 
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX-512 BF16), where bf16 autocast pays off."""
-    import torch
-
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    return any(check() for check in checks if check is not None)
 
 
 def build_model(path: Path, prepared: Prepared, opts: TrainOptions, trust: bool, device: str) -> tuple[Any, Any, int]:
