@@ -16,10 +16,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from kifabrik.errors import KifabrikError
+from kifabrik.models.loading import native_cpu_bf16
 from kifabrik.train import rundir
 from kifabrik.train.options import TrainOptions
 from kifabrik.train.prepare import Prepared, plan_steps
-from kifabrik.models.loading import native_cpu_bf16
 
 
 class TrainingInterrupted(KifabrikError):
