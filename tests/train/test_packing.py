@@ -137,3 +137,21 @@ def test_the_trainer_loss_at_target_positions_equals_the_models_own_loss(tiny_mo
     for n, p in model.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(got[n], p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_group_by_length_draws_batches_of_similar_length(tmp_path) -> None:
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from kifabrik.train.options import TrainOptions
+    from kifabrik.train.runner import training_arguments
+
+    plain = training_arguments(tmp_path, TrainOptions(packing=False), 4, "fp32", False)
+    grouped = training_arguments(tmp_path, TrainOptions(packing=False, group_by_length=True), 4, "fp32", False)
+    assert plain.train_sampling_strategy == "random" and grouped.train_sampling_strategy == "group_by_length"
+    # what that sampler does with rows of mixed lengths: a batch of 8 spans a fraction of the range
+    import torch
+
+    lengths = [int(x) for x in torch.randint(100, 600, (320,), generator=torch.Generator().manual_seed(0))]
+    order = get_length_grouped_indices(lengths, 8, generator=torch.Generator().manual_seed(0))
+    spread = [max(lengths[i] for i in order[b:b + 8]) - min(lengths[i] for i in order[b:b + 8]) for b in range(8, 320, 8)]
+    assert sorted(order) == list(range(320)) and max(spread) < 150  # random batches of 8 span ~380 tokens

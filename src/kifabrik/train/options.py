@@ -77,7 +77,13 @@ class TrainOptions(StrictModel):
         default=True,
         description="Pack several training sequences into one packed sequence (best-fit decreasing) with "
         "position ids restarting per sequence, so attention never crosses a boundary and no compute is spent on padding. "
-        "`false`: length-grouped batches with padding.")
+        "`false`: one training sequence per batch row, padded to the batch's longest.")
+    group_by_length: bool = Field(
+        default=False,
+        description="Without packing: draw batches of training sequences of similar length (transformers' "
+        "length-grouped sampler), so less compute goes to padding. The demo's grounded rows: 24 steps in 355 s "
+        "instead of 475 s on 2 cores (fp32), but 60 instead of 65 of 92 facts right in one run each, so it is "
+        "off by default: it changes which rows train together.")
     max_truncated_fraction: float = Field(
         default=0.05, ge=0, le=1,
         description="Chat rows longer than max_seq_length are truncated (warned and counted); if more than this "

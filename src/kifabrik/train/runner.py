@@ -121,6 +121,9 @@ def training_arguments(folder: Path, opts: TrainOptions, total_steps: int, preci
         activation_checkpointing=opts.gradient_checkpointing, dataloader_pin_memory=_cuda(),
         report_to=report_to, disable_tqdm=True, remove_unused_columns=False,
         include_num_input_tokens_seen="no",  # counted exactly in compute_loss (padding excluded)
+        # group_by_length: transformers' LengthGroupedSampler (the rows in random mega-batches of up to 50
+        # batches, sorted by length inside each), so a padded batch pads little
+        train_sampling_strategy="group_by_length" if opts.group_by_length else "random",
         dataloader_num_workers=0, use_cache=False, prediction_loss_only=True,
         # accelerate makes a multi-process CPU run data-parallel (gloo), and bf16 autocast on a CPU, only when
         # told it is on CPU
