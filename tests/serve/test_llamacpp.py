@@ -60,11 +60,14 @@ def backends(embedded: Any) -> Any:
 
 
 def test_f32_gguf_is_converted_once_from_the_safetensors_weights(backends: Any) -> None:
-    _, llama = backends
+    ref, llama = backends
     assert llama.gguf.name.endswith(".f32.gguf")
     assert llama.gguf.parent.name == "gguf" and llama.gguf.stat().st_size > 500e6  # 135M parameters x 4 bytes
     assert "f32 conversion" in llama.gguf_reason
     assert llama.context_length == 2048  # 16 sequences share 16384 KV cells: 1024 each, raised to 2048
+    # a request joins at the next decoding step, so no wait for others before a batch starts (llama-server's way);
+    # transformers gathers arrivals for 5 ms first, unless told otherwise
+    assert (llama.scheduler.batch_wait, ref.scheduler.batch_wait) == (0.0, 0.005)
 
 
 @pytest.mark.parametrize("i", range(len(PROMPTS)))
@@ -105,6 +108,43 @@ def test_a_request_joining_copies_the_cells_of_a_running_one_with_the_same_promp
     # the first reuses that sequence, the second a copy of it: all but the last prompt token each
     assert after["cached_prompt_tokens"] - before["cached_prompt_tokens"] == 2 * (len(ids) - 1)
     assert after["copied_kv_streams"] - before["copied_kv_streams"] == 1
+
+
+def test_cells_that_a_new_prompt_takes_over_come_back_from_memory_for_their_own(backends: Any) -> None:
+    """llama-server's --cache-ram: a prompt that keeps less than half of a sequence's cells saves them first."""
+    ref, llama = backends
+    system = {"role": "system", "content": "Antworte kurz und sachlich."}
+    a = ref.chat_ids([system, {"role": "user", "content": "Was ist ein Drehmoment?"}], None, "")
+    b = ref.chat_ids([system, {"role": "user", "content": "Wie funktioniert ein Getriebe?"}], None, "")
+    first, _ = greedy(llama, a)
+    before = llama.stats()
+    greedy(llama, b)  # takes a's sequence (the longest shared prefix: the system part), a's cells are saved
+    middle = llama.stats()
+    assert middle["prompt_cache_bytes"] > before["prompt_cache_bytes"]
+    again, _ = greedy(llama, a)  # b's sequence shares only the system part with a; the saved state all of it
+    after = llama.stats()
+    assert after["restored_prompts"] - middle["restored_prompts"] == 1
+    assert after["cached_prompt_tokens"] - middle["cached_prompt_tokens"] == len(a) - 1
+    assert again == first == greedy(ref, a)[0]
+
+
+def test_the_prompt_cache_drops_the_oldest_over_its_limit_and_what_a_longer_entry_covers() -> None:
+    from kifabrik.serve.backends.llamacpp import PromptCache, Saved
+
+    cache = PromptCache(10)
+    cache.put(Saved(None, [1, 2], b"aaaa"))
+    cache.put(Saved(None, [1, 2, 3], b"bbbb"))  # covers [1, 2]
+    cache.put(Saved("lora", [1, 2, 3, 4], b"cccc"))  # another adapter's cells: covers nothing
+    assert [e.state for e in cache.entries] == [b"bbbb", b"cccc"] and cache.size == 8
+    cache.put(Saved(None, [7], b"ddd"))  # over 10 bytes: the oldest goes
+    assert [e.state for e in cache.entries] == [b"cccc", b"ddd"] and cache.size == 7
+    cache.put(Saved(None, [8], b"x" * 11))  # larger than the whole cache: not kept
+    assert cache.size == 7
+
+    def shared(adapter: str | None, tokens: list[int]) -> int:
+        return len(tokens) if adapter == "lora" else 0
+
+    assert cache.best(shared) == (4, cache.entries[0])
 
 
 def test_stop_sequence_and_length_finish_like_transformers(backends: Any) -> None:

@@ -114,6 +114,20 @@ class LlamaContext:
             self.lc.llama_set_adapters_lora(self.ctx, (self.lc.llama_adapter_lora_p_ctypes * 1)(adapter), 1,
                                             (ctypes.c_float * 1)(1.0))  # alpha / rank is in the GGUF
 
+    def save(self, seq: int) -> Any:
+        """The state of sequence `seq` (its KV cells and their positions) as a byte buffer, for `restore`."""
+        import ctypes
+
+        size = int(self.lc.llama_state_seq_get_size(self.ctx, seq))
+        buf = (ctypes.c_uint8 * size)()
+        if int(self.lc.llama_state_seq_get_data(self.ctx, buf, size, seq)) != size:
+            raise RuntimeError(f"llama_state_seq_get_data wrote less than {size} bytes of sequence {seq}")
+        return buf
+
+    def restore(self, seq: int, state: Any) -> bool:
+        """Put a `save`d state into the empty sequence `seq`; False if llama.cpp refuses it (no room)."""
+        return int(self.lc.llama_state_seq_set_data(self.ctx, state, len(state), seq)) != 0
+
     def drop(self, seq: int) -> None:
         """Forget sequence `seq` (its cells become free)."""
         self.lc.llama_memory_seq_rm(self.memory, seq, -1, -1)

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import kifabrik
 from kifabrik.serve import openapi, schemas
-from kifabrik.serve.backends.base import EngineOptions, choose_backend
+from kifabrik.serve.backends.base import choose_backend
 from kifabrik.serve.errors import APIError, model_not_found
 from kifabrik.serve.guard import Guard
 from kifabrik.serve.metrics import Metrics
@@ -50,9 +50,7 @@ def create_app(ws: Workspace, config: ServeConfig | None = None) -> FastAPI:
     """Build the app for `ws` (models are discovered now, loaded on first use or with `preload`)."""
     config = config or ServeConfig()
     metrics = Metrics()
-    options = EngineOptions(max_batch=config.max_batch, max_queue=config.max_queue,
-                            batch_wait=config.batch_wait_ms / 1000, device=config.device,
-                            home=ws.settings.home, gguf_type=config.gguf_type, dtype=config.dtype)
+    options = config.engine_options(ws.settings.home)
     served_models = discover(ws, config.models)
     backend, reason = config.backend, "chosen with --backend"
     if backend == "auto":

@@ -16,12 +16,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from kifabrik.config import StrictModel
 from kifabrik.errors import KifabrikError
+from kifabrik.serve.backends.base import EngineOptions
 from kifabrik.serve.errors import APIError, internal_error, model_not_found
 from kifabrik.serve.keys import KeyRecord, authenticate
 from kifabrik.serve.metrics import Metrics
@@ -48,8 +50,16 @@ class ServeConfig(StrictModel):
         default="auto", description="llama.cpp backend: run the GGUF a model was registered from (auto; else an "
                                     "f16 conversion) or a conversion of its weights to f32 / f16, made once.")
     max_batch: int = Field(default=16, ge=1, le=256, description="Most requests decoded together per base model.")
+    prompt_cache_mb: int = Field(
+        default=1024, ge=0, description="llama.cpp backend: host memory (MiB) for the KV cells of earlier prompts "
+                                        "that a new request takes the place of; a later prompt that shares their "
+                                        "prefix gets them back instead of computing it again (llama-server's "
+                                        "--cache-ram). 0: off.")
     max_queue: int = Field(default=64, ge=1, description="Most waiting requests per base model; more get 429.")
-    batch_wait_ms: float = Field(default=5.0, ge=0, description="How long to gather requests before a batch starts.")
+    batch_wait_ms: float | None = Field(
+        default=None, ge=0, description="How long to gather requests before a batch starts. Default: 5 ms; 0 on "
+                                        "the llama.cpp backend, where a request joins at the next decoding step "
+                                        "(as in llama-server).")
     default_max_tokens: int = Field(default=512, ge=1, description="max_tokens when a request gives none.")
     device: str | None = Field(default=None, description="cpu, cuda, cuda:1 ... (default: best available).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -83,6 +93,13 @@ class ServeConfig(StrictModel):
         if not self.auth and not is_loopback(self.host):
             raise ValueError(f"--no-auth is only allowed when binding to loopback, not {self.host}")
         return self
+
+    def engine_options(self, home: Path) -> EngineOptions:
+        """What the backends of this server run with (`home`: where they keep GGUF conversions)."""
+        return EngineOptions(max_batch=self.max_batch, max_queue=self.max_queue,
+                             batch_wait=None if self.batch_wait_ms is None else self.batch_wait_ms / 1000,
+                             device=self.device, home=home, gguf_type=self.gguf_type, dtype=self.dtype,
+                             prompt_cache_mb=self.prompt_cache_mb)
 
     def hosts(self) -> frozenset[str] | None:
         """The accepted Host header names (lower case, IPv6 in brackets); None accepts every host."""

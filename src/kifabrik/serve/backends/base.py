@@ -23,11 +23,12 @@ class EngineOptions:
 
     max_batch: int = 16
     max_queue: int = 64
-    batch_wait: float = 0.005
+    batch_wait: float | None = None  # seconds to gather requests before a batch; None: the backend's default
     device: str | None = None
     home: Path | None = None  # $KIFABRIK_HOME: where backends keep caches (GGUF conversions)
     gguf_type: str = "auto"  # llama.cpp backend: which GGUF runs (`models.gguf_convert.gguf_for`)
     dtype: str = "auto"  # transformers backend: precision (`ModelTable` resolves auto per base model)
+    prompt_cache_mb: int = 1024  # llama.cpp backend: host memory for the saved KV states of earlier prompts
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,9 @@ class TransformersBackend(Backend):
                                     max_batch=options.max_batch, peft=bool(adapters), eos_ids=self.loaded.eos_ids,
                                     pad_id=self.loaded.pad_id)
         self.scheduler = Scheduler(base.name, self.decoder.run, max_batch=options.max_batch,
-                                   max_queue=options.max_queue, batch_wait=options.batch_wait, on_batch=on_batch)
+                                   max_queue=options.max_queue,
+                                   batch_wait=0.005 if options.batch_wait is None else options.batch_wait,
+                                   on_batch=on_batch)
 
     constrains = True
 

@@ -11,8 +11,12 @@ sequences, each in its own share of the KV cache (so the served context is at mo
 max-batch tokens, at least 2048, when more than one request runs at a time); every step is one `llama_decode` over the next token of each
 running request plus prompt chunks of the requests that just joined (`models.llama_context.LlamaContext`).
 A finished request's cells stay in its sequence: the next request there computes only the part of
-its prompt after the longest prefix it shares with them (llama-server's prompt cache); a request
-whose prefix another sequence holds gets a copy of that sequence's KV stream instead.
+its prompt after the longest prefix it shares with them; a request whose prefix another sequence
+holds gets a copy of that sequence's KV stream instead. Cells that a new request would mostly
+overwrite are first saved to host memory (`PromptCache`, `--prompt-cache-mb`; llama-server's
+`--cache-ram`), and a later prompt that shares more with a saved state than with any sequence
+gets that state back instead of computing its prompt again (a returning conversation, a
+repeated question).
 Each request samples with its own temperature, top_p and seed (numpy, float64).
 Adapters: each PEFT LoRA on the base is converted once to a GGUF adapter (llama.cpp's
 convert_lora_to_gguf.py) and loaded next to the one copy of the base weights; llama.cpp sets
@@ -44,6 +48,45 @@ KV_CELLS = 16384
 #: Shared prompt tokens from which a new request copies another sequence's KV stream instead of computing
 #: them (the copy is the whole stream, n_ctx cells x layers; a guess, not tuned).
 COPY_MIN = 16
+
+
+@dataclass
+class Saved:
+    """The KV state of a sequence that a new request took over, kept for a prompt that shares its prefix."""
+
+    adapter: str | None
+    tokens: list[int]  # the tokens its cells hold, positions 0..len-1
+    state: Any  # `LlamaContext.save`'s byte buffer
+
+
+class PromptCache:
+    """Saved sequence states in host memory, least recently saved dropped first over `limit` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.entries: list[Saved] = []  # oldest first
+
+    def put(self, entry: Saved) -> None:
+        if len(entry.state) > self.limit:
+            return
+        # an entry whose tokens start the new one's is covered by it
+        for old in [e for e in self.entries if e.adapter == entry.adapter
+                    and len(e.tokens) <= len(entry.tokens) and entry.tokens[:len(e.tokens)] == e.tokens]:
+            self.remove(old)
+        self.entries.append(entry)
+        self.size += len(entry.state)
+        while self.size > self.limit:
+            self.remove(self.entries[0])
+
+    def remove(self, entry: Saved) -> None:
+        self.entries.remove(entry)
+        self.size -= len(entry.state)
+
+    def best(self, shared: Callable[[str | None, list[int]], int]) -> tuple[int, Saved | None]:
+        """The entry with the longest `shared` prefix (the newest of equals), and that length."""
+        return max(((shared(e.adapter, e.tokens), e) for e in reversed(self.entries)),
+                   key=lambda x: x[0], default=(0, None))
 
 
 class _Tokens:
@@ -119,12 +162,14 @@ class LlamaCppBackend(Backend):
         self.loras = {a.name: self.llm.load_adapter(adapter_gguf(a.name, a.path, path, home)) for a in adapters}
         # free sequences -> (adapter, tokens their KV cells still hold): a new request reuses the longest prefix
         self._kept: dict[int, tuple[str | None, list[int]]] = {seq: (None, []) for seq in range(self.n_seq)}
-        self.cached_tokens = 0  # prompt tokens not computed again because a sequence held them
+        self.saved = PromptCache(options.prompt_cache_mb << 20)
+        self.cached_tokens = 0  # prompt tokens not computed again because a sequence or a saved state held them
         self.copied_streams = 0  # KV streams copied to a new request from a sequence that shares its prefix
+        self.restored = 0  # saved states put back for a new request
         self.tokens = _Tokens(prompts.eos_ids(_Attrs({"generation_config": _Attrs(_generation(path))}), self.tokenizer),
                               self._context)
         self.scheduler = Scheduler(base.name, self._run, max_batch=self.n_seq, max_queue=options.max_queue,
-                                   batch_wait=options.batch_wait, on_batch=on_batch)
+                                   batch_wait=options.batch_wait or 0.0, on_batch=on_batch)
 
     def chat_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, prefill: str) -> list[int]:
         from kifabrik.models import prompts
@@ -182,6 +227,8 @@ class LlamaCppBackend(Backend):
         When another sequence (free or running) shares at least COPY_MIN more prompt tokens, its stream
         is copied into the chosen one (llama_memory_seq_cp; whole streams only, done at the next decode)
         and cut back to the shared prefix: a copy costs less than computing those tokens again.
+        Cells of which the request would keep less than half are saved first (`PromptCache`, what
+        llama-server does below f_keep 0.5); a saved state that shares more than both is put back instead.
         """
         prompt = req.prompt_ids
 
@@ -197,11 +244,23 @@ class LlamaCppBackend(Backend):
 
         seq = max(self._kept, key=lambda q: (shared(*self._kept[q]), -q))
         reuse = shared(*self._kept[seq])
-        donors = [(shared(a, cells), q) for q, (a, cells) in self._kept.items() if q != seq]
+        adapter, cells = self._kept.pop(seq)
+        if len(cells) > 2 * reuse and self.saved.limit:  # most of its cells would go: keep them in memory
+            self.saved.put(Saved(adapter, cells, self.llm.save(seq)))
+        donors = [(shared(a, cells), q) for q, (a, cells) in self._kept.items()]
         donors += [(shared(s.row.req.adapter, s.fed), s.seq) for s in running]
         best, donor = max(donors, key=lambda d: (d[0], -d[1]), default=(0, -1))
-        del self._kept[seq]
-        if best >= reuse + COPY_MIN:
+        kept, entry = self.saved.best(shared)
+        if entry is not None and kept > reuse and kept >= best:
+            # a memory copy of the cells it needs: cheaper than a stream copy or computing them
+            self.saved.remove(entry)
+            self.llm.drop(seq)
+            if self.llm.restore(seq, entry.state):
+                reuse = kept
+                self.restored += 1
+            else:
+                reuse = 0
+        elif best >= reuse + COPY_MIN:
             self.llm.lc.llama_memory_seq_cp(self.llm.memory, donor, seq, -1, -1)
             reuse = best
             self.copied_streams += 1
@@ -277,7 +336,8 @@ class LlamaCppBackend(Backend):
 
     def stats(self) -> dict[str, Any]:
         return {**self.scheduler.stats(), "gguf": self.gguf.name, "cached_prompt_tokens": self.cached_tokens,
-                "copied_kv_streams": self.copied_streams}
+                "copied_kv_streams": self.copied_streams, "restored_prompts": self.restored,
+                "prompt_cache_bytes": self.saved.size}
 
 
 class _Attrs:

@@ -76,12 +76,8 @@ def server_state(request: Request, ws: Workspace, project: str) -> ServerState:
         if state is not None and _signature(state.table.served) == _signature(served):
             return state
         config = ServeConfig()  # what `kifabrik serve` runs with by default: AI notice on, no content logged
-        from kifabrik.serve.backends.base import EngineOptions
-
         metrics = Metrics()
-        options = EngineOptions(max_batch=config.max_batch, max_queue=config.max_queue,
-                                batch_wait=config.batch_wait_ms / 1000, device=config.device,
-                                home=ws.settings.home, gguf_type=config.gguf_type, dtype=config.dtype)
+        options = config.engine_options(ws.settings.home)
         table = ModelTable(ws, served, config.backend, options, on_batch=metrics.batch_size.observe)
         states[project] = ServerState(ws, config, table, metrics)
     if state is not None:
