@@ -20,6 +20,9 @@ class LoraOptions(StrictModel):
         description="Names (or name suffixes) of the linear layers to adapt, e.g. [q_proj, v_proj]; `all-linear` "
         "adapts every linear layer but the output head. Default: per architecture (train/targets.yaml).",
     )
+    top_layers: int | None = Field(
+        default=None, ge=1, description="Adapt only the last N transformer blocks (PEFT layers_to_transform): "
+        "backpropagation then stops below them, so a step costs less. Default: every block.")
 
 
 class ContextOptions(StrictModel):

@@ -84,8 +84,18 @@ def build_model(path: Path, prepared: Prepared, opts: TrainOptions, trust: bool,
     from peft import LoraConfig, get_peft_model
 
     targets = resolve_targets(model, opts.lora.target_modules, prepared.base.meta.get("model_type"))
+    layers = None
+    if opts.lora.top_layers is not None:
+        blocks = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+        if not blocks:
+            raise KifabrikError("lora.top_layers needs a model whose config names num_hidden_layers",
+                                hint="remove lora.top_layers")
+        if opts.lora.top_layers > blocks:
+            raise KifabrikError(f"lora.top_layers is {opts.lora.top_layers}, but the model has {blocks} blocks",
+                                hint=f"use at most {blocks}")
+        layers = list(range(blocks - opts.lora.top_layers, blocks))
     config = LoraConfig(r=opts.lora.rank, lora_alpha=opts.lora.alpha, lora_dropout=opts.lora.dropout,
-                        target_modules=targets, task_type="CAUSAL_LM", bias="none")
+                        target_modules=targets, task_type="CAUSAL_LM", bias="none", layers_to_transform=layers)
     peft_model = get_peft_model(model, config)
     if opts.gradient_checkpointing:
         peft_model.enable_input_require_grads()
