@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_serve.py [--home DIR] [--max-tokens 32] [--levels 1,8,32]
         [--backend llama.cpp] [--gguf-type auto|f32|f16] [--llama-server PATH | --no-llama-server]
-        [--omp-wait-policy inherit|passive|active] [--rounds 1] [--no-sequential]
+        [--omp-wait-policy inherit|passive|active] [--rounds 1] [--no-sequential] [--unique-prompts]
 
 1. Registers the embedded model (SmolLM2-135M-Instruct) in `--home` (once; reused later).
 2. Sequential baseline: `model.generate` one prompt at a time (greedy, same chat template,
@@ -13,7 +13,9 @@
    ships) with as many slots as the highest level (`-np`, kifabrik's `--max-batch`), the same threads
    and the same KV cells per slot. Both get the same prompts, greedy, from the official `openai`
    client; the levels run alternately (kifabrik c=1, llama-server c=1, kifabrik c=8, ...), so a
-   change in the machine's load hits both.
+   change in the machine's load hits both. The prompts repeat across rounds (and 16 topics repeat
+   within a level of 32), so both servers' prompt caches find whole prompts from the second round
+   on; `--unique-prompts` gives every request a new prompt instead.
 Prints prompt and completion tokens (usage), completion tokens/s, p50/p95 latency and peak RSS of
 each server's process tree (psutil, sampled every 50 ms during the level), each level's throughput
 relative to the first row, and kifabrik / llama-server per level. Requests and time are bounded (`--sequential-requests`, `--timeout`).
@@ -177,6 +179,9 @@ def main() -> None:
     ap.add_argument("--no-sequential", action="store_true", help="skip the sequential model.generate baseline")
     ap.add_argument("--rounds", type=int, default=1,
                     help="runs of each level per server, alternating; the table shows the median round by tokens/s")
+    ap.add_argument("--unique-prompts", action="store_true",
+                    help="give every request a prompt no earlier one had (a tag before the question), so neither "
+                         "server finds more than the chat template's system part in its prompt cache")
     args = ap.parse_args()
     os.environ["KIFABRIK_HOME"] = str(args.home)
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -220,7 +225,9 @@ def main() -> None:
                 for name, (proc, url) in servers.items():
                     print(f"{name}, concurrency {c}: {n} requests (round {i + 1} of {args.rounds}) ...", flush=True)
                     with PeakRSS(proc.pid) as mem:
-                        r = served(url, PROMPTS[:n], args.max_tokens, c, args.timeout)
+                        prompts = PROMPTS[:n] if not args.unique_prompts else [
+                            f"({c}.{i}.{j}) {p}" for j, p in enumerate(PROMPTS[:n])]
+                        r = served(url, prompts, args.max_tokens, c, args.timeout)
                     runs[name].append({**r, "rss_mb": mem.peak / 1e6})
             if len(servers) == 2 and args.rounds > 1:
                 a, b = runs.values()
@@ -263,7 +270,8 @@ def report(args: argparse.Namespace, rows: list[tuple[str, dict[str, float]]], s
     ref = seq or rows[0][1]
     policy = args.omp_wait_policy if args.omp_wait_policy != "inherit" else os.environ.get("OMP_WAIT_POLICY", "unset")
     print(f"\nSmolLM2-135M-Instruct, greedy, max_tokens {args.max_tokens}, {os.cpu_count()} CPU cores, "
-          f"kifabrik --backend {args.backend}, OMP_WAIT_POLICY {policy}")
+          f"kifabrik --backend {args.backend}, OMP_WAIT_POLICY {policy}"
+          + (", every prompt new (--unique-prompts)" if args.unique_prompts else ", prompts repeat across rounds"))
     print(f"{'':24} {'requests':>8} {'prompt':>7} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7} "
           f"{'peak MB':>8} {'vs first':>8}")
     for name, r in rows:

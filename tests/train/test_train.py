@@ -101,6 +101,17 @@ def test_bf16_on_a_cpu_trains_under_autocast_and_fp16_is_refused(ws, tiny_model,
         train(ws, "tiny", [chat_ds.id], TrainOptions(**{**FAST, "max_steps": 2, "precision": "fp16"}))
 
 
+def test_top_layers_adapts_only_the_last_blocks_and_a_count_over_the_model_is_refused(ws, tiny_model, chat_ds):
+    from safetensors.torch import load_file
+
+    rec = train(ws, "tiny", [chat_ds.id], TrainOptions(**{**FAST, "max_steps": 1, "lora": {"rank": 4, "top_layers": 1}}))
+    names = load_file(str(ws.path(rec) / "adapter_model.safetensors")).keys()
+    assert names and all(".layers.1." in n for n in names)  # the tiny model has blocks 0 and 1
+    assert json.loads((ws.path(rec) / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+    with pytest.raises(KifabrikError, match="lora.top_layers is 3, but the model has 2 blocks"):
+        train(ws, "tiny", [chat_ds.id], TrainOptions(**{**FAST, "max_steps": 1, "lora": {"rank": 4, "top_layers": 3}}))
+
+
 def test_full_fine_tuning_makes_a_model_record(ws, tiny_model, chat_ds):
     from kifabrik.models.sources import model_path
 
