@@ -41,9 +41,13 @@ def _setup(ws: Workspace, tiny_model_dir: Path) -> Workspace:
 
 
 def _until(driver: Any, check: Callable[[Any], Any], timeout: float = 120, what: str = "") -> Any:
+    """Poll until `check` is truthy; an element that the page replaced between find and read is looked up again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.3).until(check, message=what)
+    return WebDriverWait(driver, timeout, poll_frequency=0.3,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+                         ).until(check, message=what)
 
 
 def _sign_in(driver: Any, url: str, user: str) -> None:
@@ -92,9 +96,12 @@ def _job_done(driver: Any, timeout: float = 300) -> str:
     from selenium.webdriver.common.by import By
 
     final = ("succeeded", "failed", "cancelled", "interrupted")
-    _until(driver, lambda d: d.find_element(By.ID, "job-status").get_attribute("data-status") in final, timeout,
-           "the job to end")
-    return str(driver.find_element(By.ID, "job-status").get_attribute("data-status"))
+
+    def ended(d: Any) -> str | None:
+        status = d.find_element(By.ID, "job-status").get_attribute("data-status")
+        return status if status in final else None
+
+    return str(_until(driver, ended, timeout, "the job to end"))
 
 
 def test_the_whole_journey_in_a_browser(ws: Workspace, home: Path, tiny_model_dir: Path, tmp_path: Path, ui_server,

@@ -446,7 +446,7 @@ def test_in_a_browser_the_job_page_follows_the_training_live_and_the_chat_stream
     browser.find_element(By.CSS_SELECTOR, "button.danger").click()  # Stop, confirmed in the dialog
     browser.switch_to.alert.accept()
     wait_for.until(lambda d: d.find_element(By.ID, "job-status").get_attribute("data-status") == "cancelled")
-    assert browser.find_element(By.ID, "job-status").text == "cancelled"
+    wait_for.until(lambda d: d.find_element(By.ID, "job-status").text == "cancelled")  # also after the reload
 
     browser.get(f"{server.url}/p/{A}/chat")
     browser.execute_script("window.notReloaded = true;")
