@@ -295,3 +295,34 @@ def test_sources_are_numbered_by_rank_and_the_best_stands_next_to_the_question()
     system, user = with_sources(asked, ["beste Quelle", "zweite", "dritte"])
     assert system["content"] == f"Sie sind der Service.\n\n{SOURCES_HEADING}\n[3] dritte\n[2] zweite\n[1] beste Quelle"
     assert user == asked[1]
+
+
+def test_related_unanswerable_rows_show_the_asked_machine_without_the_answer() -> None:
+    """`related`: a row turned unanswerable shows the best passages about what it asks that cannot hold its
+    answer (the same machine, another fact), as a question the documents do not answer meets when served."""
+    from kifabrik.kb.contexts import add_contexts, may_hold
+    from kifabrik.kb.grounding import NOT_FOUND, SOURCES_HEADING
+    from kifabrik.kb.tokenize import Tokenizer
+
+    tok = Tokenizer.default()
+    question = "Welchen Luftdruck braucht die Spannvorrichtung der DM 320?"
+    answer = "Die Spannvorrichtung der DM 320 braucht 6 bar Luftdruck."
+    about = ["Für die Drehmaschine DM 320 empfehlen wir Spindelöl ISO VG 22, gewechselt alle 1500 Betriebsstunden.",
+             "Auf die Drehmaschine DM 320 geben wir 24 Monate Garantie ab Inbetriebnahme.",
+             "Die DM 320 hat eine Spannvorrichtung, die mit 6 bar Luftdruck arbeitet."]  # holds the answer
+    others = ["Die Betriebsanleitung der Bandsäge BS 320 steht im Kundenportal als PDF bereit.",
+              "Der Spindelfilter hat die Artikelnummer SM-7702-30.", "Neue Maschinen haben 24 Monate Garantie."]
+    assert may_hold(answer, question, about[2], tok) and not any(may_hold(answer, question, t, tok) for t in about[:2])
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+            for q, a in [(question, answer), *((f"Frage {i}?", t) for i, t in enumerate(about + others))]]
+
+    def shown(out: list[dict[str, Any]]) -> str:
+        return str(out[0]["messages"][0]["content"].split(SOURCES_HEADING + "\n", 1)[1])
+
+    out, stats = add_contexts(rows, k=2, unanswerable=0.999, related=1.0, seed=1)
+    assert out[0]["messages"][-1]["content"] == NOT_FOUND and stats.related >= 1
+    assert about[0] in shown(out) and about[1] in shown(out)  # the DM 320's other facts ...
+    assert about[2] not in shown(out) and answer not in shown(out)  # ... never one that may hold the answer
+    plain, plain_stats = add_contexts(rows, k=2, unanswerable=0.999, seed=1)
+    assert plain_stats.related == 0 and "DM 320" not in shown(plain)  # by default: sources that do not name it
+    assert add_contexts(rows, k=2, unanswerable=0.999, related=0.0, seed=1)[0] == plain  # off: rows unchanged

@@ -20,7 +20,13 @@ format of `kb.grounding`:
   picking the right source while writing (the demo's 135M model: 60 % -> 68 % facts correct);
 - unanswerable rows (share `unanswerable`): sources that do not contain the answer (the row's own
   answer and every passage that shares most of its words are left out), and the target becomes
-  `NOT_FOUND` — so the model learns to say that the sources do not answer the question.
+  `NOT_FOUND` — so the model learns to say that the sources do not answer the question. By default
+  the sources are passages that do not name what the question names (its machine, error code, part
+  number). With `related`, that share of them shows instead the passages retrieval ranks best for
+  the question, less every one that may hold the answer (`may_hold`): the same machine, another fact
+  ("Presskraft der KP 160?" with the KP 160's oil, warranty and training) — what a question the
+  documents do not answer meets at serving time, where a Fach-LLM with `known_names` already answers
+  a name the documents never mention without running the model.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class ContextStats:
     unanswerable: int
     passages: int
     from_documents: int = 0
+    related: int = 0  # unanswerable rows whose sources are about what was asked (`related`)
 
 
 def cited(n: int, answer: str) -> str:
@@ -74,6 +81,17 @@ def states(answer: str, question: str, shown: str, tok: Tokenizer, *, share: flo
             and len(facts & has) >= share * len(facts))
 
 
+def may_hold(answer: str, question: str, shown: str, tok: Tokenizer, *, share: float = 0.3) -> bool:
+    """Whether `shown` may state what `answer` answers to `question`: it holds one of the answer's terms
+    with a digit that the question does not name (an interval, a part number, a delivery time), or
+    `share` of the facts of its first sentence (see `states`). Stricter than `states`, for leaving out."""
+    asked = set(tok.tokens(question))
+    has = set(tok.tokens(shown))
+    digits = {t for t in tok.tokens(answer) if any(c.isdigit() for c in t)} - asked
+    first = set(tok.tokens(_FIRST_SENTENCE.split(answer, maxsplit=1)[0])) - asked
+    return bool(digits & has) or (bool(first) and len(first & has) >= share * len(first))
+
+
 def _final_answer(messages: Sequence[dict[str, Any]]) -> str | None:
     if messages and messages[-1].get("role") == "assistant" and isinstance(messages[-1].get("content"), str):
         return str(messages[-1]["content"])
@@ -87,7 +105,8 @@ def _overlap(a: set[str], b: set[str]) -> float:
 def add_contexts(rows: list[dict[str, Any]], *, k: int = 3, unanswerable: float = 0.2, seed: int = 0,
                  pool: Sequence[str] = (), near_duplicate: float = 0.5,
                  same: float = 0.8, focus: Collection[str] = (),
-                 from_documents: float = 0.0, cite: bool = False) -> tuple[list[dict[str, Any]], ContextStats]:
+                 from_documents: float = 0.0, cite: bool = False,
+                 related: float = 0.0) -> tuple[list[dict[str, Any]], ContextStats]:
     """Rewrite chat rows (`{"messages": [...]}`) into grounded rows; rows without a final answer stay as they are.
 
     Args:
@@ -105,6 +124,9 @@ def add_contexts(rows: list[dict[str, Any]], *, k: int = 3, unanswerable: float 
             as a Fach-LLM with `focus` shows them (`kb.focus`); chat answers are shown whole, as there.
         from_documents: Share of the answerable rows whose answer a section of `pool` states (`states`)
             that show that section instead of the row's own answer and its copies.
+        cite: Targets of answerable rows first name their source ("[2] ...").
+        related: Share of the unanswerable rows whose sources are the best-ranked passages that may not
+            hold the answer, at least one of them naming what the question names (see the module docstring).
     """
     import bm25s
     import numpy as np
@@ -126,7 +148,7 @@ def add_contexts(rows: list[dict[str, Any]], *, k: int = 3, unanswerable: float 
         return focus_on(texts[i], asked, tok, weight=weight) if texts[i] in focus else texts[i]
 
     pooled = range(len(answers), len(texts))  # the pool's passages (document sections) beside the rows' answers
-    out, n_ans, n_un, n_doc = [], 0, 0, 0
+    out, n_ans, n_un, n_doc, n_rel = [], 0, 0, 0, 0
     for row in rows:
         messages = row["messages"]
         gold_text = _final_answer(messages)
@@ -142,12 +164,22 @@ def add_contexts(rows: list[dict[str, Any]], *, k: int = 3, unanswerable: float 
         ranked = [i for i in order if i != gold]
         entities = {t for t in tok.tokens(question) if any(c.isdigit() for c in t)}
         sources: list[int] = []
+        about = False
         if entities and rng.random() < unanswerable:
-            sources = _pick([i for i in ranked if not entities & word_sets[i]
-                             and _overlap(word_sets[i], word_sets[gold]) < near_duplicate], word_sets, k, same)
+            if related and rng.random() < related:
+                # what the best passages for a question the documents do not answer look like: the
+                # same machine, another fact; every passage that may hold the answer is left out
+                sources = _pick([i for i in ranked if _overlap(word_sets[i], word_sets[gold]) < near_duplicate
+                                 and not may_hold(gold_text, question, shows(i, asked), tok)], word_sets, k, same)
+                about = len(sources) == k and any(entities & word_sets[i] for i in sources)
+                sources = sources if about else []
+            if len(sources) < k:
+                sources = _pick([i for i in ranked if not entities & word_sets[i]
+                                 and _overlap(word_sets[i], word_sets[gold]) < near_duplicate], word_sets, k, same)
         if len(sources) == k:
             target = NOT_FOUND
             n_un += 1
+            n_rel += about
         else:
             # a row answered from a document section: the best-ranked section stating the answer stands
             # in for the row's own answer, whose copies leave the sources too
@@ -172,7 +204,7 @@ def add_contexts(rows: list[dict[str, Any]], *, k: int = 3, unanswerable: float 
         shown = [shows(i, asked) for i in sources]
         grounded = with_sources(messages[:-1], shown)
         out.append({**row, "messages": [*grounded, {"role": "assistant", "content": target}]})
-    return out, ContextStats(len(rows), n_ans, n_un, len(texts), n_doc)
+    return out, ContextStats(len(rows), n_ans, n_un, len(texts), n_doc, n_rel)
 
 
 def _pick(candidates: list[int], word_sets: list[set[str]], k: int, same: float) -> list[int]:

@@ -36,6 +36,10 @@ class ContextOptions(StrictModel):
                                   "answer a document section of `passages_from` also states that show that section "
                                   "instead of the row's own answer, so the model learns to answer from documents, not "
                                   "only to copy an answer it has seen.")
+    related: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of the unanswerable rows whose "
+                           "sources are the passages retrieval ranks best for the question less every one that may "
+                           "hold its answer (the same machine, another fact), as a question the documents do not "
+                           "answer meets them when served; the others show passages that do not name what was asked.")
     cite: bool = Field(default=False, description="Answers start with the number of the source they come from "
                        "(`[2] ...`): the model first points at a source, then says what it says; served answers "
                        "mark the cited source (`cited` in `sources`).")

@@ -121,17 +121,16 @@ def encode(ws: Workspace, tokenizer: Any, base: ArtifactRecord, datasets: list[A
         if opts.context is not None and rows.format == "chat":
             from kifabrik.kb.contexts import add_contexts
 
-            train_rows, cst = add_contexts(rows.train, k=opts.context.k, unanswerable=opts.context.unanswerable,
-                                           seed=opts.seed, pool=pool,
-                                           focus=sections if opts.context.focus else (),
-                                           from_documents=opts.context.from_documents, cite=opts.context.cite)
-            test_rows, _ = add_contexts(rows.test, k=opts.context.k, unanswerable=opts.context.unanswerable,
-                                        seed=opts.seed + 1, pool=pool,
-                                        focus=sections if opts.context.focus else (),
-                                        from_documents=opts.context.from_documents, cite=opts.context.cite)
+            c = opts.context
+            shared = {"k": c.k, "unanswerable": c.unanswerable, "pool": pool, "focus": sections if c.focus else (),
+                      "from_documents": c.from_documents, "cite": c.cite, "related": c.related}
+            train_rows, cst = add_contexts(rows.train, seed=opts.seed, **shared)
+            test_rows, _ = add_contexts(rows.test, seed=opts.seed + 1, **shared)
             rows = replace(rows, train=train_rows, test=test_rows)
             info(f"{d.ref}: {cst.answerable} rows with their answer among {opts.context.k} sources, "
-                 f"{cst.unanswerable} whose sources lack it (from {cst.passages} passages)"
+                 f"{cst.unanswerable} whose sources lack it"
+                 + (f" ({cst.related} of them about what was asked)" if cst.related else "")
+                 + f" (from {cst.passages} passages)"
                  + (f"; {cst.from_documents} answered from a document section" if cst.from_documents else ""))
         ex, st = encode_rows(tokenizer, rows.train, rows.format, max_len)
         train += ex
