@@ -42,7 +42,10 @@ def _setup(ws: Workspace, tiny_model_dir: Path) -> Workspace:
 
 def _until(driver: Any, check: Callable[[Any], Any], timeout: float = 120, what: str = "") -> Any:
     """Poll until `check` is truthy; an element that the page replaced between find and read is looked up again."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, timeout, poll_frequency=0.3,
