@@ -97,3 +97,22 @@ def test_eval_rows_limits_the_held_out_loss_to_the_first_rows(ws, tiny_model, ch
     first = encode(ws, tok, tiny_model, [chat_ds], TrainOptions(eval_rows=2))
     assert len(every.test) > 2 and first.test == every.test[:2]
     assert first.train == every.train
+
+
+def test_context_options_reach_the_grounded_rows(ws, tiny_model, chat_ds, tok, capsys):
+    """Every `context:` option goes to both splits' grounded rows (one set of options, `prepare.encode`)."""
+    from kifabrik.train.options import ContextOptions, TrainOptions
+    from kifabrik.train.prepare import encode
+
+    plain = encode(ws, tok, tiny_model, [chat_ds], TrainOptions(max_seq_length=512))
+    grounded = encode(ws, tok, tiny_model, [chat_ds], TrainOptions(
+        max_seq_length=512, context=ContextOptions(k=2, unanswerable=0.2, related=1.0, cite=True)))
+    assert len(grounded.train) == len(plain.train) and len(grounded.test) == len(plain.test)
+    said = [tok.decode(ex.input_ids) for ex in grounded.train + grounded.test]
+    assert all("Quellen:" in s for s in said)  # sources in every row of both splits
+    from kifabrik.kb.grounding import NOT_FOUND
+
+    # the final answer of each chat (earlier assistant turns stay as they were) names its source (`cite`)
+    targets = [[t for t in _labelled_text(tok, ex).split("<|end|>") if t.strip()][-1].strip() for ex in grounded.train]
+    assert all(t.startswith(("[1]", "[2]", NOT_FOUND)) for t in targets), targets[:4]
+    assert any(t.startswith("[") for t in targets)

@@ -122,8 +122,9 @@ def encode(ws: Workspace, tokenizer: Any, base: ArtifactRecord, datasets: list[A
             from kifabrik.kb.contexts import add_contexts
 
             c = opts.context
-            shared = {"k": c.k, "unanswerable": c.unanswerable, "pool": pool, "focus": sections if c.focus else (),
-                      "from_documents": c.from_documents, "cite": c.cite, "related": c.related}
+            shared: dict[str, Any] = {"k": c.k, "unanswerable": c.unanswerable, "pool": pool,
+                                      "focus": sections if c.focus else (), "from_documents": c.from_documents,
+                                      "cite": c.cite, "related": c.related}
             train_rows, cst = add_contexts(rows.train, seed=opts.seed, **shared)
             test_rows, _ = add_contexts(rows.test, seed=opts.seed + 1, **shared)
             rows = replace(rows, train=train_rows, test=test_rows)
