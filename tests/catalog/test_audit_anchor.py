@@ -75,3 +75,16 @@ def test_a_bundle_head_pins_the_log_as_it_was(ws: Workspace, tmp_path: Path) -> 
         db.execute("DELETE FROM audit_log")
     problems = ws.catalog.verify_audit([copy])
     assert any(str(copy) in p and "removed" in p for p in problems), problems
+
+
+def test_entries_written_together_chain_in_order_under_one_anchor(ws: Workspace) -> None:
+    ws.catalog.audit("test.first")
+    hashes = ws.catalog.audit_many([{"action": "test.batch", "subject": f"s{i}", "details": {"i": i}}
+                                    for i in range(5)])
+    entries = ws.catalog.audit_entries()
+    assert [e.hash for e in entries[-5:]] == hashes
+    assert [e.subject for e in entries[-5:]] == [f"s{i}" for i in range(5)]
+    assert [e.prev_hash for e in entries[-5:]] == [e.hash for e in entries[-6:-1]]
+    assert ws.catalog.audit_head()["seq"] == entries[-1].seq
+    assert ws.catalog.verify_audit() == []
+    assert ws.catalog.audit_many([]) == []

@@ -140,3 +140,20 @@ def test_a_corrupted_policy_denies(ws: Workspace, make) -> None:
         draft.write_text("a.txt", "a")
     with pytest.raises(PolicyDenied, match="not valid ODRL any more"):
         require(ws, [draft.record.id], "training")
+
+
+def test_a_lineage_learned_later_is_checked_at_once(ws: Workspace, make) -> None:
+    # the ancestry of a checked artifact is kept while the catalog's lineage is unchanged (a server
+    # checks it for every request); an edge recorded later, or a new version, is seen by the next check
+    from kifabrik.catalog import EdgeRecord
+
+    model = make(ws, "model", "fach")
+    assert all(c.decision.permitted for c in check(ws, [model.id], "release"))
+    data = make(ws, "dataset", "kunden", policy="internal-only")
+    assert all(c.decision.permitted for c in check(ws, [model.id], "release"))  # kept: no edge to it yet
+    ws.catalog.add_edge(EdgeRecord(data.id, model.id, "trained_on"))
+    denied = [c for c in check(ws, [model.id], "release") if not c.decision.permitted]
+    assert [c.source.id for c in denied] == [data.id]
+    assert [c.artifact.id for c in check(ws, ["fach"], "release")] == [model.id]
+    newer = make(ws, "model", "fach", parents=[data.id])
+    assert [c.artifact.id for c in check(ws, ["fach"], "release")] == [newer.id]

@@ -175,6 +175,19 @@ class Catalog(ReleaseRequests):
                 s.delete(row)
 
     # ------------------------------------------------------------------ lineage
+    def lineage_version(self) -> tuple[int, int, int]:
+        """(artifacts, lineage edges, newest edge id): changes whenever any artifact's ancestry may have.
+
+        Edges are only added (with a new artifact, or `add_edge`) or removed with their child, and an
+        artifact with descendants cannot be removed, so an ancestry that this tuple still matches is
+        unchanged (`policy.enforce` caches the ancestry of what it checks on it).
+        """
+        with self._read() as s:
+            row = s.execute(select(select(func.count()).select_from(t.Artifact).scalar_subquery(),
+                                   select(func.count()).select_from(t.Edge).scalar_subquery(),
+                                   select(func.max(t.Edge.id)).scalar_subquery())).one()
+            return int(row[0]), int(row[1]), int(row[2] or 0)
+
     def edges(self, *, parent: str | None = None, child: str | None = None) -> list[EdgeRecord]:
         with self._read() as s:
             # both ends in this project (lineage never crosses projects: parents must be the project's own)

@@ -75,11 +75,26 @@ def ancestors(ws: Workspace, artifact_id: str) -> list[ArtifactRecord]:
     return out
 
 
+def _ancestry(ws: Workspace, artifact_id: str) -> list[ArtifactRecord]:
+    """`ancestors`, kept per catalog while its `lineage_version` stays: a server checks the same
+    lineage for every request (walking it was most of a policy check's ~2 ms there), while the
+    policies on it are read fresh each time."""
+    catalog = ws.catalog
+    version = catalog.lineage_version()
+    cache: dict[str, tuple[tuple[int, int, int], list[ArtifactRecord]]] = catalog.__dict__.setdefault("_ancestry", {})
+    hit = cache.get(artifact_id)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    chain = ancestors(ws, artifact_id)
+    cache[artifact_id] = (version, chain)
+    return chain
+
+
 def _policies(ws: Workspace, artifact_ids: list[str]) -> list[tuple[ArtifactRecord, ArtifactRecord, str, str, Policy | str]]:
     """(asked, source, policy id, name, parsed policy or the reason it cannot be parsed), each policy once."""
     found, seen = [], set()
     for ref in artifact_ids:
-        chain = ancestors(ws, ref)
+        chain = _ancestry(ws, ref)
         for source in chain:
             for policy_id, name, doc in ws.catalog.policies_of(source.id):
                 if (source.id, policy_id) in seen:

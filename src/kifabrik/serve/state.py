@@ -165,6 +165,13 @@ class Trace:
                 **({"knowledge": self.knowledge} if self.knowledge else {}), "status": status, **outcome}
 
 
+@dataclass
+class _Entry:
+    fields: dict[str, Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
 class ServerState:
     """Everything a request handler needs; catalog writes are serialised (one hash chain)."""
 
@@ -175,12 +182,49 @@ class ServerState:
         self.metrics = metrics
         self.limiter = RateLimiter()
         self._db = threading.Lock()
+        self._pending: list[_Entry] = []  # audit entries waiting for the writer (group commit)
+        self._writing = False
+        self._queue = threading.Lock()
+        self.audit_commits = 0  # transactions that wrote `serve` audit entries (fewer than entries under load)
         self.region = config.region or ws.settings.region
 
     def audit(self, action: str, *, actor: str, subject: str | None, decision: str | None,
               details: dict[str, Any]) -> None:
-        with self._db:
-            self.ws.catalog.audit(action, actor=actor, subject=subject, decision=decision, details=details)
+        """Write one audit entry; return once it is committed (a request is answered after its entry).
+
+        Group commit: the first caller writes every entry waiting by then in one transaction (one
+        commit, one anchor of the chain's head), and again while more arrive; the others wait for
+        theirs. Concurrent requests share a commit; alone, each has its own, as before.
+        """
+        entry = _Entry({"action": action, "actor": actor, "subject": subject, "decision": decision,
+                        "details": details})
+        with self._queue:
+            self._pending.append(entry)
+            leader = not self._writing
+            self._writing = True
+        if leader:
+            self._write_pending()
+        entry.done.wait()
+        if entry.error is not None:
+            raise entry.error
+
+    def _write_pending(self) -> None:
+        while True:
+            with self._queue:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    self._writing = False
+                    return
+            try:
+                with self._db:
+                    self.ws.catalog.audit_many([e.fields for e in batch])
+                    self.audit_commits += 1
+            except BaseException as exc:  # noqa: BLE001 - every entry of the batch fails alike; the writer goes on
+                for e in batch:
+                    e.error = exc
+            finally:
+                for e in batch:
+                    e.done.set()
 
     def record(self, trace: Trace, status: int, **outcome: Any) -> None:
         """Write the one `serve.request` entry of a request that reached the access decision."""
