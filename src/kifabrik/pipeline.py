@@ -289,7 +289,8 @@ def check_run(ws: Workspace, validated: ValidatedRecipe, *, online: bool = False
                                   validated.steps, ws)
     if problems:  # checked against this workspace's catalog before anything is registered
         raise _invalid(validated.source, problems)
-    preflight_model_source(ws, validated.recipe.model.source, online=online)
+    model = validated.recipe.model
+    preflight_model_source(ws, model.source, online=online, accept_terms=model.accept_terms)
 
 
 def run_recipe(ws: Workspace, validated: ValidatedRecipe, *, online: bool = False,
@@ -320,7 +321,8 @@ def run_recipe(ws: Workspace, validated: ValidatedRecipe, *, online: bool = Fals
         model = _recorded(ws, pipeline_id, recipe.name, "model", MODEL_STEP, recipe.model.model_dump(),
                           lambda run_id: [resolve_model_source(ws, recipe.model.source, name=recipe.model.name,
                                                                online=online,
-                                                               trust_remote_code=recipe.model.trust_remote_code)],
+                                                               trust_remote_code=recipe.model.trust_remote_code,
+                                                               accept_terms=recipe.model.accept_terms)],
                           run_id=own_run)[0]
         if own_run:
             return PipelineResult(pipeline_id, model, [StepResult(MODEL_STEP, "model", own_run, [model])])

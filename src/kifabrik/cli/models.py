@@ -22,16 +22,21 @@ def add(
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code.")] = False,
     copy: Annotated[bool, typer.Option("--copy", help="Copy a local folder into the store instead of referencing it.")] = False,
     license: Annotated[str | None, typer.Option(help="Licence to record when the model card states none.")] = None,
+    accept_terms: Annotated[bool, typer.Option("--accept-terms", help="Accept the licence terms an embedded model "
+                                               "requires to be accepted (embedded:gemma3-270m: Gemma Terms of Use).")] = False,
 ) -> None:
     """Register a base model (converted once to safetensors where needed)."""
     set_offline(online)
     from kifabrik.models.sources import add_model
 
     rec = add_model(workspace(), source, name=name, online=online, trust_remote_code=trust_remote_code,
-                    copy=copy, license=license)
+                    copy=copy, license=license, accept_terms=accept_terms)
     out.print(f"registered model [bold]{rec.ref}[/bold]  id {rec.id}")
     out.print(f"  {rec.meta.get('architecture')}, {human(rec.meta.get('parameters'))} parameters, "
               f"licence {rec.meta.get('license')}")
+    if terms := rec.meta.get("terms"):
+        out.print(f"  [yellow]{escape(terms['name'])} accepted[/yellow]: they pass to every adapter, merged model and "
+                  f"Fach-LLM built on it ({escape(terms['file'])})")
     for same in rec.meta.get("same_content") or []:
         out.print(f"  [yellow]same weights as {same['kind']} {escape(same['ref'])}[/yellow] ({same['id'][:12]}, "
                   f"{escape(', '.join(same['files']))}): it carries that artifact's usage restrictions "

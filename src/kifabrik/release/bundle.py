@@ -72,16 +72,44 @@ def write_weights(ws: Workspace, target: ArtifactRecord, base: ArtifactRecord | 
         "license": base.meta.get("license")}}
 
 
+#: Where a bundle carries the licence terms its base model was accepted under (Gemma's: they must travel with
+#: every model derived from it).
+TERMS_FILE = "BASE-MODEL-TERMS.html"
+
+
+def write_terms(model: ArtifactRecord | None, root: Path) -> dict[str, Any] | None:
+    """Copy the terms a base model was registered under (`meta.terms`) into the bundle; None if it has none."""
+    from kifabrik.artifacts import sha256_file
+
+    terms = (model.meta.get("terms") if model is not None else None) or None
+    if terms is None or model is None:
+        return None
+    src = Path(terms["file"])
+    if not src.is_file() or sha256_file(src) != terms["sha256"]:
+        raise KifabrikError(f"the {terms['name']} that {model.ref} was registered under are no longer at {src} "
+                            "as accepted; a model derived from it may only be passed on with them",
+                            hint=f"reinstall the package of {model.meta.get('source')} (`make gemma`); nothing was released")
+    name = TERMS_FILE if src.suffix == ".html" else f"BASE-MODEL-TERMS{src.suffix}"
+    shutil.copy2(src, root / name)
+    return {"name": terms["name"], "file": name, "sha256": terms["sha256"]}
+
+
 def write_bundle(ws: Workspace, target: ArtifactRecord, base: ArtifactRecord | None, docs: ArtifactRecord,
                  root: Path, release: dict[str, Any]) -> dict[str, Any]:
     """Write every file of the bundle into `root` (a draft directory); SHA256SUMS last."""
 
     weights = write_weights(ws, target, base, root)
+    if (terms := write_terms(base if weights["kind"] == "adapter" else target, root)) is not None:
+        (weights["base_model"] if weights["kind"] == "adapter" else weights)["terms"] = terms
     if weights["kind"] == "adapter":
         (root / "base_model.json").write_text(json.dumps(weights["base_model"], indent=2) + "\n", encoding="utf-8")
     copy_tree(ws.path(docs), root / "documents", link=True)
     # The attribution duties of the data travel with the bundle (and a NOTICE the weights came with stays in it).
     write_notice(ws, target, root, licence=release.get("license"), upstream=root / "weights")
+    if terms is not None:  # the notice the terms ask for, next to the data's attribution duties
+        with (root / "NOTICE").open("a", encoding="utf-8") as f:
+            f.write(f"\nThe base model is provided under and subject to the {terms['name']} ({terms['file']} in this "
+                    "bundle); their use restrictions apply to this model and to everything derived from it.\n")
     head = ws.catalog.audit_head()  # pins the audit log as it was at this release (`audit verify --head`)
     if head is not None:
         (root / "audit-head.json").write_text(json.dumps(head, indent=2) + "\n", encoding="utf-8")
